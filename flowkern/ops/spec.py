@@ -1,0 +1,125 @@
+"""Argument rules of the fused coupling op, shared by every backend.
+
+The compiled ops re-check the same rules in ``csrc/ops.cpp``; this module is what
+the Python entry points, the reference and the Triton backend call first, so
+that every backend fails the same way with a message naming the argument.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "SCALE_IDS",
+    "FLOAT_DTYPES",
+    "CouplingConfig",
+    "make_config",
+    "check_coupling_args",
+    "acc_dtype",
+]
+
+# Keep in sync with csrc/common/coupling_math.h::ScaleFn.
+SCALE_IDS: dict[str, int] = {"exp": 0, "tanh": 1, "atan": 2, "sigmoid": 3}
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class CouplingConfig:
+    """The non-tensor arguments of the op, validated."""
+
+    split: int
+    passive_first: bool
+    scale: str
+    clamp: float
+    atan_k: float
+    eps: float
+
+    @property
+    def scale_id(self) -> int:
+        return SCALE_IDS[self.scale]
+
+
+def make_config(
+    split: int,
+    passive: str = "first",
+    scale: str = "tanh",
+    clamp: float = 1.0,
+    atan_k: float = 2.0 / math.pi,
+    eps: float = 0.0,
+) -> CouplingConfig:
+    """Validate the keyword arguments of ``coupling_forward`` / ``coupling_inverse``."""
+    if isinstance(split, bool) or not isinstance(split, int):
+        raise TypeError(f"split must be an int channel index, got {type(split).__name__}")
+    if passive not in ("first", "second"):
+        raise ValueError(f"passive must be 'first' or 'second', got {passive!r}")
+    if scale not in SCALE_IDS:
+        raise ValueError(f"scale must be one of {sorted(SCALE_IDS)}, got {scale!r}")
+    for name, value in (("clamp", clamp), ("atan_k", atan_k), ("eps", eps)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if scale in ("tanh", "atan") and clamp <= 0:
+        raise ValueError(f"clamp must be > 0 for scale={scale!r}, got {clamp}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    return CouplingConfig(int(split), passive == "first", scale, float(clamp), float(atan_k), float(eps))
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Log-det accumulation dtype: float64 for float64 input, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_tensor(name: str, t: object) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def check_coupling_args(
+    x: torch.Tensor,
+    s_raw: torch.Tensor,
+    t: torch.Tensor,
+    a: torch.Tensor | None,
+    b: torch.Tensor | None,
+    cfg: CouplingConfig,
+    x_name: str = "x",
+) -> None:
+    """Raise TypeError/ValueError naming the offending argument; return None if valid.
+
+    x: (B, C, *S) floating; s_raw, t: (B, C_active, *S) like x; a, b: (C,) or both None;
+    1 <= split <= C - 1.
+    """
+    _check_tensor(x_name, x)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{x_name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"{x_name} must have shape (B, C, *S) with at least 2 dims, got {tuple(x.shape)}")
+    C = x.shape[1]
+    if not 1 <= cfg.split <= C - 1:
+        raise ValueError(f"split must be in [1, C - 1] = [1, {C - 1}] for C={C} channels, got {cfg.split}")
+    c_act = C - cfg.split if cfg.passive_first else cfg.split
+    want = (x.shape[0], c_act, *x.shape[2:])
+    for name, v in (("s_raw", s_raw), ("t", t)):
+        _check_tensor(name, v)
+        if v.dtype != x.dtype:
+            raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}), got {v.dtype}")
+        if v.device != x.device:
+            raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {v.device}")
+        if tuple(v.shape) != want:
+            raise ValueError(
+                f"{name} must have shape {want} (B, active channels, *S), got {tuple(v.shape)}"
+            )
+    if (a is None) != (b is None):
+        raise ValueError("a and b must both be given (actnorm) or both be None")
+    if a is not None:
+        for name, v in (("a", a), ("b", b)):
+            _check_tensor(name, v)
+            if v.dtype != x.dtype:
+                raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}), got {v.dtype}")
+            if v.device != x.device:
+                raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {v.device}")
+            if tuple(v.shape) != (C,):
+                raise ValueError(f"{name} must have shape ({C},) (one value per channel), got {tuple(v.shape)}")
