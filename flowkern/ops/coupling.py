@@ -174,3 +174,9 @@ def coupling_inverse(
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
     check_coupling_args(y, s_raw, t, a, b, cfg, "y")
     return backends.select(y.device, backend).inverse(y, s_raw, t, a, b, cfg)
+
+
+# ---- the Triton backend (imports triton lazily, on first use) ------------------------
+from ..kernels.triton.backend import register as _register_triton  # noqa: E402
+
+_register_triton()

@@ -1,0 +1,298 @@
+"""One NLL training step (forward + backward + Adam step) of IIN-sized flat coupling flows:
+flowkern (standard and memory-saving) beside FrEIA, normflows and nflows building the same
+architecture, and beside the GEMM floor.
+
+Architecture per block: ActNorm, a double affine coupling (two couplings, half swap),
+a random channel permutation. Subnets: Linear(D/2, H), LeakyReLU, depth x
+[Linear(H, H), LeakyReLU], Linear(H, D) producing [s | t] (FrEIA GLOWCouplingBlock),
+or separate s and t nets (CompVis).
+
+GEMM floor: the sum of the measured ``torch.mm`` times of every matmul of the step
+(forward, grad input, grad weight of each Linear) — what a step costs if everything
+but the GEMMs were free. Bytes saved for backward: tensors packed by autograd during
+the forward+loss (``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage).
+
+Run ``python bench/bench_flows.py [--quick]`` for the markdown table, or
+``pytest bench/bench_flows.py`` for the pytest-benchmark cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+__all__ = ["Config", "CONFIGS", "table"]
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    dim: int
+    n_blocks: int
+    hidden: int
+    depth: int = 2
+    cond_dim: int = 0
+    batch: int = 256
+    separate_nets: bool = False
+
+
+CONFIGS = [
+    Config("IIN (FrEIA GLOW subnets)", 64, 12, 512),
+    Config("IIN, CompVis separate s/t nets", 64, 12, 512, separate_nets=True),
+    Config("cINN (D=128, cond 128)", 128, 20, 1024, cond_dim=128),
+]
+QUICK = [
+    Config("IIN (quick)", 16, 3, 64, batch=64),
+    Config("IIN CompVis (quick)", 16, 3, 64, batch=64, separate_nets=True),
+    Config("cINN (quick)", 32, 3, 128, cond_dim=16, batch=64),
+]
+
+
+def _mlp(n_in: int, n_out: int, hidden: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.LeakyReLU()]
+    for _ in range(depth):
+        layers += [nn.Linear(hidden, hidden), nn.LeakyReLU()]
+    return nn.Sequential(*layers, nn.Linear(hidden, n_out))
+
+
+class _ContextMLP(nn.Module):
+    """nflows calls its transform nets as net(x, context)."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        self.net = _mlp(n_in, n_out, hidden, depth)
+
+    def forward(self, v: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(v)
+
+
+# ---- models: each returns (modules, loss_fn(x, c)) -------------------------------
+def make_flowkern(cfg: Config, memory_saving: bool):
+    from flowkern.nn import ActNorm, ConditionalFlow, DoubleAffineCoupling, Flow, Shuffle
+
+    blocks: list[nn.Module] = []
+    for i in range(cfg.n_blocks):
+        blocks += [ActNorm(cfg.dim),
+                   DoubleAffineCoupling(cfg.dim, cfg.hidden, cfg.depth, cond_channels=cfg.cond_dim,
+                                        separate_nets=cfg.separate_nets),
+                   Shuffle(cfg.dim, seed=i)]
+    cls = ConditionalFlow if cfg.cond_dim else Flow
+    flow = cls(blocks, memory_saving=memory_saving)
+    return flow, lambda x, c: flow.nll_loss(x, c)
+
+
+def make_freia(cfg: Config):
+    import FrEIA.framework as Ff
+    import FrEIA.modules as Fm
+
+    if cfg.separate_nets:
+        return None
+    inn = Ff.SequenceINN(cfg.dim)
+    sub = lambda i, o: _mlp(i, o, cfg.hidden, cfg.depth)  # noqa: E731
+    for i in range(cfg.n_blocks):
+        inn.append(Fm.ActNorm)
+        if cfg.cond_dim:
+            inn.append(Fm.GLOWCouplingBlock, subnet_constructor=sub, clamp=2.0, cond=0, cond_shape=(cfg.cond_dim,))
+        else:
+            inn.append(Fm.GLOWCouplingBlock, subnet_constructor=sub, clamp=2.0)
+        inn.append(Fm.PermuteRandom, seed=i)
+
+    def loss(x, c):
+        z, ld = inn(x, c=[c]) if c is not None else inn(x)
+        return (0.5 * (z * z).sum(1) - ld).mean()
+
+    return inn, loss
+
+
+def make_normflows(cfg: Config):
+    import normflows as nf
+
+    if cfg.separate_nets or cfg.cond_dim:
+        return None
+    half = cfg.dim // 2
+    flows = []
+    for _ in range(cfg.n_blocks):
+        flows.append(nf.flows.ActNorm((cfg.dim,)))
+        for _ in range(2):
+            flows.append(nf.flows.AffineCouplingBlock(_mlp(half, 2 * (cfg.dim - half), cfg.hidden, cfg.depth)))
+            flows.append(nf.flows.Permute(cfg.dim, mode="swap"))
+        flows.append(nf.flows.Permute(cfg.dim, mode="shuffle"))
+    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(cfg.dim, trainable=False), flows)
+    return model, lambda x, c: model.forward_kld(x)
+
+
+def make_nflows(cfg: Config):
+    from nflows.distributions import StandardNormal
+    from nflows.flows import Flow
+    from nflows.transforms import ActNorm, AffineCouplingTransform, CompositeTransform, RandomPermutation
+
+    if cfg.separate_nets or cfg.cond_dim:
+        return None
+    mask = torch.zeros(cfg.dim)
+    mask[cfg.dim // 2:] = 1
+    transforms = []
+    for _ in range(cfg.n_blocks):
+        transforms.append(ActNorm(cfg.dim))
+        for m in (mask, 1 - mask):
+            transforms.append(AffineCouplingTransform(m, lambda i, o: _ContextMLP(i, o, cfg.hidden, cfg.depth)))
+        transforms.append(RandomPermutation(cfg.dim))
+    flow = Flow(CompositeTransform(transforms), StandardNormal([cfg.dim]))
+    return flow, lambda x, c: -flow.log_prob(x).mean()
+
+
+# ---- measurement -----------------------------------------------------------------
+def saved_bytes(loss_fn, x, c) -> int:
+    per_storage: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = t.untyped_storage().data_ptr()
+        per_storage[key] = max(per_storage.get(key, 0), t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn(x, c)
+    loss.backward()
+    return sum(per_storage.values())
+
+
+def step_time(model: nn.Module, loss_fn, x, c, reps: int) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(x, c).backward()
+        opt.step()
+
+    step()  # data-dependent inits, allocator warm-up
+    step()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _mm_time(m: int, k: int, n: int, reps: int) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gemm_floor(model: nn.Module, batch: int, reps: int) -> tuple[float, float]:
+    """(seconds, GFLOP) of every Linear's forward, grad-input and grad-weight matmul."""
+    cache: dict[tuple[int, int, int], float] = {}
+    total = flops = 0.0
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear):
+            i, o = mod.in_features, mod.out_features
+            for shape in ((batch, i, o), (batch, o, i), (o, batch, i)):
+                if shape not in cache:
+                    cache[shape] = _mm_time(*shape, reps)
+                total += cache[shape]
+                flops += 2.0 * shape[0] * shape[1] * shape[2]
+    return total, flops / 1e9
+
+
+def measure(cfg: Config, reps: int) -> list[dict]:
+    torch.manual_seed(0)
+    x = torch.randn(cfg.batch, cfg.dim)
+    c = torch.randn(cfg.batch, cfg.cond_dim) if cfg.cond_dim else None
+    rows = []
+    makers = [("flowkern", lambda: make_flowkern(cfg, False)),
+              ("flowkern memory-saving", lambda: make_flowkern(cfg, True)),
+              ("FrEIA 0.2", lambda: make_freia(cfg)),
+              ("normflows 1.7.3", lambda: make_normflows(cfg)),
+              ("nflows 0.14", lambda: make_nflows(cfg))]
+    floor = None
+    for name, make in makers:
+        built = make()
+        if built is None:
+            continue
+        model, loss_fn = built
+        if floor is None:
+            floor = gemm_floor(model, cfg.batch, reps)
+        t = step_time(model, loss_fn, x, c, reps)
+        rows.append(dict(config=cfg.name, impl=name, seconds=t, bytes=saved_bytes(loss_fn, x, c)))
+    rows.append(dict(config=cfg.name, impl=f"GEMM floor ({floor[1]:.1f} GFLOP)", seconds=floor[0], bytes=None))
+    return rows
+
+
+def table(quick: bool) -> str:
+    """Markdown table of step time and bytes saved for backward per config and library."""
+    configs, reps = (QUICK, 3) if quick else (CONFIGS, 5)
+    lines = [f"threads: {torch.get_num_threads()}, torch {torch.__version__}, "
+             f"backend: {_backend_name()}", "",
+             "| config | implementation | step ms | x GEMM floor | x flowkern | saved for backward MiB "
+             "| % of FrEIA bytes |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for cfg in configs:
+        rows = measure(cfg, reps)
+        floor = rows[-1]["seconds"]
+        base = rows[0]["seconds"]
+        freia = next((r["bytes"] for r in rows if r["impl"].startswith("FrEIA")), None)
+        for r in rows:
+            mib = "" if r["bytes"] is None else f"{r['bytes'] / 2**20:.2f}"
+            pct = "" if r["bytes"] is None or not freia else f"{100 * r['bytes'] / freia:.2f}"
+            lines.append(f"| {cfg.name} | {r['impl']} | {1e3 * r['seconds']:.1f} | {r['seconds'] / floor:.2f} "
+                         f"| {r['seconds'] / base:.2f} | {mib} | {pct} |")
+    return "\n".join(lines)
+
+
+def _backend_name() -> str:
+    import flowkern
+
+    return flowkern.backends.select(torch.device("cpu")).name
+
+
+# ---- pytest-benchmark cases (pytest bench/bench_flows.py) ----------------------------
+def _bench_case(benchmark, memory_saving: bool) -> None:
+    cfg = QUICK[0]
+    flow, loss_fn = make_flowkern(cfg, memory_saving)
+    x = torch.randn(cfg.batch, cfg.dim)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-5)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(x, None).backward()
+        opt.step()
+
+    benchmark(step)
+
+
+def test_bench_flowkern_step(benchmark):
+    _bench_case(benchmark, False)
+
+
+def test_bench_flowkern_memory_saving_step(benchmark):
+    _bench_case(benchmark, True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (~30 s)")
+    parser.add_argument("--backend", default=None, help="force a flowkern op backend (e.g. reference)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.backend:
+        import flowkern
+
+        flowkern.backends.set_default(args.backend)
+    print(table(args.quick))
+
+
+if __name__ == "__main__":
+    main()

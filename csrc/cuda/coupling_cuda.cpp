@@ -1,0 +1,246 @@
+// CUDA dispatch of the flowkern::coupling_* ops: checks arguments (csrc/ops_check.h),
+// allocates outputs and partial buffers with ATen, and calls the raw-pointer launchers of
+// coupling_kernels.cu on the current stream.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that one needs the cuSPARSE headers
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+#include "cuda/coupling_launch.h"
+#include "ops_check.h"
+
+#ifdef FLOWKERN_PYTHON_MODULE
+#include <Python.h>
+// `import flowkern._C_cuda` loads this library and with it the CUDA registrations below.
+extern "C" PyObject* PyInit__C_cuda(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C_cuda", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+#endif
+
+namespace flowkern {
+namespace {
+
+using at::Tensor;
+using OptT = std::optional<Tensor>;
+namespace fc = flowkern::cuda;
+
+fc::DType dtype_of(const Tensor& x) {
+  switch (x.scalar_type()) {
+    case at::kFloat: return fc::DType::Float;
+    case at::kDouble: return fc::DType::Double;
+    case at::kHalf: return fc::DType::Half;
+    default: return fc::DType::BFloat16;  // check_coupling_args admits nothing else
+  }
+}
+
+at::ScalarType acc_type(const Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+// v (B, C', *S) and its (batch, channel, position) strides with S flattened, without a copy
+// when the spatial dims collapse to one stride (always for slices of a contiguous tensor).
+std::tuple<Tensor, int64_t, int64_t, int64_t> bcs_view(const Tensor& v) {
+  if (v.dim() == 2) return {v, v.stride(0), v.stride(1), 0};
+  Tensor u = v;
+  auto collapsible = [](const Tensor& w) {
+    int64_t prev_stride = -1;  // stride of the previous non-singleton spatial dim
+    for (int64_t d = 2; d < w.dim(); ++d) {
+      if (w.size(d) == 1) continue;
+      if (prev_stride >= 0 && prev_stride != w.stride(d) * w.size(d)) return false;
+      prev_stride = w.stride(d);
+    }
+    return true;
+  };
+  if (!collapsible(u)) u = u.contiguous();
+  int64_t ss = 0;
+  for (int64_t d = 2; d < u.dim(); ++d)
+    if (u.size(d) != 1) ss = u.stride(d);
+  return {u, u.stride(0), u.stride(1), ss};
+}
+
+struct Prepared {
+  CouplingShape sh;
+  fc::DType dt;
+  fc::Geometry g;
+  fc::Scale sc;
+  Tensor s_raw, t, a, b;  // a/b undefined without actnorm
+};
+
+Prepared prepare(const Tensor& x, const Tensor& s_raw, const Tensor& t, const OptT& a,
+                 const OptT& b, int64_t split, bool passive_first, int64_t scale, double clamp,
+                 double atan_k, double eps, const char* x_name) {
+  Prepared p;
+  p.sh = check_coupling_args(x, s_raw, t, a, b, split, passive_first, scale, clamp, eps, x_name);
+  TORCH_CHECK_VALUE(x.is_cuda(), x_name, " must be a CUDA tensor for the cuda backend, got ",
+                    x.device());
+  p.dt = dtype_of(x);
+  p.g = fc::make_geometry(p.dt, p.sh.B, p.sh.C, p.sh.S, p.sh.c_act, p.sh.act0);
+  std::tie(p.s_raw, p.g.ssb, p.g.ssc, p.g.sss) = bcs_view(s_raw);
+  std::tie(p.t, p.g.tsb, p.g.tsc, p.g.tss) = bcs_view(t);
+  if (a.has_value()) {
+    p.a = a->contiguous();
+    p.b = b->contiguous();
+  }
+  p.sc = fc::Scale{static_cast<int>(scale), clamp, atan_k, eps};
+  // 128-bit access of s_raw / t: a vector that starts on an active column must be all
+  // active, contiguous and 16-byte aligned (coupling_launch.h, Lane::load_st).
+  const int64_t V = fc::vec_width(p.dt);
+  const fc::Geometry& g = p.g;
+  const bool pos_vec = !g.rows_are_samples && g.S % V == 0;
+  const bool chan_vec = g.rows_are_samples && g.act0 % V == 0 && g.c_act % V == 0;
+  auto st_ok = [&](const Tensor& v, int64_t sb, int64_t sc, int64_t ss) {
+    if (!aligned16(v.data_ptr()) || sb % V != 0) return false;
+    return pos_vec ? (ss == 1 && sc % V == 0) : (chan_vec && sc == 1);
+  };
+  p.g.vec_st = st_ok(p.s_raw, g.ssb, g.ssc, g.sss) && st_ok(p.t, g.tsb, g.tsc, g.tss);
+  p.g.vec_g = pos_vec || chan_vec;
+  p.g.vec_io = g.K % V == 0;  // plus alignment of each x-shaped pointer, set by the caller
+  return p;
+}
+
+const void* ptr_or_null(const Tensor& v) { return v.defined() ? v.data_ptr() : nullptr; }
+
+Tensor reduce_rows(const Tensor& part, int64_t rows, int64_t L, const Tensor& add, double sign,
+                   bool take_max, cudaStream_t stream) {
+  Tensor out = at::empty({rows}, part.options());
+  fc::launch_reduce_rows(part.scalar_type() == at::kDouble, part.data_ptr(), rows, L,
+                         ptr_or_null(add), sign, take_max, out.data_ptr(), stream);
+  return out;
+}
+
+// prod(S) sum_c log|a_c| as a 0-dim tensor in the accumulation type (undefined without a).
+Tensor actnorm_logdet(const Prepared& p, at::ScalarType acc) {
+  if (!p.a.defined()) return Tensor();
+  return at::log(at::abs(p.a.to(acc))).sum().mul_(static_cast<double>(p.sh.S));
+}
+
+std::tuple<Tensor, Tensor, Tensor> coupling_fwd_cuda(const Tensor& x_in, const Tensor& s_raw,
+                                                     const Tensor& t, const OptT& a, const OptT& b,
+                                                     int64_t split, bool passive_first,
+                                                     int64_t scale, double clamp, double atan_k,
+                                                     double eps, bool check) {
+  Prepared p = prepare(x_in, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "x");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const Tensor x = x_in.contiguous();
+  const auto acc = acc_type(x);
+  Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  p.g.vec_io = p.g.vec_io && aligned16(x.data_ptr()) && aligned16(y.data_ptr());
+  const auto n_part = p.g.ld_part_size();
+  Tensor ld_part = at::empty({n_part}, x.options().dtype(acc));
+  Tensor err_part = check ? at::empty({n_part}, x.options().dtype(acc)) : Tensor();
+  fc::launch_fwd(p.dt, p.g, p.sc, x.data_ptr(), p.s_raw.data_ptr(), p.t.data_ptr(),
+                 ptr_or_null(p.a), ptr_or_null(p.b), y.data_ptr(), ld_part.data_ptr(),
+                 check ? err_part.data_ptr() : nullptr, stream);
+  const int64_t L = n_part / (p.sh.B > 0 ? p.sh.B : 1);
+  Tensor logdet = reduce_rows(ld_part, p.sh.B, L, actnorm_logdet(p, acc), 1.0, false, stream);
+  Tensor err = check ? reduce_rows(err_part, p.sh.B, L, Tensor(), 1.0, true, stream)
+                     : at::empty({0}, x.options().dtype(acc));
+  return {y, logdet, err};
+}
+
+std::tuple<Tensor, Tensor> coupling_inv_cuda(const Tensor& y_in, const Tensor& s_raw,
+                                             const Tensor& t, const OptT& a, const OptT& b,
+                                             int64_t split, bool passive_first, int64_t scale,
+                                             double clamp, double atan_k, double eps) {
+  Prepared p = prepare(y_in, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "y");
+  const c10::cuda::CUDAGuard guard(y_in.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const Tensor y = y_in.contiguous();
+  const auto acc = acc_type(y);
+  Tensor x = at::empty_like(y, at::MemoryFormat::Contiguous);
+  p.g.vec_io = p.g.vec_io && aligned16(x.data_ptr()) && aligned16(y.data_ptr());
+  const auto n_part = p.g.ld_part_size();
+  Tensor ld_part = at::empty({n_part}, y.options().dtype(acc));
+  fc::launch_inv(p.dt, p.g, p.sc, y.data_ptr(), p.s_raw.data_ptr(), p.t.data_ptr(),
+                 ptr_or_null(p.a), ptr_or_null(p.b), x.data_ptr(), ld_part.data_ptr(), stream);
+  const int64_t L = n_part / (p.sh.B > 0 ? p.sh.B : 1);
+  Tensor logdet = reduce_rows(ld_part, p.sh.B, L, actnorm_logdet(p, acc), -1.0, false, stream);
+  return {x, logdet};
+}
+
+using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+// Shared body of both backward ops; `inverse` selects the kernel and the log-det sign.
+Grads coupling_bwd_cuda(bool inverse, const Tensor& g_out_in, const Tensor& g_logdet,
+                        const Tensor& inp_in, const Tensor& s_raw, const Tensor& t, const OptT& a,
+                        const OptT& b, int64_t split, bool passive_first, int64_t scale,
+                        double clamp, double atan_k, double eps) {
+  const char* name = inverse ? "y" : "x";
+  Prepared p = prepare(inp_in, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, name);
+  const auto acc = acc_type(inp_in);
+  TORCH_CHECK_VALUE(g_out_in.sizes() == inp_in.sizes(), "grad must have the shape of ", name, " ",
+                    inp_in.sizes(), ", got ", g_out_in.sizes());
+  TORCH_CHECK_VALUE(g_logdet.dim() == 1 && g_logdet.size(0) == p.sh.B,
+                    "grad_logdet must have shape (B,) = (", p.sh.B, ",), got ", g_logdet.sizes());
+  const c10::cuda::CUDAGuard guard(inp_in.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const Tensor inp = inp_in.contiguous();
+  const Tensor g_out = g_out_in.to(inp.scalar_type()).contiguous();
+  const Tensor gl = g_logdet.to(acc).contiguous();
+  Tensor g_in = at::empty_like(inp, at::MemoryFormat::Contiguous);
+  Tensor gs = at::empty(s_raw.sizes(), inp.options());
+  Tensor gt = at::empty(s_raw.sizes(), inp.options());
+  p.g.vec_io = p.g.vec_io && aligned16(inp.data_ptr()) && aligned16(g_out.data_ptr()) &&
+               aligned16(g_in.data_ptr());
+  const bool has_ab = p.a.defined();
+  Tensor ga_part, gb_part;
+  if (has_ab) {
+    ga_part = at::empty({p.g.ab_part_size()}, inp.options().dtype(acc));
+    gb_part = at::empty({p.g.ab_part_size()}, inp.options().dtype(acc));
+  }
+  void* gap = has_ab ? ga_part.data_ptr() : nullptr;
+  void* gbp = has_ab ? gb_part.data_ptr() : nullptr;
+  if (inverse) {
+    fc::launch_inv_bwd(p.dt, p.g, p.sc, g_out.data_ptr(), gl.data_ptr(), inp.data_ptr(),
+                       p.s_raw.data_ptr(), p.t.data_ptr(), ptr_or_null(p.a), ptr_or_null(p.b),
+                       g_in.data_ptr(), gs.data_ptr(), gt.data_ptr(), gap, gbp, stream);
+  } else {
+    fc::launch_fwd_bwd(p.dt, p.g, p.sc, g_out.data_ptr(), gl.data_ptr(), inp.data_ptr(),
+                       p.s_raw.data_ptr(), ptr_or_null(p.a), ptr_or_null(p.b), g_in.data_ptr(),
+                       gs.data_ptr(), gt.data_ptr(), gap, gbp, stream);
+  }
+  Tensor ga = at::empty({has_ab ? p.sh.C : 0}, inp.options());
+  Tensor gb = at::empty({has_ab ? p.sh.C : 0}, inp.options());
+  if (has_ab) {
+    Tensor gl_total = reduce_rows(gl, 1, p.sh.B, Tensor(), 1.0, false, stream);
+    fc::launch_reduce_ab(p.dt, p.g, ga_part.data_ptr(), gb_part.data_ptr(), gl_total.data_ptr(),
+                         p.a.data_ptr(), inverse ? -1.0 : 1.0, ga.data_ptr(), gb.data_ptr(),
+                         stream);
+  }
+  return {g_in, gs, gt, ga, gb};
+}
+
+Grads coupling_fwd_bwd_cuda(const Tensor& grad_y, const Tensor& grad_logdet, const Tensor& x,
+                            const Tensor& s_raw, const Tensor& t, const OptT& a, const OptT& b,
+                            int64_t split, bool passive_first, int64_t scale, double clamp,
+                            double atan_k, double eps) {
+  return coupling_bwd_cuda(false, grad_y, grad_logdet, x, s_raw, t, a, b, split, passive_first,
+                           scale, clamp, atan_k, eps);
+}
+
+Grads coupling_inv_bwd_cuda(const Tensor& grad_x, const Tensor& grad_logdet, const Tensor& y,
+                            const Tensor& s_raw, const Tensor& t, const OptT& a, const OptT& b,
+                            int64_t split, bool passive_first, int64_t scale, double clamp,
+                            double atan_k, double eps) {
+  return coupling_bwd_cuda(true, grad_x, grad_logdet, y, s_raw, t, a, b, split, passive_first,
+                           scale, clamp, atan_k, eps);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(flowkern, CUDA, m) {
+  m.impl("coupling_fwd", &coupling_fwd_cuda);
+  m.impl("coupling_inv", &coupling_inv_cuda);
+  m.impl("coupling_fwd_bwd", &coupling_fwd_bwd_cuda);
+  m.impl("coupling_inv_bwd", &coupling_inv_bwd_cuda);
+}
+
+}  // namespace flowkern

@@ -1,0 +1,99 @@
+// Raw-pointer launchers of the CUDA coupling kernels (coupling_kernels.cu). No torch
+// headers here or in the .cu, so nvcc stays fast; coupling_cuda.cpp checks arguments,
+// allocates with ATen and calls these on the current stream.
+//
+// Work layout: x (B, C, S) is viewed as a row-major matrix of R rows x K columns,
+//   vectors (S == 1):  rows = samples (R = B), columns = channels (K = C)
+//   otherwise:         rows = (sample, channel) pairs (R = B C), columns = positions (K = S)
+// so element (row, k) sits at x[row K + k] in both cases. One warp handles one row and a
+// chunk of `chunk` columns; a block holds kWarps warps (consecutive rows, same chunk).
+// Reductions are deterministic (no atomics): partials in fixed slots, then a second pass
+// in fixed order.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace flowkern::cuda {
+
+enum class DType : int { Float = 0, Double = 1, Half = 2, BFloat16 = 3 };
+
+constexpr int kWarps = 8;       // warps per block of the element-wise kernels
+constexpr int kMaxIters = 8;    // column iterations per lane (rows = (sample, channel) layout)
+
+// Elements per 128-bit access.
+inline int vec_width(DType dt) { return dt == DType::Double ? 2 : dt == DType::Float ? 4 : 8; }
+
+struct Geometry {
+  int64_t B, C, S, c_act, act0;
+  int64_t ssb, ssc, sss;  // s_raw strides (batch, active channel, flattened position)
+  int64_t tsb, tsc, tss;  // t strides
+  bool rows_are_samples;  // S == 1
+  int64_t R, K;           // rows, columns (header comment)
+  int64_t chunk, n_chunks, n_row_tiles;
+  bool vec_io;            // x-shaped tensors may be accessed 128 bits at a time
+  bool vec_st;            // s_raw and t may be read 128 bits at a time (active vectors)
+  bool vec_g;             // grad_s_raw / grad_t outputs (contiguous) may be written 128 bits at a time
+
+  // ld_part / err_part hold one value per (row, chunk): R * n_chunks.
+  int64_t ld_part_size() const { return R * n_chunks; }
+  // ab partials: per (row tile, channel) for vectors, per (row, chunk) otherwise.
+  int64_t ab_part_size() const { return rows_are_samples ? n_row_tiles * C : R * n_chunks; }
+};
+
+// Geometry of one call (vector-access flags are set by the caller, who sees the pointers).
+inline Geometry make_geometry(DType dt, int64_t B, int64_t C, int64_t S, int64_t c_act,
+                              int64_t act0) {
+  Geometry g{};
+  g.B = B; g.C = C; g.S = S; g.c_act = c_act; g.act0 = act0;
+  g.rows_are_samples = S == 1;
+  g.R = g.rows_are_samples ? B : B * C;
+  g.K = g.rows_are_samples ? C : S;
+  const int64_t lane_span = 32 * static_cast<int64_t>(vec_width(dt));
+  if (g.rows_are_samples) {
+    g.chunk = lane_span;  // one iteration: each lane owns VEC channels (column reduction)
+  } else {
+    const int64_t need = (g.K + lane_span - 1) / lane_span * lane_span;
+    g.chunk = need < lane_span * kMaxIters ? need : lane_span * kMaxIters;
+  }
+  g.n_chunks = (g.K + g.chunk - 1) / g.chunk;
+  g.n_row_tiles = (g.R + kWarps - 1) / kWarps;
+  return g;
+}
+
+struct Scale {
+  int fn;  // flowkern::ScaleFn
+  double clamp, atan_k, eps;
+};
+
+// y, ld_part (acc), err_part (acc, nullptr without check).
+void launch_fwd(DType dt, const Geometry& g, const Scale& sc, const void* x, const void* s_raw,
+                const void* t, const void* a, const void* b, void* y, void* ld_part,
+                void* err_part, cudaStream_t stream);
+// x, ld_part (sum of s; negated by the row reduction).
+void launch_inv(DType dt, const Geometry& g, const Scale& sc, const void* y, const void* s_raw,
+                const void* t, const void* a, const void* b, void* x, void* ld_part,
+                cudaStream_t stream);
+// gx, gs, gt (contiguous (B, c_act, S)), ga/gb partials (acc, nullptr without actnorm).
+void launch_fwd_bwd(DType dt, const Geometry& g, const Scale& sc, const void* gy, const void* gl,
+                    const void* x, const void* s_raw, const void* a, const void* b, void* gx,
+                    void* gs, void* gt, void* ga_part, void* gb_part, cudaStream_t stream);
+void launch_inv_bwd(DType dt, const Geometry& g, const Scale& sc, const void* gx, const void* gl,
+                    const void* y, const void* s_raw, const void* t, const void* a, const void* b,
+                    void* gy, void* gs, void* gt, void* ga_part, void* gb_part,
+                    cudaStream_t stream);
+
+// out[b] = sign * (sum_i part[b L + i] + (*add if add)), or max_i part[b L + i] with take_max.
+// part / add / out in the accumulation type (double iff acc_double).
+void launch_reduce_rows(bool acc_double, const void* part, int64_t rows, int64_t L,
+                        const void* add, double sign, bool take_max, void* out,
+                        cudaStream_t stream);
+// ga[c] = sum of ga partials + sign * S * gl_total / a[c]; gb[c] = sum of gb partials.
+// ga / gb / a in the storage type; partials and gl_total (one value, = sum_b grad_logdet[b],
+// from launch_reduce_rows) in the accumulation type.
+void launch_reduce_ab(DType dt, const Geometry& g, const void* ga_part, const void* gb_part,
+                      const void* gl_total, const void* a, double sign, void* ga, void* gb,
+                      cudaStream_t stream);
+
+}  // namespace flowkern::cuda

@@ -1,0 +1,250 @@
+"""``convert(peer_module)``: a FrEIA / normflows / nflows / CompVis model as its flowkern
+equivalent, weights, buffers, init flags and train/eval mode included.
+
+The peer model is deep-copied first (the original is left untouched), then converted
+bottom-up: known peer classes become the same-named class of :mod:`flowkern.compat`
+(built with the copied subnets, then ``load_state_dict(strict=True)`` from the peer, so
+state-dict keys are checked to be identical), containers (``SequenceINN``,
+``NormalizingFlow``, ``CompositeTransform``, CompVis flows) are rebuilt around their
+converted children, and any other module keeps its class with its children converted
+(FrEIA ``GraphINN`` node references included). No peer library is imported: peers are
+recognised by their class's module and name. Constructors run under
+:func:`~flowkern.compat._fused.frozen_rng`, so converting draws no random numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from . import compvis, freia, nflows, normflows
+from ._fused import frozen_rng, params_dtype_device
+
+__all__ = ["convert"]
+
+
+def convert(peer_module: nn.Module) -> nn.Module:
+    """Return the flowkern equivalent of ``peer_module`` (same numbers and state-dict keys)."""
+    if not isinstance(peer_module, nn.Module):
+        raise TypeError(f"peer_module must be a torch.nn.Module, got {type(peer_module).__name__}")
+    replaced: dict[int, nn.Module] = {}
+    root = _convert_owned(copy.deepcopy(peer_module), replaced)
+    for module in root.modules():  # FrEIA GraphINN keeps module references in its nodes
+        for node in getattr(module, "node_list", None) or ():
+            if id(getattr(node, "module", None)) in replaced:
+                node.module = replaced[id(node.module)]
+    return root
+
+
+def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
+    """Convert ``m``, a private copy that may be modified and whose children may be reused."""
+    if id(m) in replaced:
+        return replaced[id(m)]
+    builder = _builder(m)
+    if builder is not None:
+        new = builder(m, lambda child: _convert_owned(child, replaced))
+    else:
+        new = m
+        for name, child in list(m._modules.items()):
+            if child is not None:
+                m._modules[name] = _convert_owned(child, replaced)
+    replaced[id(m)] = new
+    return new
+
+
+def _peer(m: nn.Module) -> tuple[str, str]:
+    return type(m).__module__.split(".")[0], type(m).__name__
+
+
+def _builder(m: nn.Module) -> Callable | None:
+    root, name = _peer(m)
+    if root == "flowkern":
+        return None
+    table = {"FrEIA": _FREIA, "normflows": _NORMFLOWS, "nflows": _NFLOWS}.get(root)
+    if table is not None:
+        return table.get(name)
+    if name in _COMPVIS and all(hasattr(m, attr) for attr in _COMPVIS[name]):
+        return _compvis_build
+    return None
+
+
+def _handout(modules: list[nn.Module]) -> Callable[..., nn.Module]:
+    """A subnet constructor handing out the peer's (copied) subnets in creation order."""
+    it: Iterator[nn.Module] = iter(modules)
+    return lambda *args, **kwargs: next(it)
+
+
+def _finish(new: nn.Module, peer: nn.Module) -> nn.Module:
+    """Match dtype/device and mode, then copy the peer's state (keys must be identical)."""
+    dtype, device = params_dtype_device(peer)
+    if dtype is not None:
+        new.to(device=device, dtype=dtype)
+    missing, unexpected = new.load_state_dict(peer.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"cannot convert {type(peer).__module__}.{type(peer).__name__}: state-dict keys differ "
+                         f"(missing {missing}, unexpected {unexpected})")
+    new.train(peer.training)
+    return new
+
+
+def _build(cls, peer: nn.Module, *args, **kwargs) -> nn.Module:
+    with frozen_rng():
+        new = cls(*args, **kwargs)
+    return _finish(new, peer)
+
+
+# ---- FrEIA -------------------------------------------------------------------------
+def _clamp_activation(f) -> str | Callable:
+    """FrEIA stores its clamp as a function; recover the name by evaluating it."""
+    u = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)
+    for kind, g in freia._CLAMP_FNS.items():
+        try:
+            if torch.equal(f(u), g(u)):
+                return kind
+        except (TypeError, RuntimeError):
+            break
+    return f
+
+
+def _freia_actnorm(m, conv):
+    new = _build(freia.ActNorm, m, [m.dims_in], m.dims_c)
+    new.init_on_next_batch = m.init_on_next_batch
+    return new
+
+
+def _freia_coupling(cls, subnet_names):
+    def build(m, conv):
+        subnets = _handout([getattr(m, n) for n in subnet_names])
+        return _build(cls, m, m.dims_in, m.dims_c, subnet_constructor=subnets, clamp=m.clamp,
+                      clamp_activation=_clamp_activation(m.f_clamp), split_len=m.split_len1)
+
+    return build
+
+
+def _freia_all_in_one(m, conv):
+    if hasattr(m, "softplus"):
+        affine_type = "SOFTPLUS"
+    else:
+        probe = m.global_scale_activation(torch.zeros(1))
+        affine_type = "EXP" if torch.equal(probe, torch.ones(1)) else "SIGMOID"
+    return _build(freia.AllInOneBlock, m, m.dims_in, m.dims_c, subnet_constructor=_handout([m.subnet]),
+                  affine_clamping=m.clamp, gin_block=m.GIN, global_affine_type=affine_type,
+                  learned_householder_permutation=m.householder, reverse_permutation=m.reverse_pre_permute)
+
+
+def _freia_sequence(m, conv):
+    new = freia.SequenceINN(*m.shapes[0], force_tuple_output=m.force_tuple_output)
+    new.shapes = list(m.shapes)
+    new.conditions = list(m.conditions)
+    new.module_list = nn.ModuleList([conv(x) for x in m.module_list])
+    return new.train(m.training)
+
+
+_FREIA = {
+    "ActNorm": _freia_actnorm,
+    "PermuteRandom": lambda m, conv: _build(freia.PermuteRandom, m, m.dims_in, m.dims_c),
+    "GLOWCouplingBlock": _freia_coupling(freia.GLOWCouplingBlock, ["subnet1", "subnet2"]),
+    "RNVPCouplingBlock": _freia_coupling(freia.RNVPCouplingBlock,
+                                         ["subnet_s1", "subnet_t1", "subnet_s2", "subnet_t2"]),
+    "AffineCouplingOneSided": _freia_coupling(freia.AffineCouplingOneSided, ["subnet"]),
+    "AllInOneBlock": _freia_all_in_one,
+    "SequenceINN": _freia_sequence,
+}
+
+
+# ---- normflows ---------------------------------------------------------------------
+def _nf_affine_const(cls):
+    def build(m, conv):
+        return _build(cls, m, tuple(m.s.shape[1:]), scale=isinstance(m.s, nn.Parameter),
+                      shift=isinstance(m.t, nn.Parameter))
+
+    return build
+
+
+def _nf_coupling_block(m, conv):
+    coupling = m.flows[1]
+    return _build(normflows.AffineCouplingBlock, m, coupling.param_map, coupling.scale, coupling.scale_map,
+                  m.flows[0].mode)
+
+
+def _nf_masked(m, conv):
+    s = m.s if isinstance(m.s, nn.Module) else None
+    t = m.t if isinstance(m.t, nn.Module) else None
+    return _build(normflows.MaskedAffineFlow, m, m.b[0].detach().cpu(), t, s)
+
+
+def _nf_flow(m, conv):
+    return normflows.NormalizingFlow(m.q0, [conv(f) for f in m.flows], m.p).train(m.training)
+
+
+_NORMFLOWS = {
+    "ActNorm": _nf_affine_const(normflows.ActNorm),
+    "AffineConstFlow": _nf_affine_const(normflows.AffineConstFlow),
+    "Split": lambda m, conv: _build(normflows.Split, m, m.mode),
+    "Merge": lambda m, conv: _build(normflows.Merge, m, m.mode),
+    "AffineCoupling": lambda m, conv: _build(normflows.AffineCoupling, m, m.param_map, m.scale, m.scale_map),
+    "AffineCouplingBlock": _nf_coupling_block,
+    "MaskedAffineFlow": _nf_masked,
+    "Permute": lambda m, conv: _build(normflows.Permute, m, m.num_channels, m.mode),
+    "Invertible1x1Conv": lambda m, conv: _build(normflows.Invertible1x1Conv, m, m.num_channels, m.use_lu),
+    "NormalizingFlow": _nf_flow,
+}
+
+
+# ---- nflows ------------------------------------------------------------------------
+def _nfl_coupling(m, conv):
+    mask = torch.zeros(m.features)
+    mask[m.transform_features.cpu()] = 1
+    uncond = m.unconditional_transform
+    factory = None if uncond is None else (lambda features: conv(uncond))
+    return _build(nflows.AffineCouplingTransform, m, mask, _handout([m.transform_net]), factory)
+
+
+_NFLOWS = {
+    "ActNorm": lambda m, conv: _build(nflows.ActNorm, m, m.log_scale.numel()),
+    "AffineCouplingTransform": _nfl_coupling,
+    "Permutation": lambda m, conv: _build(nflows.Permutation, m, m._permutation.clone(), m._dim),
+    "RandomPermutation": lambda m, conv: _build(nflows.RandomPermutation, m, len(m._permutation), m._dim),
+    "ReversePermutation": lambda m, conv: _build(nflows.ReversePermutation, m, len(m._permutation), m._dim),
+    "CompositeTransform": lambda m, conv: nflows.CompositeTransform(
+        [conv(t) for t in m._transforms]).train(m.training),
+}
+
+
+# ---- CompVis (no package: recognised by class name and attributes) -----------------
+_COMPVIS: dict[str, tuple[str, ...]] = {
+    "ActNorm": ("loc", "scale", "initialized", "logdet"),
+    "Shuffle": ("forward_shuffle_idx", "backward_shuffle_idx"),
+    "InvLeakyRelu": ("alpha",),
+    "IgnoreLeakyRelu": (),
+    "BasicFullyConnectedNet": ("main",),
+    "DoubleVectorCouplingBlock": ("s", "t"),
+    "ConditionalDoubleVectorCouplingBlock": ("s", "t"),
+    "UnconditionalFlatDoubleCouplingFlowBlock": ("norm_layer", "coupling", "shuffle"),
+    "ConditionalFlatDoubleCouplingFlowBlock": ("norm_layer", "coupling", "activation", "shuffle"),
+    "UnconditionalFlatCouplingFlow": ("sub_layers", "n_flows", "in_channels"),
+    "ConditionalFlatCouplingFlow": ("sub_layers", "embedder", "n_flows", "conditioning_option"),
+}
+_COMPVIS_DEFAULTS: dict[str, dict[str, object]] = {
+    "ActNorm": {"allow_reverse_init": True},
+    "InvLeakyRelu": {"exact_logdet": False},
+}
+
+
+def _compvis_build(m, conv):
+    """The flowkern class keeps CompVis's attribute layout, so the (copied) module is
+    re-classed in place and its children converted."""
+    name = type(m).__name__
+    for child_name, child in list(m._modules.items()):
+        if child is not None:
+            m._modules[child_name] = conv(child)
+    for attr, value in _COMPVIS_DEFAULTS.get(name, {}).items():
+        if not hasattr(m, attr):
+            setattr(m, attr, value)
+    m.__class__ = getattr(compvis, name)
+    if isinstance(m, compvis.ActNorm):
+        m._sync_init_flag()
+    return m

@@ -1,0 +1,505 @@
+r"""FrEIA 0.2 drop-in modules on flowkern's fused coupling op.
+
+Same class names, constructor and call signatures, return conventions and
+``state_dict`` keys as ``FrEIA.modules`` / ``FrEIA.framework``; replace
+``import FrEIA.modules as Fm`` by ``import flowkern.compat.freia as Fm``. FrEIA is not
+imported: the modules follow its duck-typed ``InvertibleModule`` protocol
+(``forward(x_tuple, c=[], rev=False, jac=True) -> (tuple, log_jac_det)``,
+``output_dims``), which FrEIA's ``SequenceINN`` and ``GraphINN`` accept as they are.
+
+FrEIA's soft clamp :math:`s = \alpha\, f(u)` maps onto the op's scale functions:
+ATAN :math:`0.636\,\alpha \arctan u` is the op's ``atan`` with ``clamp=1, atan_k=0.636 α``
+(no copy of u); TANH :math:`\alpha\tanh u` and SIGMOID :math:`2\alpha(\sigma(u) - 1/2) =
+\alpha\tanh(u/2)` are the op's ``tanh`` on :math:`\alpha u` resp. :math:`\alpha u / 2`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import coupling_forward, coupling_inverse
+from ._fused import cat_cond, channel_view
+
+__all__ = [
+    "InvertibleModule",
+    "ActNorm",
+    "PermuteRandom",
+    "GLOWCouplingBlock",
+    "RNVPCouplingBlock",
+    "AffineCouplingOneSided",
+    "AllInOneBlock",
+    "SequenceINN",
+]
+
+ATAN_K = 0.636  # FrEIA's literal constant in its ATAN clamp (not 2/pi)
+_CLAMP_FNS: dict[str, Callable[[Tensor], Tensor]] = {
+    "ATAN": lambda u: ATAN_K * torch.atan(u),
+    "TANH": torch.tanh,
+    "SIGMOID": lambda u: 2.0 * (torch.sigmoid(u) - 0.5),
+}
+
+
+class InvertibleModule(nn.Module):
+    """FrEIA's module protocol: ``forward(x_or_z, c=[], rev=False, jac=True)`` returns
+    ``(outputs_tuple, log|det J|)``, with ``-log|det J|`` when ``rev=True``."""
+
+    def __init__(self, dims_in: Iterable[tuple[int, ...]], dims_c: Iterable[tuple[int, ...]] | None = None):
+        super().__init__()
+        self.dims_in = list(dims_in)
+        self.dims_c = list(dims_c) if dims_c is not None else []
+
+    def forward(self, x_or_z: Iterable[Tensor], c: Iterable[Tensor] | None = None,
+                rev: bool = False, jac: bool = True) -> tuple[tuple[Tensor, ...], Tensor]:
+        raise NotImplementedError(f"{self.__class__.__name__} does not provide forward(...)")
+
+    def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        raise NotImplementedError(f"{self.__class__.__name__} does not provide output_dims(...)")
+
+
+def _check_condition_dims(dims_in: list, dims_c: list) -> None:
+    for i, dc in enumerate(dims_c):
+        if tuple(dc[1:]) != tuple(dims_in[0][1:]):
+            raise ValueError(f"dims_c[{i}] = {tuple(dc)} must have the non-channel shape of "
+                             f"dims_in[0] = {tuple(dims_in[0])}")
+
+
+class ActNorm(InvertibleModule):
+    r"""Glow ActNorm with log-scale: :math:`y = x\,e^{s} + b`, log-det :math:`\prod S \sum s`.
+
+    Data-dependent init on the first call (zero mean, unit std per channel) unless
+    ``init_data`` is given or a state dict was loaded.
+    """
+
+    def __init__(self, dims_in, dims_c=None, init_data: Tensor | None = None):
+        super().__init__(dims_in, dims_c)
+        self.dims_in = dims_in[0]
+        param_dims = [1, self.dims_in[0]] + [1] * (len(self.dims_in) - 1)
+        self.scale = nn.Parameter(torch.zeros(*param_dims))
+        self.bias = nn.Parameter(torch.zeros(*param_dims))
+        self.init_on_next_batch = True
+        if init_data is not None:
+            self._initialize_with_data(init_data)
+        self._register_load_state_dict_pre_hook(self._on_load_state_dict)
+
+    def _on_load_state_dict(self, *args) -> None:
+        self.init_on_next_batch = False
+
+    @torch.no_grad()
+    def _initialize_with_data(self, data: Tensor) -> None:
+        if tuple(data.shape[1:]) != tuple(self.dims_in):
+            raise ValueError(f"init data must have shape (B, {', '.join(map(str, self.dims_in))}), "
+                             f"got {tuple(data.shape)}")
+        flat = data.transpose(0, 1).reshape(self.dims_in[0], -1)
+        std = flat.std(dim=-1)
+        std = torch.where(std > 0, std, torch.ones_like(std))  # FrEIA: NaN for a constant channel
+        self.scale.data.view(-1)[:] = torch.log(1 / std)
+        self.bias.data.view(-1)[:] = -(flat * self.scale.data.view(-1, 1).exp()).mean(dim=-1)
+        self.init_on_next_batch = False
+
+    def forward(self, x, rev=False, jac=True):
+        if self.init_on_next_batch:
+            self._initialize_with_data(x[0])
+        logdet = (self.scale.sum() * math.prod(self.dims_in[1:])).repeat(x[0].shape[0])
+        if rev:
+            return [(x[0] - self.bias) / self.scale.exp()], -logdet
+        return [x[0] * self.scale.exp() + self.bias], logdet
+
+    def output_dims(self, input_dims):
+        if len(input_dims) != 1:
+            raise ValueError("ActNorm can only use 1 input")
+        return input_dims
+
+    def affine(self) -> tuple[Tensor, Tensor]:
+        """(a, b) of shape (C,) with ``forward(x) = x * a + b`` (for folding into a coupling)."""
+        return self.scale.reshape(-1).exp(), self.bias.reshape(-1)
+
+
+class PermuteRandom(InvertibleModule):
+    """Fixed random channel permutation (numpy RNG, seeded like FrEIA's)."""
+
+    def __init__(self, dims_in, dims_c=None, seed: int | None = None):
+        super().__init__(dims_in, dims_c)
+        self.in_channels = dims_in[0][0]
+        if seed is not None:
+            np.random.seed(seed)
+        perm = np.random.permutation(self.in_channels)
+        self.perm = nn.Parameter(torch.LongTensor(perm), requires_grad=False)
+        self.perm_inv = nn.Parameter(torch.LongTensor(np.argsort(perm)), requires_grad=False)
+
+    def forward(self, x, rev=False, jac=True):
+        return [x[0][:, self.perm_inv if rev else self.perm]], 0.0
+
+    def output_dims(self, input_dims):
+        if len(input_dims) != 1:
+            raise ValueError(f"{self.__class__.__name__} can only use 1 input")
+        return input_dims
+
+
+class _BaseCouplingBlock(InvertibleModule):
+    """Split rule, conditions and soft clamp of FrEIA's coupling blocks."""
+
+    def __init__(self, dims_in, dims_c=[], clamp: float = 2.0,
+                 clamp_activation: str | Callable = "ATAN", split_len: float | int = 0.5):
+        super().__init__(dims_in, dims_c)
+        self.channels = dims_in[0][0]
+        self.ndims = len(dims_in[0])
+        if isinstance(split_len, float):
+            if not 0 <= split_len <= 1:
+                raise ValueError(f"Float split_len must be in range [0, 1], but is: {split_len}")
+            split_len = round(self.channels * split_len)
+        elif not 0 <= split_len <= self.channels:
+            raise ValueError(f"Integer split_len must be in range 0 <= split_len <= {self.channels}, "
+                             f"but is: {split_len}")
+        if not 1 <= split_len <= self.channels - 1:
+            raise ValueError(f"split_len must leave at least one channel on each side "
+                             f"(1..{self.channels - 1} of {self.channels}), got {split_len}")
+        self.split_len1 = split_len
+        self.split_len2 = self.channels - split_len
+        self.clamp = clamp
+        _check_condition_dims(self.dims_in, self.dims_c)
+        self.conditional = len(self.dims_c) > 0
+        self.condition_length = sum(dc[0] for dc in self.dims_c)
+        if isinstance(clamp_activation, str):
+            if clamp_activation not in _CLAMP_FNS:
+                raise ValueError(f'Unknown clamp activation "{clamp_activation}"')
+            self.clamp_kind: str | None = clamp_activation
+            self.f_clamp = _CLAMP_FNS[clamp_activation]
+        else:
+            self.clamp_kind = None
+            self.f_clamp = clamp_activation
+
+    def _scale(self, u: Tensor) -> tuple[Tensor, dict]:
+        """(s_raw, op kwargs) with op scale f(s_raw) = clamp * f_clamp(u)."""
+        kind, alpha = self.clamp_kind, float(self.clamp)
+        if kind == "ATAN":
+            return u, dict(scale="atan", clamp=1.0, atan_k=ATAN_K * alpha)
+        if kind in ("TANH", "SIGMOID") and alpha > 0:
+            k = alpha if kind == "TANH" else alpha / 2
+            return (u if k == 1 else u * k), dict(scale="tanh", clamp=alpha)
+        return self.clamp * self.f_clamp(u), dict(scale="exp")
+
+    def _cond(self, c) -> list[Tensor]:
+        return list(c) if self.conditional and c is not None else []
+
+    def output_dims(self, input_dims):
+        if len(input_dims) != 1:
+            raise ValueError("Can only use 1 input")
+        return input_dims
+
+
+class _TwoSidedCoupling(_BaseCouplingBlock):
+    """Two couplings: first half transformed from the second, then the second from the first."""
+
+    def _coefficients(self, side: int, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(u_s, t) for the half transformed by the subnet(s) of ``side`` (2: first half)."""
+        raise NotImplementedError
+
+    def forward(self, x, c=[], rev=False, jac=True):
+        return self._fused(x[0], self._cond(c), rev)
+
+    def _fused(self, x: Tensor, c: Sequence[Tensor], rev: bool,
+               a: Tensor | None = None, b: Tensor | None = None):
+        """The block, with an optional preceding actnorm x*a + b folded into the op."""
+        L1 = self.split_len1
+        if not rev:
+            u2 = x[:, L1:]
+            if a is not None:
+                u2 = u2 * channel_view(a[L1:], u2) + channel_view(b[L1:], u2)
+            s, t = self._coefficients(2, cat_cond(u2, c))
+            s, kw = self._scale(s)
+            y, j1 = coupling_forward(x, s, t, a, b, split=L1, passive="second", **kw)
+            s, t = self._coefficients(1, cat_cond(y[:, :L1], c))
+            s, kw = self._scale(s)
+            out, j2 = coupling_forward(y, s, t, split=L1, passive="first", **kw)
+        else:
+            s, t = self._coefficients(1, cat_cond(x[:, :L1], c))
+            s, kw = self._scale(s)
+            w, j2 = coupling_inverse(x, s, t, split=L1, passive="first", **kw)
+            s, t = self._coefficients(2, cat_cond(w[:, L1:], c))
+            s, kw = self._scale(s)
+            out, j1 = coupling_inverse(w, s, t, a, b, split=L1, passive="second", **kw)
+        return (out,), j1 + j2
+
+
+class GLOWCouplingBlock(_TwoSidedCoupling):
+    """Glow-style double affine coupling: one subnet per side predicts [s, t] jointly."""
+
+    def __init__(self, dims_in, dims_c=[], subnet_constructor: Callable | None = None,
+                 clamp: float = 2.0, clamp_activation: str | Callable = "ATAN",
+                 split_len: float | int = 0.5):
+        super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len=split_len)
+        if subnet_constructor is None:
+            raise ValueError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
+        self.subnet1 = subnet_constructor(self.split_len1 + self.condition_length, self.split_len2 * 2)
+        self.subnet2 = subnet_constructor(self.split_len2 + self.condition_length, self.split_len1 * 2)
+
+    def _coefficients(self, side, u):
+        if side == 2:
+            h = self.subnet2(u)
+            return h[:, : self.split_len1], h[:, self.split_len1:]
+        h = self.subnet1(u)
+        return h[:, : self.split_len2], h[:, self.split_len2:]
+
+
+class RNVPCouplingBlock(_TwoSidedCoupling):
+    """RealNVP double affine coupling with separate s and t subnets per side."""
+
+    def __init__(self, dims_in, dims_c=[], subnet_constructor: Callable | None = None,
+                 clamp: float = 2.0, clamp_activation: str | Callable = "ATAN",
+                 split_len: float | int = 0.5):
+        super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len=split_len)
+        if subnet_constructor is None:
+            raise ValueError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
+        self.subnet_s1 = subnet_constructor(self.split_len1 + self.condition_length, self.split_len2)
+        self.subnet_t1 = subnet_constructor(self.split_len1 + self.condition_length, self.split_len2)
+        self.subnet_s2 = subnet_constructor(self.split_len2 + self.condition_length, self.split_len1)
+        self.subnet_t2 = subnet_constructor(self.split_len2 + self.condition_length, self.split_len1)
+
+    def _coefficients(self, side, u):
+        if side == 2:
+            return self.subnet_s2(u), self.subnet_t2(u)
+        return self.subnet_s1(u), self.subnet_t1(u)
+
+
+class AffineCouplingOneSided(_BaseCouplingBlock):
+    """One affine coupling: the second half is transformed from the first."""
+
+    def __init__(self, dims_in, dims_c=[], subnet_constructor: Callable | None = None,
+                 clamp: float = 2.0, clamp_activation: str | Callable = "ATAN",
+                 split_len: float | int = 0.5):
+        super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len=split_len)
+        if subnet_constructor is None:
+            raise ValueError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
+        self.subnet = subnet_constructor(self.split_len1 + self.condition_length, 2 * self.split_len2)
+
+    def forward(self, x, c=[], rev=False, jac=True):
+        return self._fused(x[0], self._cond(c), rev)
+
+    def _fused(self, x, c, rev, a=None, b=None):
+        L1 = self.split_len1
+        u1 = x[:, :L1]
+        if a is not None and not rev:
+            u1 = u1 * channel_view(a[:L1], u1) + channel_view(b[:L1], u1)
+        h = self.subnet(cat_cond(u1, c))
+        s, kw = self._scale(h[:, : self.split_len2])
+        op = coupling_inverse if rev else coupling_forward
+        out, j = op(x, s, h[:, self.split_len2:], a, b, split=L1, passive="first", **kw)
+        return (out,), j
+
+
+class AllInOneBlock(InvertibleModule):
+    r"""FrEIA's all-in-one block: affine coupling, global affine ('ActNorm'), permutation.
+
+    :math:`y = V R\,(\Psi(s_g) \odot \mathrm{Coupling}(x) + t_g)`. The global affine is
+    folded into the op: with :math:`g = \Psi(s_g)`, actnorm ``a = g``,
+    ``b = (t_{g,p}, 0)`` and shift :math:`t' = g_a t + t_{g,a}`, since
+    :math:`g_a (x_a e^s + t) + t_{g,a} = (g_a x_a) e^s + t'`; coupling coefficients
+    :math:`(s, t) = 0.1\,\mathrm{subnet}(x_1)`, :math:`s = \alpha \tanh(s)`.
+    """
+
+    def __init__(self, dims_in, dims_c=[], subnet_constructor: Callable | None = None,
+                 affine_clamping: float = 2.0, gin_block: bool = False,
+                 global_affine_init: float = 1.0, global_affine_type: str = "SOFTPLUS",
+                 permute_soft: bool = False, learned_householder_permutation: int = 0,
+                 reverse_permutation: bool = False):
+        super().__init__(dims_in, dims_c)
+        channels = dims_in[0][0]
+        self.input_rank = len(dims_in[0]) - 1
+        self.sum_dims = tuple(range(1, 2 + self.input_rank))
+        _check_condition_dims(self.dims_in, self.dims_c)
+        self.conditional = len(self.dims_c) > 0
+        self.condition_channels = sum(dc[0] for dc in self.dims_c)
+        if channels < 2:
+            raise ValueError(f"AllInOneBlock needs at least 2 channels, got dims_in={dims_in}")
+        self.splits = [channels - channels // 2, channels // 2]
+        try:
+            self.permute_function = {0: F.linear, 1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[self.input_rank]
+        except KeyError:
+            raise ValueError(f"Data is {1 + self.input_rank}D. Must be 1D-4D.") from None
+        self.in_channels = channels
+        self.clamp = affine_clamping
+        self.GIN = gin_block
+        self.reverse_pre_permute = reverse_permutation
+        self.householder = learned_householder_permutation
+        if permute_soft and channels > 512:
+            warnings.warn("Soft permutation will take a very long time to initialize "
+                          f"with {channels} feature channels. Consider using hard permutation instead.")
+        if global_affine_type == "SIGMOID":
+            global_scale = 2.0 - np.log(10.0 / global_affine_init - 1.0)
+        elif global_affine_type == "SOFTPLUS":
+            global_scale = 2.0 * np.log(np.exp(0.5 * 10.0 * global_affine_init) - 1)
+            self.softplus = nn.Softplus(beta=0.5)
+        elif global_affine_type == "EXP":
+            global_scale = np.log(global_affine_init)
+        else:
+            raise ValueError('Global affine activation must be "SIGMOID", "SOFTPLUS" or "EXP"')
+        self.global_affine_type = global_affine_type
+        rank_ones = [1] * self.input_rank
+        self.global_scale = nn.Parameter(torch.ones(1, channels, *rank_ones) * float(global_scale))
+        self.global_offset = nn.Parameter(torch.zeros(1, channels, *rank_ones))
+        if permute_soft:
+            from scipy.stats import special_ortho_group  # FrEIA's sampler, only for soft permutations
+            w = special_ortho_group.rvs(channels)
+        else:
+            w = np.zeros((channels, channels))
+            for i, j in enumerate(np.random.permutation(channels)):
+                w[i, j] = 1.0
+        if self.householder:
+            self.vk_householder = nn.Parameter(0.2 * torch.randn(self.householder, channels), requires_grad=True)
+            self.w_perm = None
+            self.w_perm_inv = None
+            self.w_0 = nn.Parameter(torch.FloatTensor(w), requires_grad=False)
+        else:
+            self.w_perm = nn.Parameter(torch.FloatTensor(w).view(channels, channels, *rank_ones),
+                                       requires_grad=False)
+            self.w_perm_inv = nn.Parameter(torch.FloatTensor(w.T).view(channels, channels, *rank_ones),
+                                           requires_grad=False)
+        if subnet_constructor is None:
+            raise ValueError("Please supply a callable subnet_constructor function or object (see docstring)")
+        self.subnet = subnet_constructor(self.splits[0] + self.condition_channels, 2 * self.splits[1])
+        self.last_jac = None
+
+    def global_scale_activation(self, a: Tensor) -> Tensor:
+        """Ψ: 10 σ(a - 2) (SIGMOID), 0.1 softplus_{β=1/2}(a) (SOFTPLUS) or exp(a) (EXP)."""
+        if self.global_affine_type == "SIGMOID":
+            return 10 * torch.sigmoid(a - 2.0)
+        if self.global_affine_type == "SOFTPLUS":
+            return 0.1 * self.softplus(a)
+        return torch.exp(a)
+
+    def _construct_householder_permutation(self) -> Tensor:
+        w = self.w_0
+        eye = torch.eye(self.in_channels, device=w.device, dtype=w.dtype)
+        for vk in self.vk_householder:
+            w = torch.mm(w, eye - 2 * torch.outer(vk, vk) / torch.dot(vk, vk))
+        return w.reshape(*w.shape, *([1] * self.input_rank))
+
+    def _coefficients(self, h: Tensor, g: Tensor, offset: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """(s_raw, t', op kwargs) from the subnet output h = [s | t] (before the 0.1 factor)."""
+        L1, L2 = self.splits
+        if not self.GIN and self.clamp > 0:
+            w = torch.cat([h.new_full((L2,), 0.1 * self.clamp), 0.1 * g[L1:]])
+            bias = torch.cat([h.new_zeros(L2), offset[L1:]])
+            st = torch.addcmul(channel_view(bias, h), h, channel_view(w, h))
+            return st[:, :L2], st[:, L2:], dict(scale="tanh", clamp=float(self.clamp))
+        s = self.clamp * torch.tanh(0.1 * h[:, :L2])
+        if self.GIN:
+            s = s - s.mean(dim=self.sum_dims, keepdim=True)
+        t = torch.addcmul(channel_view(offset[L1:], h), h[:, L2:], channel_view(0.1 * g[L1:], h))
+        return s, t, dict(scale="exp")
+
+    def forward(self, x, c=[], rev=False, jac=True):
+        if self.householder:
+            self.w_perm = self._construct_householder_permutation()
+            if rev or self.reverse_pre_permute:
+                self.w_perm_inv = self.w_perm.transpose(0, 1).contiguous()
+        x = x[0]
+        cond = list(c) if self.conditional else []
+        L1 = self.splits[0]
+        offset = self.global_offset.reshape(-1)
+        g = (torch.ones_like(offset) if self.GIN
+             else self.global_scale_activation(self.global_scale).reshape(-1))
+        b = torch.cat([offset[:L1], offset.new_zeros(self.splits[1])])
+        if rev:
+            x = self.permute_function(x, self.w_perm_inv)
+            x1 = (x[:, :L1] - channel_view(offset[:L1], x)) / channel_view(g[:L1], x)
+        else:
+            if self.reverse_pre_permute:
+                x = self.permute_function(x, self.w_perm_inv)
+            x1 = x[:, :L1]
+        s, t, kw = self._coefficients(self.subnet(cat_cond(x1, cond)), g, offset)
+        if rev:
+            out, logdet = coupling_inverse(x, s, t, g, b, split=L1, **kw)
+            if self.reverse_pre_permute:
+                out = self.permute_function(out, self.w_perm)
+        else:
+            out, logdet = coupling_forward(x, s, t, g, b, split=L1, **kw)
+            out = self.permute_function(out, self.w_perm)
+        return (out,), logdet
+
+    def output_dims(self, input_dims):
+        return input_dims
+
+
+_FOLDABLE = (_TwoSidedCoupling, AffineCouplingOneSided)
+
+
+class SequenceINN(InvertibleModule):
+    """A chain of invertible modules (FrEIA's ``SequenceINN``). An ``ActNorm`` directly
+    followed by a GLOW / RNVP / one-sided coupling runs as one fused op (actnorm folded
+    into the op's a, b)."""
+
+    def __init__(self, *dims: int, force_tuple_output: bool = False):
+        super().__init__([dims])
+        self.shapes = [tuple(dims)]
+        self.conditions: list[int | None] = []
+        self.module_list = nn.ModuleList()
+        self.force_tuple_output = force_tuple_output
+
+    def append(self, module_class, cond: int | None = None, cond_shape=None, **kwargs) -> None:
+        """Append ``module_class(dims_in, **kwargs)`` (with ``dims_c=[cond_shape]`` if ``cond`` is set)."""
+        dims_in = [self.shapes[-1]]
+        self.conditions.append(cond)
+        if cond is not None:
+            kwargs["dims_c"] = [cond_shape]
+        module = module_class(dims_in, **kwargs)
+        self.module_list.append(module)
+        output_dims = module.output_dims(dims_in)
+        if len(output_dims) != 1:
+            raise ValueError(f"{module_class.__name__} has more than one output")
+        self.shapes.append(output_dims[0])
+
+    def __getitem__(self, item):
+        return self.module_list.__getitem__(item)
+
+    def __len__(self):
+        return self.module_list.__len__()
+
+    def __iter__(self):
+        return self.module_list.__iter__()
+
+    def output_dims(self, input_dims):
+        if not self.force_tuple_output:
+            raise ValueError("You can only call output_dims on a SequenceINN when setting force_tuple_output=True.")
+        return input_dims
+
+    def _foldable(self, i_norm: int, i_coupling: int) -> bool:
+        if not (0 <= i_norm < len(self.module_list) and 0 <= i_coupling < len(self.module_list)):
+            return False
+        norm, coupling = self.module_list[i_norm], self.module_list[i_coupling]
+        return (isinstance(norm, ActNorm) and not norm.init_on_next_batch
+                and self.conditions[i_norm] is None and isinstance(coupling, _FOLDABLE))
+
+    def _conds(self, i: int, c) -> list[Tensor]:
+        return [] if self.conditions[i] is None else [c[self.conditions[i]]]
+
+    def forward(self, x_or_z, c: Iterable[Tensor] | None = None, rev: bool = False, jac: bool = True):
+        """Run the chain forward (or inverse with ``rev``): ``(z_or_x, log_det_jac)``."""
+        n = len(self.module_list)
+        order = list(reversed(range(n))) if rev else list(range(n))
+        x = (x_or_z,) if torch.is_tensor(x_or_z) else tuple(x_or_z)
+        log_det_jac = 0
+        k = 0
+        while k < len(order):
+            i = order[k]
+            i_norm, i_coupling = (i - 1, i) if rev else (i, i + 1)
+            if self._foldable(i_norm, i_coupling):
+                a, b = self.module_list[i_norm].affine()
+                coupling = self.module_list[i_coupling]
+                x, j = coupling._fused(x[0], coupling._cond(self._conds(i_coupling, c)), rev, a, b)
+                k += 2
+            else:
+                if self.conditions[i] is None:
+                    x, j = self.module_list[i](x, jac=jac, rev=rev)
+                else:
+                    x, j = self.module_list[i](x, c=self._conds(i, c), jac=jac, rev=rev)
+                k += 1
+            log_det_jac = j + log_det_jac
+        return (x if self.force_tuple_output else x[0]), log_det_jac

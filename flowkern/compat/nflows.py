@@ -1,0 +1,286 @@
+r"""nflows 0.14 drop-in transforms on flowkern's fused coupling op.
+
+Same names, constructors, ``state_dict`` keys and conventions as ``nflows.transforms``:
+``forward(inputs, context=None)`` maps data to noise and returns ``(outputs, logabsdet)``;
+2D (B, D) and 4D (B, C, H, W) inputs. :class:`AffineCouplingTransform` computes
+:math:`y = x\,(\sigma(u + 2) + 10^{-3}) + t` with ``[t | u] = transform_net(x_identity, context)``:
+the op's ``sigmoid`` scale with ``eps=1e-3``. A mask whose identity (mask <= 0) features are
+not a contiguous block is handled by gathering them to the front. In a
+:class:`CompositeTransform`, an :class:`ActNorm` directly followed by an affine coupling runs
+as one fused op (actnorm as the op's a, b).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..ops import coupling_forward, coupling_inverse
+from ._fused import channel_view, split_permutation
+
+__all__ = [
+    "Transform",
+    "CompositeTransform",
+    "ActNorm",
+    "AffineCouplingTransform",
+    "Permutation",
+    "RandomPermutation",
+    "ReversePermutation",
+]
+
+SIGMOID_EPS = 1e-3
+
+
+class Transform(nn.Module):
+    """Base class: ``forward(inputs, context=None)`` / ``inverse`` -> ``(outputs, logabsdet)``."""
+
+    def forward(self, inputs, context=None):
+        raise NotImplementedError()
+
+    def inverse(self, inputs, context=None):
+        raise NotImplementedError("inverse not available")
+
+
+def _check_positive_int(name: str, value, exc=ValueError) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise exc(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_rank(inputs: Tensor) -> None:
+    if inputs.dim() not in (2, 4):
+        raise ValueError(f"inputs must be a 2D or a 4D tensor, got shape {tuple(inputs.shape)}")
+
+
+class ActNorm(Transform):
+    r"""Per-feature :math:`y = e^{\ell} x + m`; data-dependent init on the first training call."""
+
+    def __init__(self, features: int):
+        _check_positive_int("features", features, TypeError)
+        super().__init__()
+        self.register_buffer("initialized", torch.tensor(False, dtype=torch.bool))
+        self.log_scale = nn.Parameter(torch.zeros(features))
+        self.shift = nn.Parameter(torch.zeros(features))
+        self._init_done = False  # Python mirror of the buffer: no tensor read once initialised
+        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_init_flag())
+
+    def _sync_init_flag(self) -> None:
+        self._init_done = bool(self.initialized)
+
+    def needs_init(self) -> bool:
+        """nflows' init rule: in training mode until the first initialisation."""
+        if not self.training:
+            return False
+        if not self._init_done:
+            self._sync_init_flag()
+        return not self._init_done
+
+    @property
+    def scale(self) -> Tensor:
+        return torch.exp(self.log_scale)
+
+    def _logabsdet(self, inputs: Tensor) -> Tensor:
+        n = inputs.shape[2] * inputs.shape[3] if inputs.dim() == 4 else 1
+        return n * torch.sum(self.log_scale) * inputs.new_ones(inputs.shape[0])
+
+    def forward(self, inputs, context=None):
+        _check_rank(inputs)
+        if self.needs_init():
+            self._initialize(inputs)
+        outputs = channel_view(self.scale, inputs) * inputs + channel_view(self.shift, inputs)
+        return outputs, self._logabsdet(inputs)
+
+    def inverse(self, inputs, context=None):
+        _check_rank(inputs)
+        outputs = (inputs - channel_view(self.shift, inputs)) / channel_view(self.scale, inputs)
+        return outputs, -self._logabsdet(inputs)
+
+    @torch.no_grad()
+    def _initialize(self, inputs: Tensor) -> None:
+        if inputs.dim() == 4:
+            inputs = inputs.permute(0, 2, 3, 1).reshape(-1, inputs.shape[1])
+        std = inputs.std(dim=0)
+        std = torch.where(std > 0, std, torch.ones_like(std))  # nflows: NaN for a constant feature
+        self.log_scale.data = -torch.log(std)
+        self.shift.data = -(inputs / std).mean(dim=0)
+        self.initialized.fill_(True)
+        self._init_done = True
+
+
+class AffineCouplingTransform(Transform):
+    """Affine coupling: features with ``mask > 0`` are transformed from the others."""
+
+    def __init__(self, mask, transform_net_create_fn: Callable[[int, int], nn.Module],
+                 unconditional_transform: Callable[..., nn.Module] | None = None):
+        mask = torch.as_tensor(mask)
+        if mask.dim() != 1:
+            raise ValueError("mask must be a 1-dim tensor")
+        if mask.numel() <= 0:
+            raise ValueError("mask can't be empty")
+        super().__init__()
+        self.features = len(mask)
+        features_vector = torch.arange(self.features)
+        self.register_buffer("identity_features", features_vector.masked_select(mask <= 0))
+        self.register_buffer("transform_features", features_vector.masked_select(mask > 0))
+        if not 0 < self.num_identity_features < self.features:
+            raise ValueError("mask must have at least one identity (<= 0) and one transformed (> 0) feature")
+        self._set_layout()
+        self.register_load_state_dict_post_hook(lambda module, keys: module._set_layout())
+        self.transform_net = transform_net_create_fn(self.num_identity_features,
+                                                     self.num_transform_features * 2)
+        self.unconditional_transform = (None if unconditional_transform is None
+                                        else unconditional_transform(features=self.num_identity_features))
+
+    @property
+    def num_identity_features(self) -> int:
+        return len(self.identity_features)
+
+    @property
+    def num_transform_features(self) -> int:
+        return len(self.transform_features)
+
+    def _set_layout(self) -> None:
+        """Op layout: 'first'/'second' when the identity features are a leading/trailing
+        block, else a gather permutation (identity first)."""
+        n_id = self.num_identity_features
+        ident = self.identity_features.tolist()
+        if ident == list(range(n_id)):
+            self.layout = "first"
+        elif ident == list(range(self.features - n_id, self.features)):
+            self.layout = "second"
+        else:
+            self.layout = "gather"
+            perm, perm_inv = split_permutation(self.identity_features, self.transform_features)
+            self.register_buffer("perm", perm, persistent=False)
+            self.register_buffer("perm_inv", perm_inv, persistent=False)
+
+    def _run(self, inputs: Tensor, context, inverse: bool, a: Tensor | None = None,
+             b: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_rank(inputs)
+        if inputs.shape[1] != self.features:
+            raise ValueError(f"Expected features = {self.features}, got {inputs.shape[1]}.")
+        n_id, n_tr = self.num_identity_features, self.num_transform_features
+        if self.layout == "gather":
+            x = inputs[:, self.perm]
+            if a is not None:
+                a, b = a[self.perm], b[self.perm]
+        else:
+            x = inputs
+        split = n_id if self.layout != "second" else n_tr
+        passive = "second" if self.layout == "second" else "first"
+        identity = x[:, :n_id] if passive == "first" else x[:, n_tr:]
+        if a is not None and not inverse:
+            ai, bi = (a[:n_id], b[:n_id]) if passive == "first" else (a[n_tr:], b[n_tr:])
+            identity = identity * channel_view(ai, identity) + channel_view(bi, identity)
+        logabsdet_identity = None
+        if self.unconditional_transform is not None:
+            step = self.unconditional_transform.inverse if inverse else self.unconditional_transform
+            identity_out, logabsdet_identity = step(identity, context)
+            if inverse:  # nflows conditions on the restored identity features when inverting
+                identity = identity_out
+        params = self.transform_net(identity, context)
+        op = coupling_inverse if inverse else coupling_forward
+        y, logabsdet = op(x, params[:, n_tr:], params[:, :n_tr], a, b, split=split, passive=passive,
+                          scale="sigmoid", eps=SIGMOID_EPS)
+        if self.unconditional_transform is not None:
+            keep = torch.arange(n_id, device=y.device) + (0 if passive == "first" else n_tr)
+            y = y.index_copy(1, keep, identity_out if not inverse else identity)
+            logabsdet = logabsdet + logabsdet_identity
+        if self.layout == "gather":
+            y = y[:, self.perm_inv]
+        return y, logabsdet
+
+    def forward(self, inputs, context=None):
+        return self._run(inputs, context, inverse=False)
+
+    def inverse(self, inputs, context=None):
+        return self._run(inputs, context, inverse=True)
+
+
+class Permutation(Transform):
+    """Fixed permutation of dimension ``dim``."""
+
+    def __init__(self, permutation: Tensor, dim: int = 1):
+        if permutation.ndimension() != 1:
+            raise ValueError("permutation must be a 1D tensor")
+        _check_positive_int("dim", dim)
+        super().__init__()
+        self._dim = dim
+        self.register_buffer("_permutation", permutation)
+
+    @property
+    def _inverse_permutation(self) -> Tensor:
+        return torch.argsort(self._permutation)
+
+    def _permute(self, inputs: Tensor, permutation: Tensor):
+        if self._dim >= inputs.ndimension():
+            raise ValueError(f"No dimension {self._dim} in inputs.")
+        if inputs.shape[self._dim] != len(permutation):
+            raise ValueError(f"Dimension {self._dim} in inputs must be of size {len(permutation)}.")
+        return torch.index_select(inputs, self._dim, permutation), inputs.new_zeros(inputs.shape[0])
+
+    def forward(self, inputs, context=None):
+        return self._permute(inputs, self._permutation)
+
+    def inverse(self, inputs, context=None):
+        return self._permute(inputs, self._inverse_permutation)
+
+
+class RandomPermutation(Permutation):
+    """Random (torch RNG), fixed permutation of ``features``."""
+
+    def __init__(self, features: int, dim: int = 1):
+        _check_positive_int("features", features)
+        super().__init__(torch.randperm(features), dim)
+
+
+class ReversePermutation(Permutation):
+    """Reverses the order of ``features``."""
+
+    def __init__(self, features: int, dim: int = 1):
+        _check_positive_int("features", features)
+        super().__init__(torch.arange(features - 1, -1, -1), dim)
+
+
+class CompositeTransform(Transform):
+    """Transforms applied in order (inverse: reversed order)."""
+
+    def __init__(self, transforms: Iterable[nn.Module]):
+        super().__init__()
+        self._transforms = nn.ModuleList(transforms)
+
+    def _foldable(self, i_norm: int, i_coupling: int) -> bool:
+        if not (0 <= i_norm and i_coupling < len(self._transforms)):
+            return False
+        norm, coupling = self._transforms[i_norm], self._transforms[i_coupling]
+        return (isinstance(norm, ActNorm) and isinstance(coupling, AffineCouplingTransform)
+                and coupling.unconditional_transform is None
+                and not norm.needs_init())
+
+    def _cascade(self, inputs: Tensor, context, inverse: bool) -> tuple[Tensor, Tensor]:
+        outputs = inputs
+        total = inputs.new_zeros(inputs.shape[0])
+        n = len(self._transforms)
+        k = 0
+        while k < n:
+            i = n - 1 - k if inverse else k
+            i_norm, i_coupling = (i - 1, i) if inverse else (i, i + 1)
+            if self._foldable(i_norm, i_coupling):
+                norm = self._transforms[i_norm]
+                _check_rank(outputs)
+                outputs, logabsdet = self._transforms[i_coupling]._run(outputs, context, inverse,
+                                                                       norm.scale, norm.shift)
+                k += 2
+            else:
+                step = self._transforms[i].inverse if inverse else self._transforms[i]
+                outputs, logabsdet = step(outputs, context)
+                k += 1
+            total += logabsdet
+        return outputs, total
+
+    def forward(self, inputs, context=None):
+        return self._cascade(inputs, context, inverse=False)
+
+    def inverse(self, inputs, context=None):
+        return self._cascade(inputs, context, inverse=True)

@@ -1,0 +1,492 @@
+r"""normflows 1.7.3 drop-in flows on flowkern's fused coupling op.
+
+Same names, constructors, ``state_dict`` keys and conventions as ``normflows``:
+``forward`` is the generative direction z -> x and returns ``(z, log_det)``,
+``inverse`` the normalising one; the coupling parameter map's output is interleaved,
+``shift = h[:, 0::2]``, ``scale = h[:, 1::2]`` (passed to the op as strided views).
+
+Scale maps: 'exp' :math:`y = z e^{u} + t`; 'sigmoid' (Glow)
+:math:`y = z / \sigma(u + 2) + t`, i.e. :math:`s = -\log\sigma(u + 2)`;
+'sigmoid_inv' :math:`y = z\,\sigma(u + 2) + t`, the op's ``sigmoid`` scale.
+In a :class:`NormalizingFlow`, a per-channel :class:`ActNorm` directly followed by a
+channel-split :class:`AffineCouplingBlock` runs as one fused op (actnorm as the op's a, b).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import coupling_forward, coupling_inverse
+from ._fused import channel_view, split_permutation
+
+__all__ = [
+    "Flow",
+    "AffineConstFlow",
+    "ActNorm",
+    "Split",
+    "Merge",
+    "AffineCoupling",
+    "AffineCouplingBlock",
+    "MaskedAffineFlow",
+    "Permute",
+    "Invertible1x1Conv",
+    "NormalizingFlow",
+]
+
+SCALE_MAPS = ("exp", "sigmoid", "sigmoid_inv")
+SPLIT_MODES = ("channel", "channel_inv", "checkerboard", "checkerboard_inv")
+
+
+class Flow(nn.Module):
+    """Base class: ``forward(z) -> (z', log_det)`` and ``inverse(z') -> (z, log_det)``."""
+
+    def forward(self, z):
+        raise NotImplementedError("Forward pass has not been implemented.")
+
+    def inverse(self, z):
+        raise NotImplementedError("This flow has no algebraic inverse.")
+
+
+class AffineConstFlow(Flow):
+    r"""Learned per-dimension affine map :math:`z' = z e^{s} + t`; log-det is the scalar
+    :math:`\prod(\text{broadcast dims}) \sum s`."""
+
+    def __init__(self, shape, scale: bool = True, shift: bool = True):
+        super().__init__()
+        if scale:
+            self.s = nn.Parameter(torch.zeros(shape)[None])
+        else:
+            self.register_buffer("s", torch.zeros(shape)[None])
+        if shift:
+            self.t = nn.Parameter(torch.zeros(shape)[None])
+        else:
+            self.register_buffer("t", torch.zeros(shape)[None])
+        self.n_dim = self.s.dim()
+        self.batch_dims = [i for i, n in enumerate(self.s.shape) if n == 1]
+
+    def _n_shared(self, z: Tensor) -> int:
+        return math.prod(z.size(i) for i in self.batch_dims[1:])
+
+    def forward(self, z):
+        return z * torch.exp(self.s) + self.t, self._n_shared(z) * torch.sum(self.s)
+
+    def inverse(self, z):
+        return (z - self.t) * torch.exp(-self.s), -self._n_shared(z) * torch.sum(self.s)
+
+
+class ActNorm(AffineConstFlow):
+    """:class:`AffineConstFlow` with data-dependent init on the first call (either direction)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.data_dep_init_done_cpu = torch.tensor(0.0)
+        self.register_buffer("data_dep_init_done", self.data_dep_init_done_cpu.clone())
+        self._init_done = False  # Python mirror of the buffer: no tensor read once initialised
+        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_init_flag())
+
+    def _sync_init_flag(self) -> None:
+        self._init_done = bool(self.data_dep_init_done > 0.0)
+
+    def initialized(self) -> bool:
+        """Whether the data-dependent init has run (the buffer is read until it has)."""
+        if not self._init_done:
+            self._sync_init_flag()
+        return self._init_done
+
+    @torch.no_grad()
+    def _init(self, z: Tensor, inverse: bool) -> None:
+        std = z.std(dim=self.batch_dims, keepdim=True) + 1e-6
+        mean = z.mean(dim=self.batch_dims, keepdim=True)
+        if inverse:
+            self.s.data = torch.log(std)
+            self.t.data = mean
+        else:
+            self.s.data = -torch.log(std)
+            self.t.data = -mean * torch.exp(self.s)
+        self.data_dep_init_done.fill_(1.0)
+        self._init_done = True
+
+    def forward(self, z):
+        if not self.initialized():
+            self._init(z, inverse=False)
+        return super().forward(z)
+
+    def inverse(self, z):
+        if not self.initialized():
+            self._init(z, inverse=True)
+        return super().inverse(z)
+
+    def per_channel(self) -> bool:
+        """True when s, t hold one value per channel (dim 1), so they fold into the op."""
+        return self.s.dim() >= 2 and self.s.numel() == self.s.shape[1]
+
+
+def _checkerboard_mask(shape: tuple[int, ...], inv: bool, device) -> Tensor:
+    """normflows' checkerboard colour (1 = first part) over a sample's dims:
+    parity of the index sum, flipped for the '_inv' modes."""
+    grids = torch.meshgrid(*[torch.arange(n, device=device) for n in shape], indexing="ij")
+    parity = sum(grids) % 2
+    return (1 - parity) if inv else parity
+
+
+class Split(Flow):
+    """Split features into [z1, z2]: channel halves (first half ceil(C/2)) or checkerboard."""
+
+    def __init__(self, mode: str = "channel"):
+        super().__init__()
+        self.mode = mode
+
+    def _checkerboard_index(self, sample_shape: tuple[int, ...], device) -> tuple[Tensor, Tensor]:
+        if sample_shape[-1] % 2:
+            raise ValueError(f"checkerboard split needs an even last dimension, got shape {sample_shape}")
+        mask = _checkerboard_mask(sample_shape, "inv" in self.mode, device).reshape(-1)
+        return split_permutation(torch.nonzero(mask).flatten(), torch.nonzero(1 - mask).flatten())
+
+    def forward(self, z):
+        if self.mode == "channel":
+            z1, z2 = z.chunk(2, dim=1)
+        elif self.mode == "channel_inv":
+            z2, z1 = z.chunk(2, dim=1)
+        elif "checkerboard" in self.mode:
+            perm, _ = self._checkerboard_index(tuple(z.shape[1:]), z.device)
+            half = (*z.shape[:-1], z.shape[-1] // 2)
+            z1, z2 = z.flatten(1)[:, perm].chunk(2, dim=1)
+            z1, z2 = z1.reshape(half), z2.reshape(half)
+        else:
+            raise NotImplementedError("Mode " + self.mode + " is not implemented.")
+        return [z1, z2], 0
+
+    def inverse(self, z):
+        z1, z2 = z
+        if self.mode == "channel":
+            out = torch.cat([z1, z2], 1)
+        elif self.mode == "channel_inv":
+            out = torch.cat([z2, z1], 1)
+        elif "checkerboard" in self.mode:
+            full = (*z1.shape[1:-1], 2 * z1.shape[-1])
+            _, perm_inv = self._checkerboard_index(full, z1.device)
+            flat = torch.cat([z1.flatten(1), z2.flatten(1)], 1)
+            out = flat[:, perm_inv].reshape(z1.shape[0], *full)
+        else:
+            raise NotImplementedError("Mode " + self.mode + " is not implemented.")
+        return out, 0
+
+
+class Merge(Split):
+    """Inverse of :class:`Split`."""
+
+    def forward(self, z):
+        return super().inverse(z)
+
+    def inverse(self, z):
+        return super().forward(z)
+
+
+def _scale_args(scale_: Tensor, scale_map: str) -> tuple[Tensor, dict]:
+    """(s_raw, op kwargs) for normflows' scale maps."""
+    if scale_map == "exp":
+        return scale_, dict(scale="exp")
+    if scale_map == "sigmoid":
+        return -F.logsigmoid(scale_ + 2), dict(scale="exp")
+    if scale_map == "sigmoid_inv":
+        return scale_, dict(scale="sigmoid")
+    raise NotImplementedError("This scale map is not implemented.")
+
+
+class AffineCoupling(Flow):
+    """RealNVP affine coupling on a pair [z1, z2]: z2 is transformed from param_map(z1)."""
+
+    def __init__(self, param_map: nn.Module, scale: bool = True, scale_map: str = "exp"):
+        super().__init__()
+        if scale and scale_map not in SCALE_MAPS:
+            raise ValueError(f"scale_map must be one of {SCALE_MAPS}, got {scale_map!r}")
+        self.add_module("param_map", param_map)
+        self.scale = scale
+        self.scale_map = scale_map
+
+    def coupling(self, x: Tensor, split: int, passive: str, inverse: bool,
+                 a: Tensor | None = None, b: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The fused op on a full tensor x whose passive channels are split by ``split``."""
+        u = x[:, :split] if passive == "first" else x[:, split:]
+        if a is not None and not inverse:
+            ap, bp = (a[:split], b[:split]) if passive == "first" else (a[split:], b[split:])
+            u = u * channel_view(ap, u) + channel_view(bp, u)
+        param = self.param_map(u)
+        s, kw = _scale_args(param[:, 1::2], self.scale_map)
+        op = coupling_inverse if inverse else coupling_forward
+        return op(x, s, param[:, 0::2], a, b, split=split, passive=passive, **kw)
+
+    def _pair(self, z, inverse: bool):
+        z1, z2 = z
+        if not self.scale:
+            param = self.param_map(z1)
+            z2 = z2 - param if inverse else z2 + param
+            return [z1, z2], torch.zeros(z2.shape[0], dtype=z2.dtype, device=z2.device)
+        y, log_det = self.coupling(torch.cat([z1, z2], 1), z1.shape[1], "first", inverse)
+        return [z1, y[:, z1.shape[1]:]], log_det
+
+    def forward(self, z):
+        return self._pair(z, inverse=False)
+
+    def inverse(self, z):
+        return self._pair(z, inverse=True)
+
+
+class AffineCouplingBlock(Flow):
+    """Split, :class:`AffineCoupling`, Merge, run as one fused op (state keys ``flows.1.*``)."""
+
+    def __init__(self, param_map: nn.Module, scale: bool = True, scale_map: str = "exp",
+                 split_mode: str = "channel"):
+        super().__init__()
+        if split_mode not in SPLIT_MODES:
+            raise ValueError(f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
+        self.flows = nn.ModuleList([Split(split_mode), AffineCoupling(param_map, scale, scale_map),
+                                    Merge(split_mode)])
+
+    @property
+    def channel_split(self) -> bool:
+        return self.flows[0].mode in ("channel", "channel_inv") and self.flows[1].scale
+
+    def fused(self, z: Tensor, inverse: bool, a: Tensor | None = None, b: Tensor | None = None):
+        """Channel-split block (optionally after an actnorm z*a + b) as one op call."""
+        passive = "first" if self.flows[0].mode == "channel" else "second"
+        return self.flows[1].coupling(z, (z.shape[1] + 1) // 2, passive, inverse, a, b)
+
+    def _run(self, z: Tensor, inverse: bool):
+        coupling = self.flows[1]
+        if self.channel_split:
+            return self.fused(z, inverse)
+        if coupling.scale:  # checkerboard: gather to (z1 | z2) channels, one op, scatter back
+            split = self.flows[0]
+            perm, perm_inv = split._checkerboard_index(tuple(z.shape[1:]), z.device)
+            half = z.shape[-1] // 2
+            x = z.flatten(1)[:, perm].reshape(z.shape[0], 2 * z.shape[1], *z.shape[2:-1], half) \
+                if z.dim() > 2 else z[:, perm]
+            y, log_det = coupling.coupling(x, x.shape[1] // 2, "first", inverse)
+            return y.flatten(1)[:, perm_inv].reshape(z.shape), log_det
+        log_det_tot = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        flows = reversed(self.flows) if inverse else self.flows
+        for flow in flows:
+            z, log_det = flow.inverse(z) if inverse else flow(z)
+            log_det_tot += log_det
+        return z, log_det_tot
+
+    def forward(self, z):
+        return self._run(z, inverse=False)
+
+    def inverse(self, z):
+        return self._run(z, inverse=True)
+
+
+class MaskedAffineFlow(Flow):
+    r"""RealNVP masked affine flow :math:`f(z) = b z + (1 - b)(z e^{s(bz)} + t(bz))`.
+
+    The binary mask b selects the passive features; they are gathered to the front of a
+    (B, features) view so the op splits them off.
+    """
+
+    def __init__(self, b: Tensor, t: nn.Module | None = None, s: nn.Module | None = None):
+        super().__init__()
+        if not bool(((b == 0) | (b == 1)).all()):
+            raise ValueError("b must be a binary (0/1) mask")
+        if not 0 < int(b.sum()) < b.numel():
+            raise ValueError("b must mark at least one passive (1) and one active (0) feature")
+        self.b_cpu = b.view(1, *b.size())
+        self.register_buffer("b", self.b_cpu)
+        self._set_index(b)
+        self.register_load_state_dict_post_hook(lambda module, keys: module._set_index(module.b[0]))
+        if s is None:
+            self.s = torch.zeros_like
+        else:
+            self.add_module("s", s)
+        if t is None:
+            self.t = torch.zeros_like
+        else:
+            self.add_module("t", t)
+
+    def _set_index(self, b: Tensor) -> None:
+        flat = b.reshape(-1)
+        active = torch.nonzero(flat == 0).flatten()
+        perm, perm_inv = split_permutation(torch.nonzero(flat == 1).flatten(), active)
+        self.register_buffer("perm", perm, persistent=False)
+        self.register_buffer("perm_inv", perm_inv, persistent=False)
+        self.register_buffer("active", active, persistent=False)
+        self.n_passive = int(flat.sum())
+
+    def _run(self, z: Tensor, inverse: bool):
+        z_masked = self.b * z
+        s = self.s(z_masked).flatten(1)[:, self.active]
+        t = self.t(z_masked).flatten(1)[:, self.active]
+        op = coupling_inverse if inverse else coupling_forward
+        y, log_det = op(z.flatten(1)[:, self.perm], s, t, split=self.n_passive, scale="exp")
+        return y[:, self.perm_inv].reshape(z.shape), log_det
+
+    def forward(self, z):
+        return self._run(z, inverse=False)
+
+    def inverse(self, z):
+        return self._run(z, inverse=True)
+
+
+class Permute(Flow):
+    """Channel permutation: 'shuffle' (random, fixed) or 'swap' (exchange the halves)."""
+
+    def __init__(self, num_channels: int, mode: str = "shuffle"):
+        super().__init__()
+        self.mode = mode
+        self.num_channels = num_channels
+        if self.mode == "shuffle":
+            perm = torch.randperm(self.num_channels)
+            self.register_buffer("perm", perm)
+            self.register_buffer("inv_perm", torch.argsort(perm))
+
+    def _permute(self, z: Tensor, inverse: bool) -> Tensor:
+        if self.mode == "shuffle":
+            return z[:, self.inv_perm if inverse else self.perm, ...]
+        if self.mode == "swap":
+            k = (self.num_channels + 1) // 2 if inverse else self.num_channels // 2
+            return torch.cat([z[:, k:, ...], z[:, :k, ...]], dim=1)
+        raise NotImplementedError("The mode " + self.mode + " is not implemented.")
+
+    def forward(self, z, context=None):
+        return self._permute(z, False), torch.zeros(len(z), device=z.device)
+
+    def inverse(self, z, context=None):
+        return self._permute(z, True), torch.zeros(len(z), device=z.device)
+
+
+class Invertible1x1Conv(Flow):
+    r"""Glow's invertible 1x1 convolution (NCHW); ``forward`` applies :math:`W^{-1}`, log-det
+    :math:`\mp HW \log|\det W|`, optionally LU-parametrised."""
+
+    def __init__(self, num_channels: int, use_lu: bool = False):
+        super().__init__()
+        self.num_channels = num_channels
+        self.use_lu = use_lu
+        Q, _ = torch.linalg.qr(torch.randn(self.num_channels, self.num_channels))
+        if use_lu:
+            P, L, U = torch.lu_unpack(*torch.linalg.lu_factor(Q))
+            self.register_buffer("P", P)
+            self.L = nn.Parameter(L)
+            S = U.diag()
+            self.register_buffer("sign_S", torch.sign(S))
+            self.log_S = nn.Parameter(torch.log(torch.abs(S)))
+            self.U = nn.Parameter(torch.triu(U, diagonal=1))
+            self.register_buffer("eye", torch.diag(torch.ones(self.num_channels)))
+        else:
+            self.W = nn.Parameter(Q)
+
+    def _inverse64(self, m: Tensor) -> Tensor:
+        return torch.inverse(m) if m.dtype == torch.float64 else torch.inverse(m.double()).type(m.dtype)
+
+    def _assemble_W(self, inverse: bool = False) -> Tensor:
+        L = torch.tril(self.L, diagonal=-1) + self.eye
+        U = torch.triu(self.U, diagonal=1) + torch.diag(self.sign_S * torch.exp(self.log_S))
+        if inverse:
+            return self._inverse64(U) @ self._inverse64(L) @ self.P.t()
+        return self.P @ L @ U
+
+    def _conv(self, z: Tensor, inverse: bool):
+        if self.use_lu:
+            W = self._assemble_W(inverse=not inverse)
+            log_det = torch.sum(self.log_S)
+        else:
+            W = self.W if inverse else self._inverse64(self.W)
+            log_det = torch.slogdet(self.W)[1]
+        log_det = log_det if inverse else -log_det
+        z_ = F.conv2d(z, W.view(self.num_channels, self.num_channels, 1, 1))
+        return z_, log_det * z.size(2) * z.size(3)
+
+    def forward(self, z):
+        return self._conv(z, inverse=False)
+
+    def inverse(self, z):
+        return self._conv(z, inverse=True)
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad = flag
+
+
+class NormalizingFlow(nn.Module):
+    """Base distribution ``q0`` pushed through ``flows`` (z -> x is ``forward``)."""
+
+    def __init__(self, q0: nn.Module, flows, p=None):
+        super().__init__()
+        self.q0 = q0
+        self.flows = nn.ModuleList(flows)
+        self.p = p
+
+    def _foldable(self, i_norm: int, i_coupling: int) -> bool:
+        if not (0 <= i_norm and i_coupling < len(self.flows)):
+            return False
+        norm, coupling = self.flows[i_norm], self.flows[i_coupling]
+        return (isinstance(norm, ActNorm) and isinstance(coupling, AffineCouplingBlock)
+                and coupling.channel_split and norm.per_channel() and norm.initialized())
+
+    def _run(self, z: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        log_det = torch.zeros(len(z), dtype=z.dtype, device=z.device)
+        n = len(self.flows)
+        k = 0
+        while k < n:
+            i = n - 1 - k if inverse else k
+            i_norm, i_coupling = (i - 1, i) if inverse else (i, i + 1)
+            if self._foldable(i_norm, i_coupling):
+                norm = self.flows[i_norm]
+                a, b = torch.exp(norm.s).reshape(-1), norm.t.reshape(-1)
+                z, log_d = self.flows[i_coupling].fused(z, inverse, a, b)
+                k += 2
+            else:
+                z, log_d = self.flows[i].inverse(z) if inverse else self.flows[i](z)
+                k += 1
+            log_det += log_d
+        return z, log_det
+
+    def forward(self, z):
+        """z (latent) -> x."""
+        return self._run(z, inverse=False)[0]
+
+    def forward_and_log_det(self, z):
+        return self._run(z, inverse=False)
+
+    def inverse(self, x):
+        """x -> z (latent)."""
+        return self._run(x, inverse=True)[0]
+
+    def inverse_and_log_det(self, x):
+        return self._run(x, inverse=True)
+
+    def log_prob(self, x):
+        """log q(x) = log q0(z) + log|det dz/dx|."""
+        z, log_q = self._run(x, inverse=True)
+        return log_q + self.q0.log_prob(z)
+
+    def forward_kld(self, x):
+        """Forward KL estimate: -mean log q(x) over the batch."""
+        return -torch.mean(self.log_prob(x))
+
+    def sample(self, num_samples: int = 1):
+        """(x, log q(x)) for ``num_samples`` draws."""
+        z, log_q = self.q0(num_samples)
+        x, log_det = self._run(z, inverse=False)
+        return x, log_q - log_det
+
+    def reverse_kld(self, num_samples: int = 1, beta: float = 1.0, score_fn: bool = True):
+        """Reverse KL estimate against the target ``p``."""
+        z, log_q = self.sample(num_samples)
+        if not score_fn:
+            _set_requires_grad(self, False)
+            log_q = self.log_prob(z)
+            _set_requires_grad(self, True)
+        return torch.mean(log_q) - beta * torch.mean(self.p.log_prob(z))
+
+    def save(self, path):
+        torch.save(self.state_dict(), path)
+
+    def load(self, path):
+        self.load_state_dict(torch.load(path))

@@ -1,0 +1,140 @@
+"""The invertible-module contract and the machinery every layer shares.
+
+An :class:`InvertibleModule` maps ``x -> (y, logdet)`` with ``logdet`` of shape (B,)
+(log|det dy/dx| per sample) and inverts ``y -> (x, -logdet)``. Inputs are vectors
+(B, C) or images (B, C, *S). ``c`` is an optional condition, ignored by
+unconditional layers.
+
+:meth:`InvertibleModule.invert_and_backprop` is the step of the O(1)-memory backward
+(:mod:`flowkern.nn.memory`): rebuild a block's input from its output, re-run it with
+grad and back-propagate one block at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..ops.spec import acc_dtype
+
+__all__ = [
+    "InvertibleModule",
+    "ParamGrads",
+    "check_input",
+    "zero_logdet",
+    "collect_check_errors",
+    "record_check_error",
+    "check_requested",
+    "backprop_block",
+]
+
+# Parameter grads of the memory-saving backward, keyed by id(parameter).
+ParamGrads = dict[int, torch.Tensor]
+
+_CHECK_COLLECTORS: list[list[tuple[nn.Module, torch.Tensor]]] = []
+
+
+@contextlib.contextmanager
+def collect_check_errors() -> Iterator[list[tuple[nn.Module, torch.Tensor]]]:
+    """Run fused couplings with ``check=True`` inside the block; yields a list that
+    receives ``(layer, err)`` per coupling call, err (B,) = max |x_rebuilt - x| per sample
+    computed in the same pass (see :func:`flowkern.ops.coupling_forward`)."""
+    found: list[tuple[nn.Module, torch.Tensor]] = []
+    _CHECK_COLLECTORS.append(found)
+    try:
+        yield found
+    finally:
+        _CHECK_COLLECTORS.pop()
+
+
+def check_requested() -> bool:
+    """True inside :func:`collect_check_errors`."""
+    return bool(_CHECK_COLLECTORS)
+
+
+def record_check_error(layer: nn.Module, err: torch.Tensor) -> None:
+    if _CHECK_COLLECTORS:
+        _CHECK_COLLECTORS[-1].append((layer, err.detach()))
+
+
+def check_input(x: object, channels: int, name: str = "x") -> torch.Tensor:
+    """Raise TypeError/ValueError naming ``name`` unless x is a float (B, channels, *S) tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.dim() < 2 or x.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have shape (B, {channels}, *S) ({channels} channels), got {tuple(x.shape)}"
+        )
+    return x
+
+
+def zero_logdet(x: torch.Tensor) -> torch.Tensor:
+    """A (B,) zero log-det in the accumulation dtype of x."""
+    return torch.zeros(x.shape[0], dtype=acc_dtype(x.dtype), device=x.device)
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def backprop_block(
+    module: nn.Module,
+    outputs: Sequence[torch.Tensor],
+    grad_outputs: Sequence[torch.Tensor],
+    leaves: Sequence[torch.Tensor],
+    c: torch.Tensor | None,
+    grads: ParamGrads,
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Back-propagate ``outputs`` of one re-run block: grads of ``leaves`` (zeros when
+    unused) and of ``c`` (None unless c requires grad); parameter grads are added to
+    ``grads``."""
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad and g is not None]
+    want_c = c is not None and c.requires_grad
+    params = _trainable(module)
+    inputs = [*leaves, *([c] if want_c else []), *params]
+    if pairs:
+        got = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
+    else:
+        got = (None,) * len(inputs)
+    leaf_grads = [torch.zeros_like(v) if g is None else g for v, g in zip(leaves, got)]
+    grad_c = got[len(leaves)] if want_c else None
+    for p, g in zip(params, got[len(inputs) - len(params):]):
+        if g is not None:
+            key = id(p)
+            grads[key] = g if key not in grads else grads[key] + g
+    return leaf_grads, grad_c
+
+
+class InvertibleModule(nn.Module):
+    """Base class: ``forward(x, c=None) -> (y, logdet)``, ``inverse(y, c=None) -> (x, logdet)``."""
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def invert_and_backprop(
+        self,
+        y: torch.Tensor,
+        c: torch.Tensor | None,
+        grad_y: torch.Tensor,
+        grad_logdet: torch.Tensor,
+        grads: ParamGrads,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Rebuild the input x from output y, re-run forward with grad and back-propagate
+        ``(grad_y, grad_logdet)``: returns ``(x, grad_x, grad_c)``; parameter grads are
+        accumulated into ``grads``. Layers override this when they can share work between
+        the inverse and the re-run (couplings evaluate their subnet once)."""
+        with torch.no_grad():
+            x, _ = self.inverse(y, c)
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            out, logdet = self(leaf, c)
+            (grad_x,), grad_c = backprop_block(self, (out, logdet), (grad_y, grad_logdet), (leaf,), c, grads)
+        return x, grad_x, grad_c

@@ -1,0 +1,57 @@
+"""Ready-made flows: :func:`build_flow`, the flat coupling flow of the CompVis
+iin / net2net / invariances code (``FlatCouplingFlow`` / ``ConditionalFlatCouplingFlow``)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .actnorm import ActNorm
+from .double import DoubleAffineCoupling
+from .flow import ConditionalFlow, Flow
+from .permute import Shuffle
+
+__all__ = ["build_flow"]
+
+
+def build_flow(
+    dim: int,
+    n_blocks: int,
+    hidden: int,
+    depth: int = 2,
+    cond_dim: int = 0,
+    clamp: float = 2.0,
+    scale_fn: str = "tanh",
+    memory_saving: bool = False,
+    embedder: nn.Module | None = None,
+) -> Flow | ConditionalFlow:
+    """``n_blocks`` x [ActNorm, DoubleAffineCoupling, Shuffle(seed=block index)] on vectors (B, dim).
+
+    ``cond_dim > 0`` (or an ``embedder``) gives a :class:`ConditionalFlow`; ``cond_dim`` is the
+    condition size the couplings see, i.e. the embedder's ``out_dim`` when one is given
+    (``cond_dim=0`` with an embedder takes its ``out_dim``).
+    """
+    for name, v in (("dim", dim), ("n_blocks", n_blocks), ("hidden", hidden)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if dim < 2:
+        raise ValueError(f"dim must be >= 2 for a coupling flow, got {dim}")
+    if isinstance(cond_dim, bool) or not isinstance(cond_dim, int) or cond_dim < 0:
+        raise ValueError(f"cond_dim must be an int >= 0, got {cond_dim!r}")
+    if embedder is not None:
+        out_dim = getattr(embedder, "out_dim", None)
+        if cond_dim == 0:
+            if not isinstance(out_dim, int):
+                raise ValueError("cond_dim must be given when the embedder has no int out_dim attribute")
+            cond_dim = out_dim
+        elif out_dim is not None and out_dim != cond_dim:
+            raise ValueError(f"cond_dim ({cond_dim}) must equal embedder.out_dim ({out_dim})")
+    blocks: list[nn.Module] = []
+    for i in range(n_blocks):
+        blocks += [
+            ActNorm(dim),
+            DoubleAffineCoupling(dim, hidden, depth, cond_channels=cond_dim, clamp=clamp, scale_fn=scale_fn),
+            Shuffle(dim, seed=i),
+        ]
+    if cond_dim > 0:
+        return ConditionalFlow(blocks, embedder=embedder, memory_saving=memory_saving, event_shape=(dim,))
+    return Flow(blocks, memory_saving=memory_saving, event_shape=(dim,))

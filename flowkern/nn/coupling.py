@@ -1,0 +1,207 @@
+r"""Affine coupling layers on the fused op :func:`flowkern.ops.coupling_forward`.
+
+With channels split into a passive part x_p and an active part x_a,
+
+.. math:: (s_{raw}, t) = \text{subnet}(z_p),\quad y_p = z_p,\quad
+          y_a = z_a \odot e^{f(s_{raw})} + t,\quad \log|\det J| = \textstyle\sum f(s_{raw})
+
+with z = x (:class:`AffineCoupling`) or z = x * a + b (:class:`ActNormCoupling`, the
+actnorm fused into the same op through its ``a``, ``b`` arguments; its log-det term
+is added by the op). The subnet returns either one tensor h of shape
+(B, 2 * c_act, *S), split into the views ``s_raw = h[:, :c_act]``, ``t = h[:, c_act:]``
+(never copied), or a pair ``(s_raw, t)``.
+
+Channel split: ``split`` defaults to ``channels // 2``; channels [0, split) are the
+first part, [split, channels) the second. For an odd count the second part holds the
+extra channel, so with ``passive="first"`` (default) the active side gets it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..ops.coupling import coupling_forward, coupling_inverse
+from ..ops.spec import make_config
+from .actnorm import ActNormParams
+from .base import (
+    InvertibleModule,
+    ParamGrads,
+    backprop_block,
+    check_input,
+    check_requested,
+    record_check_error,
+)
+
+__all__ = ["AffineCoupling", "ActNormCoupling", "SeparateNets"]
+
+
+class SeparateNets(nn.Module):
+    """Subnet pair returning ``(s_net(v), t_net(v))`` (CompVis: separate scale and shift nets)."""
+
+    def __init__(self, s_net: nn.Module, t_net: nn.Module) -> None:
+        super().__init__()
+        self.s_net, self.t_net = s_net, t_net
+
+    def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.s_net(v), self.t_net(v)
+
+
+class AffineCoupling(InvertibleModule):
+    """Affine coupling: ``subnet`` maps the passive channels (B, c_pas, *S) to
+    (B, 2 * c_act, *S) or to a pair (s_raw, t) (module docstring)."""
+
+    def __init__(
+        self,
+        channels: int,
+        subnet: nn.Module,
+        *,
+        clamp: float = 2.0,
+        scale_fn: str = "tanh",
+        passive: str = "first",
+        split: int | None = None,
+        atan_k: float = 2.0 / math.pi,
+        eps: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
+            raise ValueError(f"channels must be an int >= 2 for a coupling, got {channels!r}")
+        if not callable(subnet):
+            raise TypeError(f"subnet must be a callable nn.Module, got {type(subnet).__name__}")
+        split = channels // 2 if split is None else split
+        self.cfg = make_config(split, passive, scale_fn, clamp, atan_k, eps)
+        if not 1 <= split <= channels - 1:
+            raise ValueError(f"split must be in [1, {channels - 1}] for {channels} channels, got {split}")
+        self.channels = channels
+        self.c_pas = split if passive == "first" else channels - split
+        self.c_act = channels - self.c_pas
+        self.subnet = subnet
+
+    # ---- pieces overridden by subclasses ------------------------------------
+    def _coefficients(self, like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The op's actnorm (a, b); None for a plain coupling."""
+        return None, None
+
+    def _init_from(self, v: torch.Tensor, inverse: bool) -> None:
+        """Data-dependent initialisation hook (ActNormCoupling)."""
+
+    def _passive_z(self, x_p: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
+        """z_p: what the subnet sees (= y_p)."""
+        if a is None:
+            return x_p
+        sl = self._passive_slice()
+        shape = (1, -1, *([1] * (x_p.dim() - 2)))
+        return torch.addcmul(b[sl].reshape(shape), x_p, a[sl].reshape(shape))
+
+    def _passive_x(self, y_p: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
+        """x_p rebuilt from y_p = z_p."""
+        if a is None:
+            return y_p
+        sl = self._passive_slice()
+        shape = (1, -1, *([1] * (y_p.dim() - 2)))
+        return (y_p - b[sl].reshape(shape)) / a[sl].reshape(shape)
+
+    def _subnet_input(self, z_p: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return z_p
+
+    # ---- shared machinery ---------------------------------------------------
+    def _passive_slice(self) -> slice:
+        s = self.cfg.split
+        return slice(0, s) if self.cfg.passive_first else slice(s, self.channels)
+
+    def _parts(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.cfg.split
+        first, second = v[:, :s], v[:, s:]
+        return (first, second) if self.cfg.passive_first else (second, first)
+
+    def _join(self, passive: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        return torch.cat((passive, active) if self.cfg.passive_first else (active, passive), dim=1)
+
+    def _op_kwargs(self) -> dict:
+        cfg = self.cfg
+        return dict(split=cfg.split, passive="first" if cfg.passive_first else "second", scale=cfg.scale,
+                    clamp=cfg.clamp, atan_k=cfg.atan_k, eps=cfg.eps)
+
+    def _scale_shift(self, z_p: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.subnet(self._subnet_input(z_p, c))
+        want = (z_p.shape[0], self.c_act, *z_p.shape[2:])
+        if isinstance(h, tuple):
+            s_raw, t = h
+        else:
+            if not isinstance(h, torch.Tensor) or h.dim() < 2 or h.shape[1] != 2 * self.c_act:
+                got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+                raise ValueError(f"subnet must return (B, {2 * self.c_act}, *S) = 2 x active channels, got {got}")
+            s_raw, t = h[:, : self.c_act], h[:, self.c_act :]
+        for name, v in (("s_raw", s_raw), ("t", t)):
+            if tuple(v.shape) != want:
+                raise ValueError(f"subnet output {name} must have shape {want}, got {tuple(v.shape)}")
+        return s_raw, t
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """y_p = z_p, y_a = z_a exp(f(s_raw)) + t; logdet = sum f(s_raw) (+ actnorm term)."""
+        check_input(x, self.channels, "x")
+        self._init_from(x, inverse=False)
+        a, b = self._coefficients(x)
+        s_raw, t = self._scale_shift(self._passive_z(self._parts(x)[0], a, b), c)
+        if check_requested():
+            y, logdet, err = coupling_forward(x, s_raw, t, a, b, check=True, **self._op_kwargs())
+            record_check_error(self, err)
+            return y, logdet
+        return coupling_forward(x, s_raw, t, a, b, **self._op_kwargs())
+
+    def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_a = (y_a - t) exp(-f(s_raw)), x = (z - b) / a; logdet negated."""
+        check_input(y, self.channels, "y")
+        self._init_from(y, inverse=True)
+        a, b = self._coefficients(y)
+        s_raw, t = self._scale_shift(self._parts(y)[0], c)
+        return coupling_inverse(y, s_raw, t, a, b, **self._op_kwargs())
+
+    def invert_and_backprop(
+        self,
+        y: torch.Tensor,
+        c: torch.Tensor | None,
+        grad_y: torch.Tensor,
+        grad_logdet: torch.Tensor,
+        grads: ParamGrads,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One subnet evaluation serves both the inverse and the re-run forward: the
+        subnet input z_p equals the passive part of y."""
+        y_p = self._parts(y)[0]
+        with torch.enable_grad():
+            a, b = self._coefficients(y)
+            with torch.no_grad():
+                x_p_values = self._passive_x(y_p, a, b)
+            x_p = x_p_values.detach().requires_grad_(True)
+            s_raw, t = self._scale_shift(self._passive_z(x_p, a, b), c)
+        with torch.no_grad():
+            detach = (lambda v: None if v is None else v.detach())
+            x, _ = coupling_inverse(y, s_raw.detach(), t.detach(), detach(a), detach(b), **self._op_kwargs())
+        with torch.enable_grad():
+            x_a = self._parts(x)[1].detach().requires_grad_(True)
+            out, logdet = coupling_forward(self._join(x_p, x_a), s_raw, t, a, b, **self._op_kwargs())
+            (g_p, g_a), grad_c = backprop_block(self, (out, logdet), (grad_y, grad_logdet), (x_p, x_a), c, grads)
+        return x, self._join(g_p, g_a), grad_c
+
+    def extra_repr(self) -> str:
+        cfg = self.cfg
+        return (f"channels={self.channels}, passive={'first' if cfg.passive_first else 'second'}, "
+                f"split={cfg.split}, scale_fn={cfg.scale!r}, clamp={cfg.clamp}")
+
+
+class ActNormCoupling(AffineCoupling):
+    """ActNorm (``loc``, ``scale`` with data-dependent init, see :mod:`flowkern.nn.actnorm`)
+    fused into an :class:`AffineCoupling`: one op call computes z = x * a + b, the coupling
+    and both log-det terms. The subnet sees the passive part of z."""
+
+    def __init__(self, channels: int, subnet: nn.Module, *, allow_inverse_init: bool = False, **kwargs) -> None:
+        super().__init__(channels, subnet, **kwargs)
+        self.actnorm = ActNormParams(channels, allow_inverse_init=allow_inverse_init)
+
+    def _coefficients(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.actnorm.coefficients(like)
+
+    def _init_from(self, v: torch.Tensor, inverse: bool) -> None:
+        self.actnorm.maybe_initialize(v, inverse)

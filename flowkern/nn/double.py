@@ -1,0 +1,102 @@
+r"""The CompVis double coupling block (``DoubleVectorCouplingBlock`` of iin / net2net).
+
+With h = C // 2 and halves x = [x_1, x_2] (x_1 = x[:, :h]):
+
+.. math:: [u_1, u_2] = \text{coupling}_1(x)\ \text{(x_1 passive)},\quad
+          [v_1, v_2] = \text{coupling}_2([u_1, u_2])\ \text{(u_2 passive)},\quad
+          y = [v_2, v_1]
+
+i.e. the second coupling transforms the first half and the output halves are swapped
+("two couplings with a half swap"). log-det = sum of both couplings' log-dets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import InvertibleModule, ParamGrads, check_input
+from .conditional import ConditionalAffineCoupling
+from .coupling import AffineCoupling, SeparateNets
+from .subnets import MLP
+
+__all__ = ["DoubleAffineCoupling"]
+
+
+class DoubleAffineCoupling(InvertibleModule):
+    """Two affine couplings with MLP subnets and a half swap (module docstring).
+
+    ``separate_nets=True`` uses separate scale and shift MLPs per coupling (CompVis);
+    ``False`` one MLP producing [s_raw | t] (FrEIA GLOWCouplingBlock). ``cond_channels > 0``
+    makes both couplings conditional on c of shape (B, cond_channels).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        depth: int = 2,
+        *,
+        cond_channels: int = 0,
+        clamp: float = 2.0,
+        scale_fn: str = "tanh",
+        separate_nets: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
+            raise ValueError(f"channels must be an int >= 2, got {channels!r}")
+        if isinstance(cond_channels, bool) or not isinstance(cond_channels, int) or cond_channels < 0:
+            raise ValueError(f"cond_channels must be an int >= 0, got {cond_channels!r}")
+        self.channels, self.cond_channels = channels, cond_channels
+        self.half = channels // 2
+        couplings = []
+        for passive in ("first", "second"):
+            c_pas = self.half if passive == "first" else channels - self.half
+            c_act = channels - c_pas
+            n_in = c_pas + cond_channels
+            if separate_nets:
+                subnet: nn.Module = SeparateNets(MLP(n_in, c_act, hidden, depth), MLP(n_in, c_act, hidden, depth))
+            else:
+                subnet = MLP(n_in, 2 * c_act, hidden, depth)
+            kw = dict(clamp=clamp, scale_fn=scale_fn, passive=passive, split=self.half)
+            if cond_channels:
+                couplings.append(ConditionalAffineCoupling(channels, cond_channels, subnet, **kw))
+            else:
+                couplings.append(AffineCoupling(channels, subnet, **kw))
+        self.couplings = nn.ModuleList(couplings)
+
+    def _swap(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.cat((v[:, self.half :], v[:, : self.half]), dim=1)
+
+    def _unswap(self, v: torch.Tensor) -> torch.Tensor:
+        k = self.channels - self.half
+        return torch.cat((v[:, k:], v[:, :k]), dim=1)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_input(x, self.channels, "x")
+        u, ld1 = self.couplings[0](x, c)
+        v, ld2 = self.couplings[1](u, c)
+        return self._swap(v), ld1 + ld2
+
+    def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_input(y, self.channels, "y")
+        u, ld2 = self.couplings[1].inverse(self._unswap(y), c)
+        x, ld1 = self.couplings[0].inverse(u, c)
+        return x, ld1 + ld2
+
+    def invert_and_backprop(
+        self,
+        y: torch.Tensor,
+        c: torch.Tensor | None,
+        grad_y: torch.Tensor,
+        grad_logdet: torch.Tensor,
+        grads: ParamGrads,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        u, grad_u, gc2 = self.couplings[1].invert_and_backprop(
+            self._unswap(y), c, self._unswap(grad_y), grad_logdet, grads)
+        x, grad_x, gc1 = self.couplings[0].invert_and_backprop(u, c, grad_u, grad_logdet, grads)
+        grad_c = gc1 if gc2 is None else gc2 if gc1 is None else gc1 + gc2
+        return x, grad_x, grad_c
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, cond_channels={self.cond_channels}"

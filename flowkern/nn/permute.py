@@ -1,0 +1,55 @@
+"""Channel permutations: y = x[:, perm], log|det J| = 0 (a permutation matrix has |det| = 1)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import InvertibleModule, check_input, zero_logdet
+
+__all__ = ["Permute", "Shuffle", "Reverse"]
+
+
+class Permute(InvertibleModule):
+    """Fixed channel permutation ``perm`` (stored as a buffer with its inverse)."""
+
+    def __init__(self, perm: torch.Tensor) -> None:
+        super().__init__()
+        perm = torch.as_tensor(perm, dtype=torch.long)
+        n = perm.numel()
+        if perm.dim() != 1 or n < 1 or not torch.equal(perm.sort().values, torch.arange(n)):
+            raise ValueError(f"perm must be a permutation of range(C), got {perm.tolist()}")
+        self.channels = n
+        self.register_buffer("perm", perm.clone())
+        self.register_buffer("inv_perm", torch.argsort(perm))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_input(x, self.channels, "x")
+        return x.index_select(1, self.perm), zero_logdet(x)
+
+    def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_input(y, self.channels, "y")
+        return y.index_select(1, self.inv_perm), zero_logdet(y)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}"
+
+
+def _check_channels(channels: object) -> int:
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    return channels
+
+
+class Shuffle(Permute):
+    """Random channel permutation drawn from ``torch.Generator().manual_seed(seed)``."""
+
+    def __init__(self, channels: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        super().__init__(torch.randperm(_check_channels(channels), generator=g))
+
+
+class Reverse(Permute):
+    """Channel order reversed: y = x[:, ::-1]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(torch.arange(_check_channels(channels) - 1, -1, -1))

@@ -1,0 +1,41 @@
+"""Subnetworks for couplings and embedders.
+
+:class:`MLP` is the CompVis ``BasicFullyConnectedNet`` (and the FrEIA GLOW subnet):
+Linear(in, hidden), LeakyReLU, ``depth`` x [Linear(hidden, hidden), LeakyReLU],
+Linear(hidden, out). On (B, C, *S) inputs it acts per position over channels (a 1x1
+convolution), so the same net serves vectors, (B, D, 1, 1) latents and images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MLP"]
+
+
+class MLP(nn.Module):
+    """Channel MLP with ``depth`` hidden-to-hidden layers (module docstring)."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: int, depth: int = 2,
+                 zero_init: bool = False) -> None:
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features), ("hidden", hidden)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be an int >= 0, got {depth!r}")
+        layers: list[nn.Module] = [nn.Linear(in_features, hidden), nn.LeakyReLU()]
+        for _ in range(depth):
+            layers += [nn.Linear(hidden, hidden), nn.LeakyReLU()]
+        layers.append(nn.Linear(hidden, out_features))
+        if zero_init:
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
+        self.net = nn.Sequential(*layers)
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if v.dim() == 2:
+            return self.net(v)
+        return self.net(v.movedim(1, -1)).movedim(-1, 1)

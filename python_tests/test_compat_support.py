@@ -1,0 +1,89 @@
+"""Shared helpers of the compat tests (no tests here): backend fixture, peer-vs-flowkern comparison."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import flowkern
+from flowkern import backends
+
+# float32 comparisons of whole peer blocks/models (several ops, different but equivalent
+# rounding orders): a few ulps of the values involved.
+ATOL, RTOL = 2e-5, 2e-5
+
+
+def _backend() -> str | None:
+    """The default backend if it runs the op on CPU, else 'reference' (C++ kernels not built yet)."""
+    try:
+        flowkern.coupling_forward(torch.zeros(1, 2), torch.zeros(1, 1), torch.zeros(1, 1), split=1)
+    except (NotImplementedError, RuntimeError):
+        return "reference"
+    return None
+
+
+BACKEND = _backend()
+
+
+@pytest.fixture(autouse=True)
+def compat_backend():
+    if BACKEND is None:
+        yield
+    else:
+        with backends.use(BACKEND):
+            yield
+
+
+def mlp(c_in: int, c_out: int, hidden: int = 16) -> nn.Module:
+    """Subnet with a non-zero last layer (the blocks are not the identity at init)."""
+    net = nn.Sequential(nn.Linear(c_in, hidden), nn.Tanh(), nn.Linear(hidden, c_out))
+    nn.init.normal_(net[2].weight, std=0.4)
+    nn.init.normal_(net[2].bias, std=0.2)
+    return net
+
+
+def conv_net(c_in: int, c_out: int, hidden: int = 8) -> nn.Module:
+    net = nn.Sequential(nn.Conv2d(c_in, hidden, 3, padding=1), nn.Tanh(), nn.Conv2d(hidden, c_out, 1))
+    nn.init.normal_(net[2].weight, std=0.4)
+    nn.init.normal_(net[2].bias, std=0.2)
+    return net
+
+
+def flat(out) -> list[torch.Tensor]:
+    """Tensors of a (possibly nested) output, floats only."""
+    if torch.is_tensor(out):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in flat(o)]
+    if isinstance(out, float):
+        return [torch.tensor(out)]
+    return []
+
+
+def assert_same(peer_out, our_out, atol: float = ATOL, rtol: float = RTOL) -> None:
+    ps, os_ = flat(peer_out), flat(our_out)
+    assert len(ps) == len(os_), (len(ps), len(os_))
+    for p, o in zip(ps, os_):
+        torch.testing.assert_close(o.to(p.dtype).expand_as(p) if o.dim() == 0 else o, p, atol=atol, rtol=rtol)
+
+
+def assert_same_grads(peer: nn.Module, ours: nn.Module, peer_fn, our_fn, inputs: list[torch.Tensor],
+                      atol: float = 1e-4, rtol: float = 1e-4, seed: int = 0) -> None:
+    """Backprop the same random projection of all outputs through both; compare input and
+    parameter gradients (matched by parameter name, which must be identical)."""
+    assert [n for n, _ in peer.named_parameters()] == [n for n, _ in ours.named_parameters()]
+    grads = []
+    for fn, module in ((peer_fn, peer), (our_fn, ours)):
+        module.zero_grad()
+        xs = [x.detach().clone().requires_grad_(True) for x in inputs]
+        outs = flat(fn(*xs))
+        g = torch.Generator().manual_seed(seed)
+        loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs if o.requires_grad)
+        loss.backward()
+        grads.append([x.grad for x in xs] + [p.grad for p in module.parameters() if p.requires_grad])
+    for gp, go in zip(*grads):
+        if gp is None:
+            assert go is None or go.abs().max() == 0
+            continue
+        torch.testing.assert_close(go, gp, atol=atol, rtol=rtol)

@@ -1,0 +1,91 @@
+"""ColorfulDigits: shapes, factor labels, writer-split disjointness, pair sampling, rendering."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flowkern.data import COLOURS, FACTORS, ColorfulDigits, NuisanceParams, load_gray_digits, render, writer_split
+
+
+@pytest.fixture(scope="module")
+def train():
+    return ColorfulDigits("train", copies=2)
+
+
+@pytest.fixture(scope="module")
+def test():
+    return ColorfulDigits("test", copies=1)
+
+
+def test_shapes_and_ranges(train, test):
+    assert train.images.shape == (len(train), 3, 16, 16)
+    assert train.images.min() >= 0 and train.images.max() <= 1
+    assert set(train.digits.tolist()) == set(range(10)) == set(test.digits.tolist())
+    assert set(train.colours.tolist()) == set(range(len(COLOURS)))
+    x, d, c = train[5]
+    assert x.shape == (3, 16, 16) and d == int(train.digits[5]) and c == int(train.colours[5])
+
+
+def test_size_32():
+    ds = ColorfulDigits("test", size=32, copies=1)
+    assert ds.images.shape[1:] == (3, 32, 32)
+
+
+def test_writer_split_is_disjoint_and_complete():
+    tr, te = writer_split(1797, "train"), writer_split(1797, "test")
+    assert len(set(tr) & set(te)) == 0 and len(tr) + len(te) == 1797
+    assert te.min() > tr.max()  # contiguous held-out writer blocks at the end
+    ds_tr, ds_te = ColorfulDigits("train", copies=1), ColorfulDigits("test", copies=1)
+    assert not set(ds_tr.source.tolist()) & set(ds_te.source.tolist())
+
+
+def test_colour_label_matches_pixels(test):
+    # The brightest pixel of each image has the hue of its colour label.
+    flat = test.images.flatten(2)
+    idx = flat.sum(1).argmax(1)
+    rgb = flat[torch.arange(len(test)), :, idx]
+    rgb = rgb / rgb.norm(dim=1, keepdim=True)
+    pal = COLOURS / COLOURS.norm(dim=1, keepdim=True)
+    assert ((rgb @ pal.T).argmax(1) == test.colours).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("factor", FACTORS)
+def test_pairs_share_the_factor(train, factor):
+    g = torch.Generator().manual_seed(1)
+    a, b = train.pair_indices(500, factor, g)
+    lab = train.labels(factor)
+    assert torch.equal(lab[a], lab[b])
+    assert (train.source[a] != train.source[b]).float().mean() > 0.98
+    other = train.labels("colour" if factor == "digit" else "digit")
+    assert (other[a] == other[b]).float().mean() < 0.35  # the other factor is not shared
+
+
+def test_factor_pairs_mix(train):
+    g = torch.Generator().manual_seed(2)
+    a, b, f = train.factor_pairs(600, g)
+    assert set(f.tolist()) == {0, 1}
+    for k, name in enumerate(FACTORS):
+        assert torch.equal(train.labels(name)[a[f == k]], train.labels(name)[b[f == k]])
+
+
+def test_render_shift_and_colour():
+    gray, _ = load_gray_digits(16)
+    g0 = gray[:1]
+    p = NuisanceParams(colour=torch.tensor([2]), brightness=torch.tensor([1.0]),
+                       background=torch.tensor([0.0]), shift=torch.tensor([[1, -1]]))
+    img = render(g0, p)
+    expected = torch.zeros_like(g0)
+    expected[:, :, 1:, :-1] = g0[:, :, :-1, 1:]
+    assert torch.allclose(img, expected * COLOURS[2].view(1, 3, 1, 1))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        writer_split(100, "val")
+    with pytest.raises(ValueError, match="size"):
+        load_gray_digits(12)
+    with pytest.raises(ValueError, match="copies"):
+        ColorfulDigits("train", copies=0)
+    with pytest.raises(ValueError, match="factor"):
+        ColorfulDigits("test", copies=1).labels("style")

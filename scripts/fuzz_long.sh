@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Long fuzzing run: FLOWKERN_FUZZ=long (5,000 random examples per property) for every CPU
+# backend, then the Triton backend under its interpreter. Prints per-property example counts
+# and failures; exits non-zero if any property failed.
+#   scripts/fuzz_long.sh [extra pytest args]     env: PY, FLOWKERN_FUZZ_EXAMPLES (override the count)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PY:-$ROOT/.venv/bin/python}"
+LOG="$(mktemp /tmp/flowkern-fuzz-long.XXXXXX.log)"
+export FLOWKERN_FUZZ=long
+cd "$ROOT"
+
+echo "== fuzzing CPU backends (log: $LOG)"
+"$PY" -m pytest python_tests/test_fuzz.py -q -p no:cacheprovider -k "not subprocess" \
+    --hypothesis-show-statistics "$@" >"$LOG" 2>&1
+cpu_status=$?
+echo "== fuzzing Triton under TRITON_INTERPRET=1"
+"$PY" -m python_tests.fuzz_triton_worker --hypothesis-show-statistics "$@" >>"$LOG" 2>&1
+triton_status=$?
+
+echo
+echo "property                                                     examples  failing"
+awk '/^python_tests\/test_fuzz.py::/ {name=$0; sub(/:$/, "", name); sub(/^python_tests\/test_fuzz.py::/, "", name)}
+     /passing, [0-9]+ failing/ && name != "" && !seen[name]++ {
+         n = $2 + $4; printf "%-60s %8d %8d\n", name, $2 + $4, $4 }' "$LOG"
+grep -E "^(FAILED|SKIP)|passed|failed|skipped" "$LOG" | tail -20
+if [ $cpu_status -ne 0 ] || [ $triton_status -ne 0 ]; then
+    echo "FUZZ LONG: FAILURES (cpu exit $cpu_status, triton exit $triton_status); details in $LOG"
+    exit 1
+fi
+echo "FUZZ LONG: OK; details in $LOG"
