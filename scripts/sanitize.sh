@@ -16,7 +16,10 @@ tar -C "$ROOT" --exclude='./.venv' --exclude='./build' --exclude='./.git' --excl
     --exclude='__pycache__' --exclude='./runs' -cf - . | tar -C "$WORK" -xf -
 
 echo "== building flowkern._C with $SAN"
-(cd "$WORK" && CFLAGS="$SAN -g -O1" LDFLAGS="$SAN" FLOWKERN_NO_CUDA=1 MAX_JOBS="${MAX_JOBS:-2}" \
+# torch's ninja build ignores CFLAGS but calls $CXX: wrap the compiler to add the flags.
+printf '#!/bin/sh\nexec g++ %s -g "$@"\n' "$SAN" >"$WORK/san-g++"
+chmod +x "$WORK/san-g++"
+(cd "$WORK" && CXX="$WORK/san-g++" LDFLAGS="$SAN" FLOWKERN_NO_CUDA=1 MAX_JOBS="${MAX_JOBS:-2}" \
     "$PY" setup.py -q build_ext --inplace >"$WORK/build.log" 2>&1) || { tail -50 "$WORK/build.log"; exit 1; }
 SO="$(ls "$WORK"/flowkern/_C*.so)"
 nm -D "$SO" | grep -q __asan_ || { echo "error: $SO is not ASan-instrumented"; exit 1; }

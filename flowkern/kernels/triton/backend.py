@@ -25,7 +25,7 @@ def why_unavailable(device_type: str) -> str | None:
     """None when the Triton kernels can run on ``device_type`` tensors, else the reason."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton)"
-    if _interpret():
+    if _interpret() and device_type == "cpu":
         return None
     if device_type != "cuda":
         return (f"the triton backend runs on CUDA tensors, not {device_type} "

@@ -25,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .math import scale_deriv, scale_value
+from .scale_math import scale_deriv, scale_value
 
 __all__ = ["coupling_fwd_kernel", "coupling_inv_kernel", "coupling_fwd_bwd_kernel",
            "coupling_inv_bwd_kernel"]

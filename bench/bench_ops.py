@@ -1,0 +1,147 @@
+"""Benchmarks of the fused coupling op on CPU: flowkern cpu vs reference eager vs torch.compile(reference).
+
+pytest-benchmark cases (``pytest bench/bench_ops.py``) and :func:`table` (used by bench/report.py),
+which also prints the floor = max(bytes moved / copy bandwidth, transcendentals / exp throughput).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import flowkern
+
+__all__ = ["SHAPES", "make_inputs", "make_fns", "floor_ms", "table"]
+
+SHAPES = [(65536, 256), (256, 64), (64, 64, 32, 32)]
+PASSES = ("forward", "inverse", "forward+backward")
+
+
+def make_inputs(shape: tuple[int, ...], requires_grad: bool = False, seed: int = 0):
+    """x, halves (s_raw, t) of one subnet output h, actnorm a, b; float32, split at C/2."""
+    g = torch.Generator().manual_seed(seed)
+    B, C = shape[:2]
+    x = torch.randn(shape, generator=g)
+    h = torch.randn((B, C, *shape[2:]), generator=g)
+    a = 0.5 + torch.rand(C, generator=g)
+    b = 0.1 * torch.randn(C, generator=g)
+    for v in (x, h, a, b):
+        v.requires_grad_(requires_grad)
+    return x, h, a, b
+
+
+def _fwd(backend: str):
+    def f(x, h, a, b):
+        c = h.shape[1] // 2
+        return flowkern.coupling_forward(x, h[:, :c], h[:, c:], a, b, split=x.shape[1] // 2, scale="tanh",
+                                         backend=backend)
+    return f
+
+
+def _inv(backend: str):
+    def f(y, h, a, b):
+        c = h.shape[1] // 2
+        return flowkern.coupling_inverse(y, h[:, :c], h[:, c:], a, b, split=y.shape[1] // 2, scale="tanh",
+                                         backend=backend)
+    return f
+
+
+def make_fns(shape: tuple[int, ...], impl: str) -> dict[str, Callable[[], object]]:
+    """Zero-argument callables per pass; impl in cpu / reference / compiled."""
+    backend = "cpu" if impl == "cpu" else "reference"
+    fwd, inv = _fwd(backend), _inv(backend)
+    if impl == "compiled":
+        fwd, inv = torch.compile(fwd, fullgraph=True), torch.compile(inv, fullgraph=True)
+    x, h, a, b = make_inputs(shape)
+    xg, hg, ag, bg = make_inputs(shape, requires_grad=True)
+    gy, gl = torch.randn(shape), torch.randn(shape[0])
+
+    def fwd_bwd():
+        y, ld = fwd(xg, hg, ag, bg)
+        return torch.autograd.grad((y, ld), (xg, hg, ag, bg), (gy, gl))
+
+    return {"forward": lambda: fwd(x, h, a, b), "inverse": lambda: inv(x, h, a, b),
+            "forward+backward": fwd_bwd}
+
+
+def _time_ms(fn: Callable[[], object], reps: int) -> float:
+    fn()
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(ts)
+
+
+def _copy_gbps(reps: int) -> float:
+    src = torch.randn(1 << 24)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / (_time_ms(lambda: dst.copy_(src), reps) * 1e6)
+
+
+def _exp_per_ns(reps: int) -> float:
+    src = torch.randn(1 << 22)
+    dst = torch.empty_like(src)
+    return src.numel() / (_time_ms(lambda: torch.exp(src, out=dst), reps) * 1e6)
+
+
+def floor_ms(shape: tuple[int, ...], which: str, gbps: float, exp_per_ns: float) -> float:
+    """max(bytes / copy bandwidth, transcendentals / exp throughput) for one pass, float32, tanh.
+
+    forward / inverse: read x, s_raw, t, write y (4 + 4 + 4 + 4 bytes per active element, 4 + 4 per
+    passive), tanh + exp per active element. forward+backward adds reading grad_y, x, s_raw and writing
+    grad_x, grad_s_raw, grad_t, and tanh + exp again.
+    """
+    n = 1
+    for d in shape:
+        n *= d
+    act = n // 2
+    fwd_bytes, fwd_tr = 4 * (2 * n + 2 * act), 2 * act
+    if which == "forward+backward":
+        nbytes, tr = fwd_bytes + 4 * (2 * n + act + n + 2 * act), 2 * fwd_tr
+    else:
+        nbytes, tr = fwd_bytes, fwd_tr
+    return max(nbytes / (gbps * 1e6), tr / (exp_per_ns * 1e6))
+
+
+def table(quick: bool = False) -> str:
+    """Markdown table: time per pass of each implementation, the floor and the ratios."""
+    reps = 5 if quick else 20
+    gbps, exp_ns = _copy_gbps(reps), _exp_per_ns(reps)
+    shapes = SHAPES[1:] if quick else SHAPES
+    lines = [f"CPU, {torch.get_num_threads()} threads, float32, tanh, actnorm on, split C/2. "
+             f"copy bandwidth {gbps:.1f} GB/s, torch.exp {exp_ns:.2f} elem/ns.", "",
+             "| shape | pass | flowkern cpu ms | reference ms | compiled ref ms | floor ms "
+             "| compiled / cpu | cpu / floor |",
+             "|---|---|---|---|---|---|---|---|"]
+    for shape in shapes:
+        fns = {impl: make_fns(shape, impl) for impl in ("cpu", "reference", "compiled")}
+        for which in PASSES:
+            t = {impl: _time_ms(fns[impl][which], reps) for impl in fns}
+            fl = floor_ms(shape, which, gbps, exp_ns)
+            lines.append(f"| {tuple(shape)} | {which} | {t['cpu']:.3f} | {t['reference']:.3f} | "
+                         f"{t['compiled']:.3f} | {fl:.3f} | {t['compiled'] / t['cpu']:.2f}x | "
+                         f"{t['cpu'] / fl:.2f}x |")
+    return "\n".join(lines)
+
+
+# ---- pytest-benchmark cases ------------------------------------------------------
+@pytest.mark.parametrize("impl", ["cpu", "reference", "compiled"])
+@pytest.mark.parametrize("which", PASSES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_coupling_op(benchmark, shape, which, impl):
+    if impl == "cpu" and flowkern.backends.available("cpu")["cpu"] is not None:
+        pytest.skip("C++ CPU extension not built")
+    fn = make_fns(shape, impl)[which]
+    benchmark.group = f"{which} {shape}"
+    benchmark(fn)
+
+
+if __name__ == "__main__":
+    print(table(quick=False))
