@@ -11,7 +11,6 @@ from flowkern.check import CertifyReport, InvertibilityError, certify
 from flowkern.cli import main as cli_main
 from flowkern.nn import ActNorm, Flow, InvertibleModule, build_flow
 
-from .test_nn_support import op_backend  # noqa: F401
 
 
 class Doubling(InvertibleModule):

@@ -10,7 +10,7 @@ from torch import nn
 import flowkern.compat.compvis as K
 from flowkern.compat import convert
 
-from .test_compat_support import assert_same, assert_same_grads, compat_backend  # noqa: F401
+from .compat_support import assert_same, assert_same_grads
 
 
 # ---- the CompVis conventions, restated ---------------------------------------------

@@ -11,7 +11,7 @@ import torch
 import flowkern.compat.freia as Km
 from flowkern.compat import convert
 
-from .test_compat_support import assert_same, assert_same_grads, compat_backend, conv_net, mlp  # noqa: F401
+from .compat_support import assert_same, assert_same_grads, conv_net, mlp
 
 BLOCKS = [
     ("GLOWCouplingBlock", {}),

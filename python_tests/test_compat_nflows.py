@@ -17,7 +17,7 @@ from torch import nn
 import flowkern.compat.nflows as K
 from flowkern.compat import convert
 
-from .test_compat_support import assert_same, assert_same_grads, compat_backend  # noqa: F401
+from .compat_support import assert_same, assert_same_grads
 
 MASKS = {"prefix": [0, 0, 0, 1, 1], "suffix": [1, 1, 0, 0, 0], "alternating": [1, 0, 1, 0, 1]}
 

@@ -12,7 +12,7 @@ from torch import nn
 import flowkern.compat.normflows as K
 from flowkern.compat import convert
 
-from .test_compat_support import assert_same, assert_same_grads, compat_backend, conv_net, mlp  # noqa: F401
+from .compat_support import assert_same, assert_same_grads, conv_net, mlp
 
 SHAPES = {"vector": (7,), "image": (3, 4, 6)}
 

@@ -14,7 +14,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import flowkern
 from flowkern.nn import Flow, build_flow
 
-from .test_nn_support import op_backend  # noqa: F401
 
 STEPS = 8
 
@@ -59,8 +58,9 @@ def _worker(rank: int, port: int, backend: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ddp_two_ranks(tmp_path, op_backend):  # noqa: F811
-    mp.spawn(_worker, args=(_free_port(), op_backend, str(tmp_path)), nprocs=2, join=True)
+def test_ddp_two_ranks(tmp_path):
+    backend = flowkern.backends.select(torch.device("cpu")).name
+    mp.spawn(_worker, args=(_free_port(), backend, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     union = torch.cat([_rank_data(0, 0), _rank_data(1, 0)]).double()
     for mode in (False, True):

@@ -7,7 +7,6 @@ import torch
 
 from flowkern.nn import MLP, ActNorm, ActNormCoupling
 
-from .test_nn_support import op_backend  # noqa: F401
 
 
 @pytest.mark.parametrize("shape", [(64, 5), (16, 3, 5, 7)])

@@ -19,7 +19,7 @@ from flowkern.nn import (
     build_flow,
 )
 
-from .test_nn_support import brute_force_logdet, op_backend  # noqa: F401
+from .nn_support import brute_force_logdet
 
 
 def test_log_prob_of_affine_flow_is_gaussian_density():

@@ -20,7 +20,7 @@ from flowkern.nn import (
     Shuffle,
 )
 
-from .test_nn_support import brute_force_logdet, op_backend  # noqa: F401
+from .nn_support import brute_force_logdet
 
 
 def _conv_subnet(c_in: int, c_out: int) -> nn.Module:

@@ -20,7 +20,6 @@ from flowkern.nn import (
     build_flow,
 )
 
-from .test_nn_support import op_backend  # noqa: F401
 
 
 def _grads(model: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:

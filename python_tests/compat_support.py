@@ -1,38 +1,14 @@
-"""Shared helpers of the compat tests (no tests here): backend fixture, peer-vs-flowkern comparison."""
+"""Shared helpers of the compat tests: peer-vs-flowkern comparison."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
-import flowkern
-from flowkern import backends
 
 # float32 comparisons of whole peer blocks/models (several ops, different but equivalent
 # rounding orders): a few ulps of the values involved.
 ATOL, RTOL = 2e-5, 2e-5
-
-
-def _backend() -> str | None:
-    """The default backend if it runs the op on CPU, else 'reference' (C++ kernels not built yet)."""
-    try:
-        flowkern.coupling_forward(torch.zeros(1, 2), torch.zeros(1, 1), torch.zeros(1, 1), split=1)
-    except (NotImplementedError, RuntimeError):
-        return "reference"
-    return None
-
-
-BACKEND = _backend()
-
-
-@pytest.fixture(autouse=True)
-def compat_backend():
-    if BACKEND is None:
-        yield
-    else:
-        with backends.use(BACKEND):
-            yield
 
 
 def mlp(c_in: int, c_out: int, hidden: int = 16) -> nn.Module:
