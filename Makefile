@@ -14,7 +14,7 @@ export CUDA_HOME ?= /usr/local/cuda
 endif
 export MAX_JOBS ?= 2
 
-.PHONY: all setup install demo test bench sanitize clean
+.PHONY: all setup install demo test bench sanitize fuzz-long clean
 
 all: test
 
@@ -39,6 +39,12 @@ test: install
 
 bench: install
 	$(PY) bench/report.py
+
+sanitize: install
+	PY=$(PY) bash scripts/sanitize.sh
+
+fuzz-long: install
+	PY=$(PY) bash scripts/fuzz_long.sh
 
 clean:
 	rm -rf build *.egg-info flowkern/*.so flowkern/_build_info.py

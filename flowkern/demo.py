@@ -44,8 +44,8 @@ class DemoConfig:
     temperature: float = 0.8
 
 
-QUICK = DemoConfig(ae_epochs=6, clf_epochs=8, train_copies=2, iin_steps=250, sketch_steps=80, inv_steps=200,
-                   rep_iin_steps=100, n2n_steps=200, text_steps=300, batch=128)
+QUICK = DemoConfig(ae_epochs=8, clf_epochs=8, train_copies=4, iin_steps=250, sketch_steps=60, inv_steps=150,
+                   rep_iin_steps=60, n2n_steps=150, text_steps=300, batch=128)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -335,6 +335,9 @@ def run(args: argparse.Namespace) -> int:
                 return text.encode(caps).view(len(templates), 10, len(COLOUR_NAMES), -1)
 
             emb_train, emb_test = table(TRAIN_TEMPLATES), table(TEST_TEMPLATES)
+            # standardise with train-caption statistics: the digit is a small direction in MiniLM space
+            e_mu, e_sd = emb_train.flatten(0, 2).mean(0), emb_train.flatten(0, 2).std(0) + 1e-6
+            emb_train, emb_test = (emb_train - e_mu) / e_sd, (emb_test - e_mu) / e_sd
             t2i = Net2Net(cfg.latent_dim, text.dim, **kw)
 
             def text_batch(gen: torch.Generator):
@@ -360,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
                        ("an image showing the number 0 written in yellow", 0, 3),
                        ("a picture of a green 4", 4, 1), ("the magenta handwritten digit nine", 9, 4),
                        ("a picture of a cyan 2", 2, 5)]
-            pe = text.encode([p for p, _, _ in prompts]).repeat_interleave(8, 0)
+            pe = ((text.encode([p for p, _, _ in prompts]) - e_mu) / e_sd).repeat_interleave(8, 0)
             with torch.no_grad():
                 img = decode(t2i.translate(pe, cfg.temperature)).view(len(prompts), 8, 3, tr.size, tr.size)
             save_grid(img, out / "text_to_image.png", scale=4)

@@ -13,19 +13,17 @@ most 2x the error of the reference computed in D itself, plus a floor of
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-import flowkern
 from flowkern import backends
-from flowkern.ops import coupling_forward_ref, coupling_inverse_ref, make_config
+from flowkern.ops import make_config
 
 from .helpers import TOL, flash_rule_ok
 
@@ -39,7 +37,6 @@ __all__ = [
     "fuzz_settings",
     "fuzz_backends",
     "probe_backend",
-    "working_cpu_backend",
     "assert_flash",
 ]
 
@@ -239,26 +236,7 @@ def build(case: Case) -> Built:
 # ---- which backends to fuzz -----------------------------------------------------
 def probe_backend(name: str) -> str | None:
     """None if backend ``name`` runs the op on CPU tensors, else why not."""
-    reason = backends.available("cpu").get(name, f"backend {name!r} is not registered")
-    if reason is not None:
-        return reason
-    x = torch.zeros(1, 2)
-    try:
-        flowkern.coupling_forward(x, x[:, :1], x[:, 1:], split=1, backend=name)
-    except (NotImplementedError, RuntimeError) as e:  # schema registered, kernel not yet
-        return f"backend {name!r} is registered but cannot run: {str(e).splitlines()[0][:160]}"
-    return None
-
-
-@contextlib.contextmanager
-def working_cpu_backend() -> Iterator[str]:
-    """Run layers on the automatic CPU backend, or on ``reference`` while ``cpu`` cannot
-    run yet (extension built without kernels); yields the backend name used."""
-    if probe_backend("cpu") is None:
-        yield "cpu"
-        return
-    with backends.use("reference"):
-        yield "reference"
+    return backends.available("cpu").get(name, f"backend {name!r} is not registered")
 
 
 def fuzz_backends() -> list[str]:

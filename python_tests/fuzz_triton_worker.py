@@ -1,7 +1,8 @@
 """Fuzz the Triton backend on CPU tensors: ``python -m python_tests.fuzz_triton_worker [pytest args]``.
 
 Sets ``TRITON_INTERPRET=1`` before anything imports triton, then runs the
-properties of ``test_fuzz.py`` with ``FLOWKERN_FUZZ_BACKENDS=triton``. Prints
+properties of ``test_fuzz.py`` (those matching ``FLOWKERN_FUZZ_SELECT``, a pytest ``-k``
+expression) with ``FLOWKERN_FUZZ_BACKENDS=triton``. Prints
 ``SKIP: <reason>`` and exits 0 when the Triton backend cannot run here.
 """
 
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> int:
         return 0
     test_file = Path(__file__).with_name("test_fuzz.py")
     return int(pytest.main([str(test_file), "-q", "-p", "no:cacheprovider", "-m", "not slow",
-                            "-k", "not subprocess",
+                            "-k", f"not subprocess and ({os.environ.get('FLOWKERN_FUZZ_SELECT') or 'test'})",
                             "-W", "ignore::pytest.PytestAssertRewriteWarning", *argv]))
 
 

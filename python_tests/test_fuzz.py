@@ -193,10 +193,18 @@ def test_gradcheck_float64(backend, case, direction):
                                     check_undefined_grad=True)
 
 
-def test_triton_interpreter_subprocess():
-    """Fuzz the Triton backend under TRITON_INTERPRET=1 in a fresh interpreter."""
-    proc = subprocess.run([sys.executable, "-m", "python_tests.fuzz_triton_worker"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+@pytest.mark.parametrize("scope", [
+    pytest.param(("20", "forward_matches or inverse_matches"), id="smoke"),
+    pytest.param(("", "not gradcheck"), id="full", marks=pytest.mark.slow),
+])
+def test_triton_interpreter_subprocess(scope):
+    """Fuzz the Triton backend under TRITON_INTERPRET=1 in a fresh interpreter. The interpreter
+    runs ~100x slower than the compiled backends, so CI runs a 20-example smoke of forward and
+    inverse; ``-m slow`` runs every property with the profile's example count."""
+    examples, select = scope
+    env = {**os.environ, "FLOWKERN_FUZZ_SELECT": select, **({"FLOWKERN_FUZZ_EXAMPLES": examples} if examples else {})}
+    proc = subprocess.run([sys.executable, "-m", "python_tests.fuzz_triton_worker", "-x"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3600, env=env)
     out = proc.stdout + proc.stderr
     first = proc.stdout.splitlines()[0] if proc.stdout else ""
     if first.startswith("SKIP:"):

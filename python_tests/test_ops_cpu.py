@@ -13,7 +13,7 @@ import torch
 import flowkern
 from flowkern.ops.spec import SCALE_IDS
 
-from .helpers import TOL, flash_rule_ok, make_case, upcast
+from .helpers import TOL, flash_rule_ok, make_case
 
 pytestmark = pytest.mark.skipif(
     flowkern.backends.available("cpu")["cpu"] is not None, reason="C++ CPU extension not built"
@@ -282,7 +282,7 @@ def test_every_isa_build_matches_reference(isa):
 
 @pytest.mark.slow
 def test_cmake_build_of_the_cpp_library():
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc",
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
                           "cmake_build_check.sh")
     out = subprocess.run(["bash", script], capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr

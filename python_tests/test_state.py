@@ -9,15 +9,8 @@ import io
 import pytest
 import torch
 
-from .fuzz_strategies import working_cpu_backend
 
 nn = pytest.importorskip("flowkern.nn")
-
-
-@pytest.fixture(autouse=True)
-def _backend():
-    with working_cpu_backend():
-        yield
 
 
 def _data(step: int) -> torch.Tensor:

@@ -22,8 +22,9 @@ chmod +x "$WORK/san-g++"
 (cd "$WORK" && CXX="$WORK/san-g++" LDFLAGS="$SAN" FLOWKERN_NO_CUDA=1 MAX_JOBS="${MAX_JOBS:-2}" \
     "$PY" setup.py -q build_ext --inplace >"$WORK/build.log" 2>&1) || { tail -50 "$WORK/build.log"; exit 1; }
 SO="$(ls "$WORK"/flowkern/_C*.so)"
-nm -D "$SO" | grep -q __asan_ || { echo "error: $SO is not ASan-instrumented"; exit 1; }
-nm -D "$SO" | grep -q __ubsan_ || { echo "error: $SO is not UBSan-instrumented"; exit 1; }
+syms="$(nm -D "$SO")"
+grep -q __asan_ <<<"$syms" || { echo "error: $SO is not ASan-instrumented"; exit 1; }
+grep -q __ubsan_ <<<"$syms" || { echo "error: $SO is not UBSan-instrumented"; exit 1; }
 
 LIBASAN="$(gcc -print-file-name=libasan.so)"
 LOG="$WORK/sanitizer"
@@ -38,7 +39,7 @@ tests=(python_tests/test_fuzz.py python_tests/test_audit.py python_tests/test_de
 for f in "$WORK"/python_tests/test_ops_cpu*.py; do [ -e "$f" ] && tests+=("python_tests/$(basename "$f")"); done
 status=0
 (cd "$WORK" && "$PY" -c "import flowkern, flowkern.ops.coupling as c; assert c._CPP, 'sanitized _C not loaded'" \
-  && "$PY" -m pytest -q -p no:cacheprovider -x -k "not subprocess and not triton" "${tests[@]}" "$@") || status=$?
+  && "$PY" -m pytest -q -p no:cacheprovider -k "not subprocess and not triton" "${tests[@]}" "$@") || status=$?
 unset LD_PRELOAD
 if ls "$LOG".* >/dev/null 2>&1; then
     echo "== sanitizer reports:"; cat "$LOG".*; status=${status/#0/1}

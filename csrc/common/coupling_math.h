@@ -92,7 +92,7 @@ FK_HD typename M::V scale_value(typename M::V r, const ScaleParams<T>& p) {
 }
 
 // ds/ds_raw, given s_raw, s = f(s_raw) and es = exp(s):
-//   exp: 1;  tanh: 1 - (s / clamp)^2;  atan: atan_k / (1 + (s_raw / clamp)^2);
+//   exp: 1;  tanh: sech^2(s_raw / clamp);  atan: atan_k / (1 + (s_raw / clamp)^2);
 //   sigmoid: sig (1 - sig) / es with sig = es - eps (= 1 - es when eps == 0).
 template <ScaleFn F, class M, typename T>
 FK_HD typename M::V scale_deriv(typename M::V r, typename M::V s, typename M::V es,
@@ -101,8 +101,11 @@ FK_HD typename M::V scale_deriv(typename M::V r, typename M::V s, typename M::V 
   if constexpr (F == ScaleFn::Exp) {
     return M::splat(T(1));
   } else if constexpr (F == ScaleFn::Tanh) {
-    const V th = s * M::splat(p.inv_clamp);
-    return M::splat(T(1)) - th * th;
+    // 1 - tanh(q)^2 = sech(q)^2 = 4 e / (1 + e)^2 with e = exp(-2|q|): no cancellation
+    // near saturation, where 1 - th*th would magnify the rounding error of tanh.
+    const V e = M::exp(M::splat(T(-2)) * M::abs(r * M::splat(p.inv_clamp)));
+    const V one_e = M::splat(T(1)) + e;
+    return M::splat(T(4)) * e / (one_e * one_e);
   } else if constexpr (F == ScaleFn::Atan) {
     const V q = r * M::splat(p.inv_clamp);
     return M::splat(p.atan_k) / (M::splat(T(1)) + q * q);

@@ -2,7 +2,7 @@
 and :func:`build_flow` (the CompVis flat coupling flow)."""
 
 from .actnorm import ActNorm
-from .base import InvertibleModule, collect_check_errors
+from .base import InvertibleModule, collect_check_errors, detect_overflow
 from .builders import build_flow
 from .conditional import ConditionalAffineCoupling
 from .coupling import ActNormCoupling, AffineCoupling, SeparateNets
@@ -33,4 +33,5 @@ __all__ = [
     "ConditionalFlow",
     "build_flow",
     "collect_check_errors",
+    "detect_overflow",
 ]

@@ -31,6 +31,7 @@ from .base import (
     ParamGrads,
     backprop_block,
     check_input,
+    check_overflow,
     check_requested,
     record_check_error,
 )
@@ -134,6 +135,8 @@ class AffineCoupling(InvertibleModule):
                 got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
                 raise ValueError(f"subnet must return (B, {2 * self.c_act}, *S) = 2 x active channels, got {got}")
             s_raw, t = h[:, : self.c_act], h[:, self.c_act :]
+        if s_raw.dtype != z_p.dtype:  # autocast ran the subnet in lower precision: the op runs in z's dtype
+            s_raw, t = s_raw.to(z_p.dtype), t.to(z_p.dtype)
         for name, v in (("s_raw", s_raw), ("t", t)):
             if tuple(v.shape) != want:
                 raise ValueError(f"subnet output {name} must have shape {want}, got {tuple(v.shape)}")
@@ -148,8 +151,10 @@ class AffineCoupling(InvertibleModule):
         if check_requested():
             y, logdet, err = coupling_forward(x, s_raw, t, a, b, check=True, **self._op_kwargs())
             record_check_error(self, err)
-            return y, logdet
-        return coupling_forward(x, s_raw, t, a, b, **self._op_kwargs())
+        else:
+            y, logdet = coupling_forward(x, s_raw, t, a, b, **self._op_kwargs())
+        check_overflow(self, x, y, logdet, "forward")
+        return y, logdet
 
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_a = (y_a - t) exp(-f(s_raw)), x = (z - b) / a; logdet negated."""
@@ -157,7 +162,9 @@ class AffineCoupling(InvertibleModule):
         self._init_from(y, inverse=True)
         a, b = self._coefficients(y)
         s_raw, t = self._scale_shift(self._parts(y)[0], c)
-        return coupling_inverse(y, s_raw, t, a, b, **self._op_kwargs())
+        x, logdet = coupling_inverse(y, s_raw, t, a, b, **self._op_kwargs())
+        check_overflow(self, y, x, logdet, "inverse")
+        return x, logdet
 
     def invert_and_backprop(
         self,

@@ -58,6 +58,8 @@ class Flow(InvertibleModule):
     def _check_x(self, x: object, name: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
         if x.dim() < 2:
             raise ValueError(f"{name} must have shape (B, C, *S), got {tuple(x.shape)}")
         if self.event_shape is not None and x.shape[1] != self.event_shape[0]:
@@ -109,6 +111,8 @@ class Flow(InvertibleModule):
         """x = f^{-1}(temperature * eps), eps ~ N(0, I) of shape (n, *event_shape)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         if self.event_shape is None:
             raise RuntimeError("event_shape is unknown: pass event_shape to the constructor or run a forward first")
         ref = next(self.parameters(), None)

@@ -20,7 +20,7 @@ import torch
 
 from .. import _extension, backends
 from .coupling_ref import coupling_forward_ref, coupling_inverse_ref
-from .spec import CouplingConfig, acc_dtype, check_coupling_args, make_config
+from .spec import SCALE_IDS, CouplingConfig, acc_dtype, check_coupling_args, make_config
 
 __all__ = ["coupling_forward", "coupling_inverse"]
 
@@ -33,10 +33,22 @@ def _cfg_args(cfg: CouplingConfig) -> tuple:
 
 
 # ---- compiled ops: fake kernels and autograd --------------------------------------
+_SCALE_NAMES = {v: k for k, v in SCALE_IDS.items()}
+
+
+def _check_schema_args(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, name):
+    """The Python argument rules, applied to the compiled ops' schema arguments (fake kernels)."""
+    if scale not in _SCALE_NAMES:
+        raise ValueError(f"scale must be one of {sorted(_SCALE_NAMES)} ({sorted(SCALE_IDS)}), got {scale}")
+    cfg = make_config(split, "first" if passive_first else "second", _SCALE_NAMES[scale], clamp, atan_k, eps)
+    check_coupling_args(x, s_raw, t, a, b, cfg, name)
+
+
 if _CPP:
 
     @torch.library.register_fake("flowkern::coupling_fwd")
     def _fwd_fake(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, check):
+        _check_schema_args(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "x")
         acc = acc_dtype(x.dtype)
         n_err = x.shape[0] if check else 0
         return (torch.empty_like(x, memory_format=torch.contiguous_format),
@@ -44,10 +56,12 @@ if _CPP:
 
     @torch.library.register_fake("flowkern::coupling_inv")
     def _inv_fake(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps):
+        _check_schema_args(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "y")
         return (torch.empty_like(y, memory_format=torch.contiguous_format),
                 y.new_empty((y.shape[0],), dtype=acc_dtype(y.dtype)))
 
     def _bwd_fake(g_out, g_logdet, inp, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps):
+        _check_schema_args(inp, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "input")
         n_ab = inp.shape[1] if a is not None else 0
         return (torch.empty_like(inp, memory_format=torch.contiguous_format),
                 torch.empty_like(s_raw, memory_format=torch.contiguous_format),

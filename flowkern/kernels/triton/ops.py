@@ -13,6 +13,7 @@ Importing this module imports triton, so it is only imported lazily by
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -71,7 +72,7 @@ def _bcs_strides(v: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
 
 def _shape(x: torch.Tensor, split: int, passive_first: bool) -> tuple[int, int, int, int, int]:
     B, C = x.shape[0], x.shape[1]
-    S = x[0, 0].numel()
+    S = math.prod(x.shape[2:])
     c_act = C - split if passive_first else split
     act0 = split if passive_first else 0
     return B, C, S, c_act, act0
