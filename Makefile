@@ -41,10 +41,10 @@ bench: install
 	$(PY) bench/report.py
 
 sanitize: install
-	PY=$(PY) bash scripts/sanitize.sh
+	PY=$(abspath $(PY)) bash scripts/sanitize.sh
 
 fuzz-long: install
-	PY=$(PY) bash scripts/fuzz_long.sh
+	PY=$(abspath $(PY)) bash scripts/fuzz_long.sh
 
 clean:
 	rm -rf build *.egg-info flowkern/*.so flowkern/_build_info.py
