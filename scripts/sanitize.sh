@@ -28,7 +28,9 @@ grep -q __ubsan_ <<<"$syms" || { echo "error: $SO is not UBSan-instrumented"; ex
 
 LIBASAN="$(gcc -print-file-name=libasan.so)"
 LOG="$WORK/sanitizer"
-export LD_PRELOAD="$LIBASAN"
+# libstdc++ is preloaded too: without it ASan cannot find the real __cxa_throw when a library
+# that throws C++ exceptions (triton's, imported by torch.compile/opcheck) loads later.
+export LD_PRELOAD="$LIBASAN $(gcc -print-file-name=libstdc++.so.6)"
 # Python and torch are not instrumented and leak by design: no leak detection.
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=86:log_path=$LOG:protect_shadow_gap=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$LOG"
