@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowkern.data import COLOURS, FACTORS, ColorfulDigits, NuisanceParams, load_gray_digits, render, writer_split
+from flowkern.data import (COLOURS, FACTORS, ColorfulDigits, NuisanceParams, load_gray_digits, random_deform, render,
+                           writer_split)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,26 @@ def test_bad_arguments():
         ColorfulDigits("train", copies=0)
     with pytest.raises(ValueError, match="factor"):
         ColorfulDigits("test", copies=1).labels("style")
+
+
+def test_factor_pairs_weights(train):
+    g = torch.Generator().manual_seed(3)
+    a, b, f = train.factor_pairs(2000, g, weights=(3.0, 1.0))
+    assert 0.70 < (f == 0).float().mean() < 0.80
+    for k, name in enumerate(FACTORS):
+        assert torch.equal(train.labels(name)[a[f == k]], train.labels(name)[b[f == k]])
+    with pytest.raises(ValueError, match="weights"):
+        train.factor_pairs(10, g, weights=(1.0, -1.0))
+
+
+def test_deform_augments_copies_but_keeps_first_and_labels():
+    plain = ColorfulDigits("test", copies=3)
+    warped = ColorfulDigits("test", copies=3, deform=1.0)
+    n = len(plain) // 3
+    assert torch.equal(plain.gray[:n], warped.gray[:n])
+    assert torch.equal(plain.digits, warped.digits) and torch.equal(plain.source, warped.source)
+    diff = (plain.gray[n:] - warped.gray[n:]).abs().flatten(1).amax(1)
+    assert (diff > 0.05).float().mean() > 0.9
+    assert warped.images.min() >= 0 and warped.images.max() <= 1
+    with pytest.raises(ValueError, match="strength"):
+        random_deform(plain.gray[:2], torch.Generator(), -1.0)

@@ -12,6 +12,7 @@ out the last ``test_blocks`` blocks; train and test therefore never share a sour
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "NuisanceParams",
     "load_gray_digits",
     "render",
+    "random_deform",
     "random_nuisance",
     "writer_split",
 ]
@@ -69,6 +71,20 @@ def writer_split(n: int, split: str, test_blocks: int = 3) -> np.ndarray:
     block = np.minimum(np.arange(n) * N_WRITER_BLOCKS // n, N_WRITER_BLOCKS - 1)
     is_test = block >= N_WRITER_BLOCKS - test_blocks
     return np.flatnonzero(is_test if split == "test" else ~is_test)
+
+
+def random_deform(gray: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Small random affine warps of (N, 1, S, S) intensities (augmentation of the writer style):
+    rotation +-12 deg, scale 0.9-1.1, shear +-0.15, each times ``strength``; bilinear, zero fill."""
+    if not strength >= 0:
+        raise ValueError(f"strength must be >= 0, got {strength!r}")
+    n = gray.shape[0]
+    u = (torch.rand(n, 3, generator=generator) * 2 - 1) * strength
+    ang, scale, shear = u[:, 0] * math.radians(12), 1 + 0.1 * u[:, 1], 0.15 * u[:, 2]
+    cos, sin, zero = torch.cos(ang) / scale, torch.sin(ang) / scale, torch.zeros(n)
+    theta = torch.stack([torch.stack([cos, -sin + shear, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(gray.shape), align_corners=False)
+    return F.grid_sample(gray, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp_(0, 1)
 
 
 @dataclass
@@ -113,13 +129,15 @@ def render(gray: torch.Tensor, p: NuisanceParams) -> torch.Tensor:
 class ColorfulDigits(torch.utils.data.Dataset):
     """Coloured real digits with known factors and IIN pair sampling.
 
-    Each source digit of the split is rendered ``copies`` times with independent nuisances.
+    Each source digit of the split is rendered ``copies`` times with independent nuisances; with
+    ``deform > 0`` every copy but the first is also warped by :func:`random_deform` (training-set
+    augmentation: more handwriting variety for the same writers; labels unchanged).
     Attributes: ``images`` (N, 3, S, S) in [0, 1], ``digits`` (N,), ``colours`` (N,),
     ``source`` (N,) index into ``load_digits``, ``nuisance`` (:class:`NuisanceParams`).
     """
 
     def __init__(self, split: str = "train", *, size: int = 16, copies: int | None = None,
-                 seed: int = 0, test_blocks: int = 3) -> None:
+                 seed: int = 0, test_blocks: int = 3, deform: float = 0.0) -> None:
         copies = (4 if split == "train" else 2) if copies is None else copies
         if not isinstance(copies, int) or copies < 1:
             raise ValueError(f"copies must be a positive int, got {copies!r}")
@@ -129,6 +147,8 @@ class ColorfulDigits(torch.utils.data.Dataset):
         self.split, self.size = split, size
         self.source = idx.repeat(copies)
         self.gray = gray[self.source]
+        if deform > 0 and copies > 1:
+            self.gray[len(idx):] = random_deform(self.gray[len(idx):], g, deform)
         self.digits = labels[self.source]
         self.nuisance = random_nuisance(len(self.source), g)
         self.colours = self.nuisance.colour
@@ -169,13 +189,18 @@ class ColorfulDigits(torch.utils.data.Dataset):
                 b[i] = group[torch.randint(len(group), (1,), generator=generator)]
         return a, b
 
-    def factor_pairs(self, n: int, generator: torch.Generator
+    def factor_pairs(self, n: int, generator: torch.Generator, weights: tuple[float, ...] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """IIN training pairs: each pair shares one factor chosen uniformly from :data:`FACTORS`.
+        """IIN training pairs: each pair shares one factor drawn from :data:`FACTORS` with probabilities
+        proportional to ``weights`` (default uniform).
 
         Returns (idx_a, idx_b, factor) with factor[i] the index into FACTORS of the shared factor.
         """
-        factor = torch.randint(len(FACTORS), (n,), generator=generator)
+        w = torch.ones(len(FACTORS)) if weights is None else torch.tensor(weights, dtype=torch.float)
+        if w.shape != (len(FACTORS),) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"weights must be {len(FACTORS)} non-negative numbers with a positive sum, "
+                             f"got {weights!r}")
+        factor = torch.multinomial(w, n, replacement=True, generator=generator)
         a = torch.empty(n, dtype=torch.long)
         b = torch.empty(n, dtype=torch.long)
         for k, name in enumerate(FACTORS):

@@ -44,15 +44,15 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-def train_autoencoder(images: torch.Tensor, *, latent_dim: int = 32, epochs: int = 30, batch_size: int = 128,
-                      lr: float = 2e-3, noise: float = 0.05, z_penalty: float = 1e-3, seed: int = 0,
+def train_autoencoder(images: torch.Tensor, *, latent_dim: int = 32, width: int = 32, epochs: int = 30,
+                      batch_size: int = 128, lr: float = 2e-3, noise: float = 0.05, z_penalty: float = 1e-3, seed: int = 0,
                       cache: str | Path | None = None, progress: bool = False) -> ConvAutoencoder:
     """Fit ``min E||dec(enc(x) + noise*eps) - x||^2 + z_penalty * E||enc(x)||^2`` (Adam, cosine LR).
 
     The latent noise and the weak penalty keep the latent compact and the decoder smooth, so that
     flow samples decode to clean images. With ``cache`` the weights are loaded if present, else saved.
     """
-    model = ConvAutoencoder(latent_dim, images.shape[-1])
+    model = ConvAutoencoder(latent_dim, images.shape[-1], width)
     if cache is not None and Path(cache).exists():
         model.load_state_dict(torch.load(cache, weights_only=True))
         return model.eval()
