@@ -6,6 +6,7 @@ which also prints the floor = max(bytes moved / copy bandwidth, transcendentals 
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -68,15 +69,24 @@ def make_fns(shape: tuple[int, ...], impl: str) -> dict[str, Callable[[], object
             "forward+backward": fwd_bwd}
 
 
-def _time_ms(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    fn()
-    ts = []
+def _time_ms(fn: Callable[[], object], reps: int, warmup: int = 3) -> float:
+    """Median wall time of one call, after ``warmup`` calls."""
+    return _time_many({"fn": fn}, reps, warmup)["fn"]
+
+
+def _time_many(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 3) -> dict[str, float]:
+    """Median ms per call of each fn, timed round-robin (one call of each per round) so that
+    load changes on a shared machine hit every implementation alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    ts: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(ts)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in ts.items()}
 
 
 def _copy_gbps(reps: int) -> float:
@@ -123,11 +133,16 @@ def table(quick: bool = False) -> str:
     for shape in shapes:
         fns = {impl: make_fns(shape, impl) for impl in ("cpu", "reference", "compiled")}
         for which in PASSES:
-            t = {impl: _time_ms(fns[impl][which], reps) for impl in fns}
+            n_reps = reps if math.prod(shape) >= 1 << 20 else 25 * reps  # small: noisy, cheap
+            t = _time_many({impl: fns[impl][which] for impl in fns}, n_reps)
             fl = floor_ms(shape, which, gbps, exp_ns)
             lines.append(f"| {tuple(shape)} | {which} | {t['cpu']:.3f} | {t['reference']:.3f} | "
                          f"{t['compiled']:.3f} | {fl:.3f} | {t['compiled'] / t['cpu']:.2f}x | "
                          f"{t['cpu'] / fl:.2f}x |")
+    tiny = make_fns((1, 64), "cpu")
+    call = _time_many({k: tiny[k] for k in PASSES}, 20 * reps)
+    lines += ["", "Per-call overhead (flowkern cpu at shape (1, 64), i.e. no work): "
+              + ", ".join(f"{k} {1e3 * v:.1f} us" for k, v in call.items()) + "."]
     return "\n".join(lines)
 
 

@@ -8,7 +8,14 @@
 #include <ATen/Version.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <tuple>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "cpu/kernel_args.h"
 #include "ops_check.h"
@@ -54,10 +61,79 @@ StridedView describe(const Tensor& v) {
   return d;
 }
 
+// Outputs are written once, right after allocation. A fresh large CPU tensor is mapped
+// memory that is only populated when first touched, and on 4 KiB pages the faults cost
+// more than the kernel itself; hint transparent huge pages for the 2 MiB-aligned interior
+// (one fault per 2 MiB). A hint only: errors are ignored, and it is a no-op off Linux.
+void advise_huge_pages(const Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const size_t n = t.nbytes();
+  if (n < 4 * kHuge) return;
+  const auto p = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t lo = (p + kHuge - 1) & ~(kHuge - 1), hi = (p + n) & ~(kHuge - 1);
+  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)t;
+#endif
+}
+
+// at::empty (never zero-filled: the kernels write every element) with the hint above
+Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt) {
+  Tensor t = at::empty(sizes, opt);
+  advise_huge_pages(t);
+  return t;
+}
+
+// a, b (C,) of the storage dtype -> acc-type a, b, 1/a, each repeated `rep` times per channel
+// (laid out [a | b | 1/a] in dst), and sum_c log|a_c| in double. Plain loops: for small
+// inputs the ATen ops this replaces (to, reciprocal, log, abs, sum, item) cost more than the kernel.
+template <typename T, typename S>
+double fill_ab(const Tensor& a, const Tensor& b, int64_t rep, T* dst) {
+  const int64_t C = a.size(0), n = C * rep;
+  const S* pa = a.const_data_ptr<S>();
+  const S* pb = b.const_data_ptr<S>();
+  const int64_t sa = a.stride(0), sb = b.stride(0);
+  double log_abs = 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    const T av = static_cast<T>(pa[c * sa]), bv = static_cast<T>(pb[c * sb]), ia = T(1) / av;
+    log_abs += std::log(std::abs(static_cast<double>(av)));
+    for (int64_t k = 0; k < rep; ++k) {
+      dst[c * rep + k] = av;
+      dst[n + c * rep + k] = bv;
+      dst[2 * n + c * rep + k] = ia;
+    }
+  }
+  return log_abs;
+}
+
+template <typename T>
+double fill_ab(const OptTensor& a, const OptTensor& b, int64_t C, int64_t rep, T* dst) {
+  if (!a) {
+    const int64_t n = C * rep;
+    std::fill(dst, dst + n, T(1));
+    std::fill(dst + n, dst + 2 * n, T(0));
+    std::fill(dst + 2 * n, dst + 3 * n, T(1));
+    return 0.0;
+  }
+  switch (a->scalar_type()) {
+    case at::kDouble: return fill_ab<T, double>(*a, *b, rep, dst);
+    case at::kHalf: return fill_ab<T, at::Half>(*a, *b, rep, dst);
+    case at::kBFloat16: return fill_ab<T, at::BFloat16>(*a, *b, rep, dst);
+    default: return fill_ab<T, float>(*a, *b, rep, dst);
+  }
+}
+
 // The parts of a call shared by all four ops; owns the tensors the raw pointers refer to.
 struct Call {
   CouplingArgs args{};
-  Tensor in, a, b, inv_a;
+  Tensor in, ab;  // ab: acc-type [a | b | 1/a], each (C * folded_S,)
+
+  // For 1 < S < kSmallS, rows along S are too short to vectorise: when (channel, S) of
+  // s_raw and t flatten to one stride, run the S = 1 kernels on C*S "channels" with a, b
+  // repeated S times. grad_a / grad_b then come back per (c, s) and are summed over s.
+  static constexpr int64_t kSmallS = 64;
+  int64_t folded_S = 1;
 
   Call(const Tensor& input, const Tensor& s_raw, const Tensor& t, const OptTensor& a_opt,
        const OptTensor& b_opt, int64_t split, bool passive_first, int64_t scale, double clamp,
@@ -65,7 +141,6 @@ struct Call {
     const CouplingShape sh =
         check_coupling_args(input, s_raw, t, a_opt, b_opt, split, passive_first, scale, clamp, eps, in_name);
     in = input.contiguous();
-    const auto acc = acc_type(in.scalar_type());
     auto& A = args;
     A.dtype = in.scalar_type();
     A.B = sh.B;
@@ -78,48 +153,32 @@ struct Call {
     A.atan_k = atan_k;
     A.eps = eps;
     A.has_ab = a_opt.has_value();
-    if (A.has_ab) {
-      a = a_opt->to(acc).contiguous();
-      b = b_opt->to(acc).contiguous();
-      inv_a = a.reciprocal();
-      A.ld_const = (at::log(at::abs(a)).sum() * static_cast<double>(sh.S)).item<double>();
-    } else {
-      a = at::ones({sh.C}, in.options().dtype(acc));
-      b = at::zeros({sh.C}, in.options().dtype(acc));
-      inv_a = a;
-      A.ld_const = 0.0;
-    }
-    A.a = a.data_ptr();
-    A.b = b.data_ptr();
-    A.inv_a = inv_a.data_ptr();
     A.in = in.data_ptr();
     A.r = describe(s_raw);
     A.t = describe(t);
-    flatten_small_spatial();
+    folded_S = foldable() ? A.S : 1;
+    const int64_t n = A.C * folded_S;
+    ab = at::empty({3 * n}, in.options().dtype(acc_type(A.dtype)));
+    const double log_abs = A.dtype == at::kDouble ? fill_ab(a_opt, b_opt, A.C, folded_S, ab.data_ptr<double>())
+                                                  : fill_ab(a_opt, b_opt, A.C, folded_S, ab.data_ptr<float>());
+    A.ld_const = static_cast<double>(A.S) * log_abs;
+    const size_t esz = ab.element_size();
+    A.a = ab.data_ptr();
+    A.b = static_cast<const char*>(A.a) + n * esz;
+    A.inv_a = static_cast<const char*>(A.a) + 2 * n * esz;
+    if (folded_S > 1) {
+      for (StridedView* v : {&A.r, &A.t}) v->sc = v->ss;
+      A.C *= A.S;
+      A.c_act *= A.S;
+      A.act0 *= A.S;
+      A.S = 1;
+    }
   }
 
-  // For 1 < S < kSmallS, rows along S are too short to vectorise: when (channel, S) of
-  // s_raw and t flatten to one stride, run the S = 1 kernels on C*S "channels" with a, b
-  // repeated S times. grad_a / grad_b then come back per (c, s) and are summed over s.
-  static constexpr int64_t kSmallS = 64;
-  int64_t folded_S = 1;
-
-  void flatten_small_spatial() {
-    auto& A = args;
+  bool foldable() const {
+    const auto& A = args;
     const auto flat = [&](const StridedView& v) { return v.ss >= 0 && v.sc == A.S * v.ss; };
-    if (A.S <= 1 || A.S >= kSmallS || !flat(A.r) || !flat(A.t)) return;
-    folded_S = A.S;
-    a = a.repeat_interleave(A.S);
-    b = b.repeat_interleave(A.S);
-    inv_a = inv_a.repeat_interleave(A.S);
-    A.a = a.data_ptr();
-    A.b = b.data_ptr();
-    A.inv_a = inv_a.data_ptr();
-    for (StridedView* v : {&A.r, &A.t}) v->sc = v->ss;
-    A.C *= A.S;
-    A.c_act *= A.S;
-    A.act0 *= A.S;
-    A.S = 1;
+    return A.S > 1 && A.S < kSmallS && flat(A.r) && flat(A.t);
   }
 
   // grad_a / grad_b of the kernel (C * folded_S,) -> (C,)
@@ -135,7 +194,7 @@ std::tuple<Tensor, Tensor, Tensor> coupling_fwd_cpu(const Tensor& x, const Tenso
                                                     bool passive_first, int64_t scale, double clamp,
                                                     double atan_k, double eps, bool check) {
   Call call(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "x");
-  Tensor y = at::empty_like(call.in, at::MemoryFormat::Contiguous);
+  Tensor y = empty_output(call.in.sizes(), call.in.options());
   Tensor logdet = call.acc_empty(call.args.B);
   Tensor err = call.acc_empty(check ? call.args.B : 0);
   call.args.out = y.data_ptr();
@@ -150,7 +209,7 @@ std::tuple<Tensor, Tensor> coupling_inv_cpu(const Tensor& y, const Tensor& s_raw
                                             bool passive_first, int64_t scale, double clamp, double atan_k,
                                             double eps) {
   Call call(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "y");
-  Tensor x = at::empty_like(call.in, at::MemoryFormat::Contiguous);
+  Tensor x = empty_output(call.in.sizes(), call.in.options());
   Tensor logdet = call.acc_empty(call.args.B);
   call.args.out = x.data_ptr();
   call.args.logdet = logdet.data_ptr();
@@ -180,9 +239,9 @@ Grads coupling_bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const 
   TORCH_CHECK_VALUE(grad_logdet.device() == input.device(), "grad_logdet must be on the device of ", in_name);
   const Tensor g = grad_out.contiguous();
   const Tensor gl = grad_logdet.to(acc_type(input.scalar_type())).contiguous();
-  Tensor g_in = at::empty_like(call.in, at::MemoryFormat::Contiguous);
-  Tensor g_r = at::empty(s_raw.sizes(), s_raw.options());
-  Tensor g_t = at::empty(t.sizes(), t.options());
+  Tensor g_in = empty_output(call.in.sizes(), call.in.options());
+  Tensor g_r = empty_output(s_raw.sizes(), s_raw.options());
+  Tensor g_t = empty_output(t.sizes(), t.options());
   const int64_t n_ab = call.args.has_ab ? call.args.C : 0;
   Tensor g_a = call.acc_empty(n_ab), g_b = call.acc_empty(n_ab);
   auto& A = call.args;

@@ -6,8 +6,8 @@
 // Work decomposition (independent of the thread count, hence bitwise deterministic):
 //   S > 1: unit = one tile of kTile spatial positions of one (b, c) row, vectorised along S;
 //   S = 1: unit = one sample, vectorised along channels (in tiles of kTile channels).
-// Units are grouped in fixed chunks of ~kChunkElems elements; at::parallel_for runs over
-// chunk indices (grain 1). Each unit stores its partial sums (sum of s, max error,
+// Units are grouped in fixed chunks (size set by the shape alone) that the threads
+// claim one at a time (parallel_chunks). Each unit stores its partial sums (sum of s, max error,
 // grad_a / grad_b) in its own slot, or, for S = 1, per-chunk channel accumulators; the
 // slots are reduced afterwards in a fixed order. Every pass reads each input and writes
 // each output once; s_raw / t are read through their strides (unit stride: directly).
@@ -22,12 +22,13 @@
 #include <ATen/cpu/vec/vec.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <torch/csrc/stable/c/shim.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -42,7 +43,9 @@ namespace flowkern::cpu::FK_ISA {
 using at::vec::Vectorized;
 
 constexpr int64_t kTile = 1024;         // elements per tile (stack buffers of one thread)
-constexpr int64_t kChunkElems = 16384;  // elements per parallel task
+constexpr int64_t kChunkElems = 16384;    // elements per parallel task (at most)
+constexpr int64_t kMinChunkElems = 4096;  // ... and at least
+constexpr int64_t kParallelElems = 1 << 16;  // smaller calls run on the calling thread
 
 // err of the forward check: how y is rounded before it is inverted again
 enum CheckMode : int { kNoCheck = 0, kCheckExact = 1, kCheckBF16 = 2, kCheckHalf = 3 };
@@ -50,19 +53,37 @@ enum CheckMode : int { kNoCheck = 0, kCheckExact = 1, kCheckBF16 = 2, kCheckHalf
 template <typename S>
 using acc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
 
-// at::parallel_for over [0, n) with grain 1. Without -fopenmp the header version of
-// at::parallel_for would run serially, so then use the copy compiled into libtorch_cpu
-// (exported for the stable ABI as torch_parallel_for): same thread pool, same settings.
+// Runs fn(c, c + 1) for every chunk c in [0, n) of a call over `elems` elements.
+//
+// The calling thread starts on the chunks at once and asks min(n, at::get_num_threads())
+// - 1 helpers (tasks of libtorch's inter-op pool, at::launch) to join; everybody claims
+// the next unclaimed chunk from a shared counter until none is left, and the caller
+// returns once every claimed chunk is done. A helper that starts late (pool busy, or its
+// core taken by another process) finds no chunk left and touches nothing of the call,
+// so nobody waits for a thread to be scheduled (a fork/join parallel_for waits for every
+// team thread, a whole time slice on a loaded machine). Results are deterministic
+// because every chunk writes only its own slots. Below kParallelElems all runs here.
 template <class Fn>
-void parallel_chunks(int64_t n, const Fn& fn) {
+void parallel_chunks(int64_t n, int64_t elems, const Fn& fn) {
   if (n <= 0) return;
-#ifdef INTRA_OP_PARALLEL
-  at::parallel_for(0, n, 1, fn);
-#else
-  auto call = [](int64_t begin, int64_t end, void* ctx) { (*static_cast<const Fn*>(ctx))(begin, end); };
-  if (n == 1 || torch_parallel_for(0, n, 1, call, const_cast<void*>(static_cast<const void*>(&fn))) != 0)
-    fn(0, n);  // torch_parallel_for only fails before running anything
-#endif
+  const int64_t workers = elems < kParallelElems ? 1 : std::min<int64_t>(n, at::get_num_threads());
+  if (workers <= 1 || at::in_parallel_region()) {
+    for (int64_t c = 0; c < n; ++c) fn(c, c + 1);
+    return;
+  }
+  struct Counters {  // outlives the call if a helper starts after it returned
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  const auto st = std::make_shared<Counters>();
+  const auto run = [n](Counters& k, const Fn& f) {
+    for (int64_t c = k.next.fetch_add(1); c < n; c = k.next.fetch_add(1)) {
+      f(c, c + 1);
+      k.done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t h = 1; h < workers; ++h) at::launch([st, &fn, run] { run(*st, fn); });
+  run(*st, fn);
+  while (st->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
 // ---- vector helpers -------------------------------------------------------------
@@ -163,9 +184,17 @@ struct Part {
 template <typename T>
 using ScaleP = ScaleParams<T>;
 
+// The per-tile loops below inline everything they call (scale_value & co. of
+// coupling_math.h included), so each loop body is straight-line vector code.
+#if defined(__GNUC__)
+#define FK_FLATTEN __attribute__((flatten))
+#else
+#define FK_FLATTEN
+#endif
+
 // y_a = (x a + b) e^s + t;  sum s;  with Chk: max |((y - t) e^-s - b) / a - x|
 template <ScaleFn F, bool PE, int Chk, typename T>
-Part<T> fwd_active(const Seg<T>& s, int64_t n, const ScaleP<T>& p) {
+FK_FLATTEN Part<T> fwd_active(const Seg<T>& s, int64_t n, const ScaleP<T>& p) {
   using V = Vectorized<T>;
   using M = VecMath<T>;
   V ssum(T(0)), emax(T(0));
@@ -189,7 +218,7 @@ Part<T> fwd_active(const Seg<T>& s, int64_t n, const ScaleP<T>& p) {
 
 // x_a = ((y - t) e^-s - b) / a;  sum s
 template <ScaleFn F, bool PE, typename T>
-Part<T> inv_active(const Seg<T>& s, int64_t n, const ScaleP<T>& p) {
+FK_FLATTEN Part<T> inv_active(const Seg<T>& s, int64_t n, const ScaleP<T>& p) {
   using V = Vectorized<T>;
   using M = VecMath<T>;
   V ssum(T(0));
@@ -227,7 +256,7 @@ inline Part<T> ab_part(const Vectorized<T>& da, const Vectorized<T>& db) {
 
 // grads of the forward, active side (coupling_math.h backward_fwd_active)
 template <ScaleFn F, bool PE, typename T>
-Part<T> fwd_bwd_active(const Seg<T>& s, int64_t n, T gl, const ScaleP<T>& p) {
+FK_FLATTEN Part<T> fwd_bwd_active(const Seg<T>& s, int64_t n, T gl, const ScaleP<T>& p) {
   using V = Vectorized<T>;
   using M = VecMath<T>;
   V da(T(0)), db(T(0));
@@ -245,7 +274,7 @@ Part<T> fwd_bwd_active(const Seg<T>& s, int64_t n, T gl, const ScaleP<T>& p) {
 
 // grads of the inverse, active side (coupling_math.h backward_inv_active)
 template <ScaleFn F, bool PE, typename T>
-Part<T> inv_bwd_active(const Seg<T>& s, int64_t n, T gl, const ScaleP<T>& p) {
+FK_FLATTEN Part<T> inv_bwd_active(const Seg<T>& s, int64_t n, T gl, const ScaleP<T>& p) {
   using V = Vectorized<T>;
   using M = VecMath<T>;
   V da(T(0)), db(T(0));
@@ -262,7 +291,7 @@ Part<T> inv_bwd_active(const Seg<T>& s, int64_t n, T gl, const ScaleP<T>& p) {
 
 // passive side: y = x a + b  /  x = (y - b) / a;  with Chk: max |(y - b) / a - x|
 template <bool PE, bool Inverse, int Chk, typename T>
-Part<T> passive_map(const Seg<T>& s, int64_t n) {
+FK_FLATTEN Part<T> passive_map(const Seg<T>& s, int64_t n) {
   using V = Vectorized<T>;
   V emax(T(0));
   vec_loop<T>(n, [&](int64_t i, int64_t c) {
@@ -280,7 +309,7 @@ Part<T> passive_map(const Seg<T>& s, int64_t n) {
 // passive grads. fwd: gx = gy a, da += gy x, db += gy.
 // inv: gz = gx / a, gy = gz, da -= gz x (x = (y - b) / a), db -= gz.
 template <bool PE, bool Inverse, typename T>
-Part<T> passive_bwd(const Seg<T>& s, int64_t n) {
+FK_FLATTEN Part<T> passive_bwd(const Seg<T>& s, int64_t n) {
   using V = Vectorized<T>;
   V da(T(0)), db(T(0));
   vec_loop<T>(n, [&](int64_t i, int64_t c) {
@@ -358,9 +387,12 @@ struct Geo {
         nt((A.S + kTile - 1) / kTile), pe(A.S == 1) {}
 
   int64_t n_units() const { return pe ? B : B * C * nt; }
+  // chunk size: a function of the shape only (never of the thread count), ~1/16 of the
+  // call clamped to [kMinChunkElems, kChunkElems] elements
   int64_t units_per_chunk() const {
     const int64_t unit_elems = pe ? C : std::max<int64_t>(1, std::min(S, kTile));
-    return std::max<int64_t>(1, kChunkElems / unit_elems);
+    const int64_t target = std::clamp<int64_t>(B * C * S / 16, kMinChunkElems, kChunkElems);
+    return std::max<int64_t>(1, target / unit_elems);
   }
   bool is_active(int64_t c) const { return c >= act0 && c < act0 + c_act; }
   // index of partial slot of (b, c, tile k) for S > 1
@@ -415,8 +447,8 @@ std::vector<Part<T>> drive(const Geo& g, bool pe_grads, std::vector<T>& chunk_ab
   const int64_t n_chunks = (n_units + upc - 1) / upc;
   std::vector<Part<T>> parts(n_units);
   if (pe_grads) chunk_ab.assign(n_chunks * 2 * g.C, T(0));
-  parallel_chunks(n_chunks, [&](int64_t c0, int64_t c1) {
-    auto bufs = std::make_unique<Bufs<T>>();
+  parallel_chunks(n_chunks, g.B * g.C * g.S, [&](int64_t c0, int64_t c1) {
+    const std::unique_ptr<Bufs<T>> bufs(new Bufs<T>);  // scratch: not zero-filled
     for (int64_t ch = c0; ch < c1; ++ch) {
       T* da = pe_grads ? chunk_ab.data() + ch * 2 * g.C : nullptr;
       T* db = pe_grads ? da + g.C : nullptr;
