@@ -19,6 +19,7 @@ import math
 import torch
 
 from .. import _extension, backends
+from .autograd import make_backward, setup_context
 from .coupling_ref import coupling_forward_ref, coupling_inverse_ref
 from .spec import SCALE_IDS, CouplingConfig, acc_dtype, check_coupling_args, make_config
 
@@ -71,33 +72,12 @@ if _CPP:
     torch.library.register_fake("flowkern::coupling_fwd_bwd")(_bwd_fake)
     torch.library.register_fake("flowkern::coupling_inv_bwd")(_bwd_fake)
 
-    def _setup_ctx(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:5])
-        ctx.cfg_args = inputs[5:11]
-        ctx.has_ab = inputs[3] is not None
-        ctx.n_inputs = len(inputs)
-
-    def _make_backward(bwd_op):
-        def backward(ctx, grad_main, grad_logdet, *grad_err):
-            inp, s_raw, t, a, b = ctx.saved_tensors
-            if grad_main is None:
-                grad_main = torch.zeros_like(inp)
-            if grad_logdet is None:
-                grad_logdet = inp.new_zeros((inp.shape[0],), dtype=acc_dtype(inp.dtype))
-            g_in, g_s, g_t, g_a, g_b = bwd_op(grad_main.contiguous(), grad_logdet.contiguous(),
-                                               inp, s_raw, t, a, b, *ctx.cfg_args)
-            if not ctx.has_ab:
-                g_a = g_b = None
-            return (g_in, g_s, g_t, g_a, g_b) + (None,) * (ctx.n_inputs - 5)
-
-        return backward
-
     torch.library.register_autograd("flowkern::coupling_fwd",
-                                    _make_backward(torch.ops.flowkern.coupling_fwd_bwd.default),
-                                    setup_context=_setup_ctx)
+                                    make_backward(torch.ops.flowkern.coupling_fwd_bwd.default),
+                                    setup_context=setup_context)
     torch.library.register_autograd("flowkern::coupling_inv",
-                                    _make_backward(torch.ops.flowkern.coupling_inv_bwd.default),
-                                    setup_context=_setup_ctx)
+                                    make_backward(torch.ops.flowkern.coupling_inv_bwd.default),
+                                    setup_context=setup_context)
 
 
 def _compiled_forward(x, s_raw, t, a, b, cfg, check):

@@ -20,6 +20,7 @@ import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
+from ...ops.autograd import make_backward, setup_context
 from ...ops.spec import acc_dtype
 from . import kernels as K
 from .tiles import AUTOTUNE_STAGES, AUTOTUNE_WARPS, Tiles, pick_tiles
@@ -206,31 +207,8 @@ def coupling_inv_bwd_triton(
     return gy, gs, gt, ga, gb
 
 
-# ---- autograd (same convention as the C++ ops in flowkern/ops/coupling.py) -------------
-def _setup_ctx(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:5])
-    ctx.cfg_args = inputs[5:11]
-    ctx.has_ab = inputs[3] is not None
-    ctx.n_inputs = len(inputs)
-
-
-def _make_backward(bwd_op):
-    def backward(ctx, grad_main, grad_logdet, *grad_err):
-        inp, s_raw, t, a, b = ctx.saved_tensors
-        if grad_main is None:
-            grad_main = torch.zeros_like(inp)
-        if grad_logdet is None:
-            grad_logdet = inp.new_zeros((inp.shape[0],), dtype=acc_dtype(inp.dtype))
-        g_in, g_s, g_t, g_a, g_b = bwd_op(grad_main, grad_logdet, inp, s_raw, t, a, b,
-                                           *ctx.cfg_args)
-        if not ctx.has_ab:
-            g_a = g_b = None
-        return (g_in, g_s, g_t, g_a, g_b) + (None,) * (ctx.n_inputs - 5)
-
-    return backward
-
-
-coupling_fwd_triton.register_autograd(_make_backward(coupling_fwd_bwd_triton),
-                                      setup_context=_setup_ctx)
-coupling_inv_triton.register_autograd(_make_backward(coupling_inv_bwd_triton),
-                                      setup_context=_setup_ctx)
+# autograd: the convention shared with the C++ ops (flowkern/ops/autograd.py)
+coupling_fwd_triton.register_autograd(make_backward(coupling_fwd_bwd_triton),
+                                      setup_context=setup_context)
+coupling_inv_triton.register_autograd(make_backward(coupling_inv_bwd_triton),
+                                      setup_context=setup_context)
