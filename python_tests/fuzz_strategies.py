@@ -134,7 +134,9 @@ def cases(draw, dtypes: tuple[str, ...] = tuple(DTYPES), max_numel: int = 6000) 
         split=draw(st.integers(1, C - 1)),
         passive=draw(st.sampled_from(("first", "second"))),
         scale=scale,
-        clamp=draw(st.sampled_from((0.3, 1.0, 2.0, 5.0))),
+        # float16 (max 65504): clamp 5 gives exp(s) up to e^7.9 ~ 2600, which times x_scale 30
+        # leaves the dtype's range for the exact result itself.
+        clamp=draw(st.sampled_from((0.3, 1.0, 2.0) if dtype == "float16" else (0.3, 1.0, 2.0, 5.0))),
         atan_k=draw(st.sampled_from((2.0 / math.pi, 0.5, 1.0))),
         eps=draw(st.sampled_from((0.0, 1e-6, 1e-2))) if scale == "sigmoid" else 0.0,
         dtype=dtype,

@@ -89,6 +89,10 @@ _CPU_INV_LOGDET = Case(B=1, C=2, spatial=(16,), split=1, passive="first", scale=
 _CPU_TANH_GRAD = Case(B=7, C=2, spatial=(2,), split=1, passive="first", scale="tanh", clamp=5.0,
                       atan_k=2 / math.pi, eps=0.0, dtype="float32", actnorm=False, x_layout="sliced",
                       st_layout="expanded", magnitude=30.0, x_scale=1.0, seed=0)  # cpu: saturated tanh grad
+_CPU_SIGMOID_EPS_GRAD = Case(B=1, C=2, spatial=(), split=1, passive="second", scale="sigmoid", clamp=0.3,
+                            atan_k=2 / math.pi, eps=1e-6, dtype="float64", actnorm=False,
+                            x_layout="contiguous", st_layout="separate", magnitude=30.0, x_scale=1.0,
+                            seed=0)  # cpu: sigmoid + eps derivative from es - eps cancelled (long profile)
 
 
 @given(case=cases())
@@ -163,6 +167,7 @@ def _grads(fn, backend, case, built, g_out, g_ld):
 @given(case=cases(max_numel=3000))
 @example(case=_TRITON_B0)
 @example(case=_CPU_TANH_GRAD)
+@example(case=_CPU_SIGMOID_EPS_GRAD)
 @fuzz_settings()
 def test_backward_matches_reference(backend, direction, case):
     dt = DTYPES[case.dtype]

@@ -93,7 +93,7 @@ FK_HD typename M::V scale_value(typename M::V r, const ScaleParams<T>& p) {
 
 // ds/ds_raw, given s_raw, s = f(s_raw) and es = exp(s):
 //   exp: 1;  tanh: sech^2(s_raw / clamp);  atan: atan_k / (1 + (s_raw / clamp)^2);
-//   sigmoid: sig (1 - sig) / es with sig = es - eps (= 1 - es when eps == 0).
+//   sigmoid: sigma(u) sigma(-u) / (sigma(u) + eps), u = s_raw + 2 (= sigma(-u) when eps == 0).
 template <ScaleFn F, class M, typename T>
 FK_HD typename M::V scale_deriv(typename M::V r, typename M::V s, typename M::V es,
                                 const ScaleParams<T>& p) {
@@ -110,9 +110,13 @@ FK_HD typename M::V scale_deriv(typename M::V r, typename M::V s, typename M::V 
     const V q = r * M::splat(p.inv_clamp);
     return M::splat(p.atan_k) / (M::splat(T(1)) + q * q);
   } else {
-    if (p.eps == T(0)) return M::splat(T(1)) - es;
-    const V sig = es - M::splat(p.eps);
-    return sig * (M::splat(T(1)) - sig) / es;
+    // sigma(u) and 1 - sigma(u) = sigma(-u) straight from u = s_raw + 2 (each finite for
+    // every u), not from es - eps, which cancels when sigma(u) << eps or sigma(u) ~ 1.
+    const V u = r + M::splat(T(2));
+    const V om = M::splat(T(1)) / (M::splat(T(1)) + M::exp(u));
+    if (p.eps == T(0)) return om;
+    const V sig = M::splat(T(1)) / (M::splat(T(1)) + M::exp(M::splat(T(0)) - u));
+    return sig * om / (sig + M::splat(p.eps));
   }
 }
 
