@@ -187,7 +187,13 @@ using ScaleP = ScaleParams<T>;
 // The per-tile loops below inline everything they call (scale_value & co. of
 // coupling_math.h included), so each loop body is straight-line vector code.
 #if defined(__GNUC__)
+#if defined(__SANITIZE_ADDRESS__)
+// ASan builds (make sanitize): flattening every call under instrumentation takes tens of
+// minutes to compile; the sanitizers check the same code paths without it.
+#define FK_FLATTEN
+#else
 #define FK_FLATTEN __attribute__((flatten))
+#endif
 #else
 #define FK_FLATTEN
 #endif
