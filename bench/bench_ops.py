@@ -1,5 +1,8 @@
 """Benchmarks of the fused coupling op on CPU: flowkern cpu vs reference eager vs torch.compile(reference).
 
+Every implementation gets s_raw, t as the halves of one subnet output h; flowkern cpu takes h
+whole (``coupling_forward_packed``, as the layers call it), "cpu views" passes the two views.
+
 pytest-benchmark cases (``pytest bench/bench_ops.py``) and :func:`table` (used by bench/report.py),
 which also prints the floor = max(bytes moved / copy bandwidth, transcendentals / exp throughput).
 """
@@ -16,7 +19,7 @@ import torch
 
 import flowkern
 
-__all__ = ["SHAPES", "make_inputs", "make_fns", "floor_ms", "table"]
+__all__ = ["SHAPES", "IMPLS", "make_inputs", "make_fns", "floor_ms", "table"]
 
 SHAPES = [(65536, 256), (256, 64), (64, 64, 32, 32)]
 PASSES = ("forward", "inverse", "forward+backward")
@@ -35,26 +38,24 @@ def make_inputs(shape: tuple[int, ...], requires_grad: bool = False, seed: int =
     return x, h, a, b
 
 
-def _fwd(backend: str):
+def _op(inverse: bool, backend: str, packed: bool):
     def f(x, h, a, b):
+        if packed:
+            op = flowkern.coupling_inverse_packed if inverse else flowkern.coupling_forward_packed
+            return op(x, h, a, b, split=x.shape[1] // 2, scale="tanh", backend=backend)
         c = h.shape[1] // 2
-        return flowkern.coupling_forward(x, h[:, :c], h[:, c:], a, b, split=x.shape[1] // 2, scale="tanh",
-                                         backend=backend)
+        op = flowkern.coupling_inverse if inverse else flowkern.coupling_forward
+        return op(x, h[:, :c], h[:, c:], a, b, split=x.shape[1] // 2, scale="tanh", backend=backend)
     return f
 
 
-def _inv(backend: str):
-    def f(y, h, a, b):
-        c = h.shape[1] // 2
-        return flowkern.coupling_inverse(y, h[:, :c], h[:, c:], a, b, split=y.shape[1] // 2, scale="tanh",
-                                         backend=backend)
-    return f
+IMPLS = ("cpu", "cpu_views", "reference", "compiled")
 
 
 def make_fns(shape: tuple[int, ...], impl: str) -> dict[str, Callable[[], object]]:
-    """Zero-argument callables per pass; impl in cpu / reference / compiled."""
-    backend = "cpu" if impl == "cpu" else "reference"
-    fwd, inv = _fwd(backend), _inv(backend)
+    """Zero-argument callables per pass; impl in :data:`IMPLS`."""
+    backend = "cpu" if impl.startswith("cpu") else "reference"
+    fwd, inv = _op(False, backend, impl == "cpu"), _op(True, backend, impl == "cpu")
     if impl == "compiled":
         fwd, inv = torch.compile(fwd, fullgraph=True), torch.compile(inv, fullgraph=True)
     x, h, a, b = make_inputs(shape)
@@ -127,16 +128,16 @@ def table(quick: bool = False) -> str:
     shapes = SHAPES[1:] if quick else SHAPES
     lines = [f"CPU, {torch.get_num_threads()} threads, float32, tanh, actnorm on, split C/2. "
              f"copy bandwidth {gbps:.1f} GB/s, torch.exp {exp_ns:.2f} elem/ns.", "",
-             "| shape | pass | flowkern cpu ms | reference ms | compiled ref ms | floor ms "
+             "| shape | pass | flowkern cpu ms | cpu, views ms | reference ms | compiled ref ms | floor ms "
              "| compiled / cpu | cpu / floor |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for shape in shapes:
-        fns = {impl: make_fns(shape, impl) for impl in ("cpu", "reference", "compiled")}
+        fns = {impl: make_fns(shape, impl) for impl in IMPLS}
         for which in PASSES:
             n_reps = reps if math.prod(shape) >= 1 << 20 else 25 * reps  # small: noisy, cheap
             t = _time_many({impl: fns[impl][which] for impl in fns}, n_reps)
             fl = floor_ms(shape, which, gbps, exp_ns)
-            lines.append(f"| {tuple(shape)} | {which} | {t['cpu']:.3f} | {t['reference']:.3f} | "
+            lines.append(f"| {tuple(shape)} | {which} | {t['cpu']:.3f} | {t['cpu_views']:.3f} | {t['reference']:.3f} | "
                          f"{t['compiled']:.3f} | {fl:.3f} | {t['compiled'] / t['cpu']:.2f}x | "
                          f"{t['cpu'] / fl:.2f}x |")
     tiny = make_fns((1, 64), "cpu")
@@ -147,11 +148,11 @@ def table(quick: bool = False) -> str:
 
 
 # ---- pytest-benchmark cases ------------------------------------------------------
-@pytest.mark.parametrize("impl", ["cpu", "reference", "compiled"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("which", PASSES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_coupling_op(benchmark, shape, which, impl):
-    if impl == "cpu" and flowkern.backends.available("cpu")["cpu"] is not None:
+    if impl.startswith("cpu") and flowkern.backends.available("cpu")["cpu"] is not None:
         pytest.skip("C++ CPU extension not built")
     fn = make_fns(shape, impl)[which]
     benchmark.group = f"{which} {shape}"

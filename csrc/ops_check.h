@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include <optional>
+#include <utility>
 
 namespace flowkern {
 
@@ -69,6 +70,26 @@ inline CouplingShape check_coupling_args(const at::Tensor& x, const at::Tensor& 
     }
   }
   return sh;
+}
+
+// s_raw, t as views of a packed subnet output h = [s_raw | t] along channels, (B, 2 c_act, *S).
+inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const at::Tensor& h, int64_t split,
+                                                      bool passive_first, const char* x_name) {
+  TORCH_CHECK_VALUE(x.dim() >= 2, x_name, " must have shape (B, C, *S) with at least 2 dims, got ",
+                    x.sizes());
+  const int64_t C = x.size(1);
+  TORCH_CHECK_VALUE(split >= 1 && split <= C - 1, "split must be in [1, C - 1] = [1, ", C - 1,
+                    "] for C=", C, " channels, got ", split);
+  const int64_t c_act = passive_first ? C - split : split;
+  auto want = x.sizes().vec();
+  want[1] = 2 * c_act;
+  TORCH_CHECK_TYPE(h.scalar_type() == x.scalar_type(), "h must have the dtype of ", x_name, " (",
+                   x.scalar_type(), "), got ", h.scalar_type());
+  TORCH_CHECK_VALUE(h.device() == x.device(), "h must be on the device of ", x_name, " (", x.device(),
+                    "), got ", h.device());
+  TORCH_CHECK_VALUE(h.sizes().vec() == want, "h must have shape ", at::IntArrayRef(want),
+                    " (B, 2 x active channels, *S) = [s_raw | t] along channels, got ", h.sizes());
+  return {h.narrow(1, 0, c_act), h.narrow(1, c_act, c_act)};
 }
 
 }  // namespace flowkern

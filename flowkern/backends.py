@@ -45,12 +45,16 @@ class Backend:
     forward(x, s_raw, t, a, b, cfg, check) -> (y, logdet[, err]);
     inverse(y, s_raw, t, a, b, cfg) -> (x, logdet). ``why_unavailable(device_type)``
     returns None when the backend can run on that device type, else the reason.
+    ``forward_packed(x, h, a, b, cfg, check)`` / ``inverse_packed(y, h, a, b, cfg)`` take the
+    packed subnet output h = [s_raw | t]; None means "split h into views and call forward".
     """
 
     name: str
     forward: Callable
     inverse: Callable
     why_unavailable: Callable[[str], str | None]
+    forward_packed: Callable | None = None
+    inverse_packed: Callable | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}

@@ -116,21 +116,27 @@ def test_gradcheck_parameters(name):
     assert torch.autograd.gradcheck(run, values, fast_mode=True)
 
 
-def test_coupling_passes_subnet_halves_as_views(monkeypatch):
+def test_coupling_passes_subnet_output_whole_to_packed_op(monkeypatch):
+    """One subnet output h goes to the packed op uncopied (one grad_h in backward); a
+    subnet returning a pair (s_raw, t) uses the unpacked op."""
     import flowkern.nn.coupling as mod
 
     seen = {}
-    real = mod.coupling_forward
+    real = mod.coupling_forward_packed
 
-    def spy(x, s_raw, t, a=None, b=None, **kw):
-        seen["base"] = (s_raw._base, t._base)
-        return real(x, s_raw, t, a, b, **kw)
+    def spy(x, h, a=None, b=None, **kw):
+        seen["h"] = h
+        return real(x, h, a, b, **kw)
 
-    monkeypatch.setattr(mod, "coupling_forward", spy)
-    m = AffineCoupling(6, MLP(3, 6, 8, 1))
-    m(torch.randn(4, 6))
-    s_base, t_base = seen["base"]
-    assert s_base is not None and s_base is t_base
+    monkeypatch.setattr(mod, "coupling_forward_packed", spy)
+    net = MLP(3, 6, 8, 1)
+    outs = []
+    net.register_forward_hook(lambda mod_, inp, out: outs.append(out))
+    m = AffineCoupling(6, net)
+    y, _ = m(torch.randn(4, 6))
+    assert seen["h"] is outs[0]
+    y.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
 
 
 def test_odd_channels_extra_goes_to_second_part():

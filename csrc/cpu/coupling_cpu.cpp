@@ -148,6 +148,7 @@ struct Call {
     A.S = sh.S;
     A.c_act = sh.c_act;
     A.act0 = sh.act0;
+    A.g_bs = sh.c_act * sh.S;
     A.scale = static_cast<int>(scale);
     A.clamp = clamp;
     A.atan_k = atan_k;
@@ -219,11 +220,14 @@ std::tuple<Tensor, Tensor> coupling_inv_cpu(const Tensor& y, const Tensor& s_raw
 
 using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
+// Backward of either direction. With `packed`, s_raw and t are the halves of one subnet
+// output h and their grads are written into the halves of one grad_h (returned as grad_s_raw;
+// grad_t is then empty): no separate grads for autograd to scatter into zero-filled h-shaped
+// buffers and sum.
 template <bool Inverse>
-Grads coupling_bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& input,
-                       const Tensor& s_raw, const Tensor& t, const OptTensor& a, const OptTensor& b,
-                       int64_t split, bool passive_first, int64_t scale, double clamp, double atan_k,
-                       double eps) {
+Grads bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& input, const Tensor& s_raw,
+              const Tensor& t, const OptTensor& a, const OptTensor& b, int64_t split, bool passive_first,
+              int64_t scale, double clamp, double atan_k, double eps, const Tensor* packed_h) {
   const char* in_name = Inverse ? "y" : "x";
   const char* g_name = Inverse ? "grad_x" : "grad_y";
   Call call(input, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, in_name);
@@ -239,22 +243,67 @@ Grads coupling_bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const 
   TORCH_CHECK_VALUE(grad_logdet.device() == input.device(), "grad_logdet must be on the device of ", in_name);
   const Tensor g = grad_out.contiguous();
   const Tensor gl = grad_logdet.to(acc_type(input.scalar_type())).contiguous();
-  Tensor g_in = empty_output(call.in.sizes(), call.in.options());
-  Tensor g_r = empty_output(s_raw.sizes(), s_raw.options());
-  Tensor g_t = empty_output(t.sizes(), t.options());
-  const int64_t n_ab = call.args.has_ab ? call.args.C : 0;
-  Tensor g_a = call.acc_empty(n_ab), g_b = call.acc_empty(n_ab);
   auto& A = call.args;
+  Tensor g_in = empty_output(call.in.sizes(), call.in.options());
+  Tensor g_r, g_t;
+  if (packed_h) {
+    g_r = empty_output(packed_h->sizes(), packed_h->options());
+    g_t = at::empty({0}, packed_h->options());
+    A.g_r = g_r.data_ptr();
+    A.g_t = static_cast<char*>(A.g_r) + A.g_bs * g_r.element_size();  // second half of each sample
+    A.g_bs *= 2;
+  } else {
+    g_r = empty_output(s_raw.sizes(), s_raw.options());
+    g_t = empty_output(t.sizes(), t.options());
+    A.g_r = g_r.data_ptr();
+    A.g_t = g_t.data_ptr();
+  }
+  const int64_t n_ab = A.has_ab ? A.C : 0;
+  Tensor g_a = call.acc_empty(n_ab), g_b = call.acc_empty(n_ab);
   A.gout = g.data_ptr();
   A.glog = gl.data_ptr();
   A.out = g_in.data_ptr();
-  A.g_r = g_r.data_ptr();
-  A.g_t = g_t.data_ptr();
   A.g_a = g_a.data_ptr();
   A.g_b = g_b.data_ptr();
   (Inverse ? kernels().inv_bwd : kernels().fwd_bwd)(A);
   const auto dt = input.scalar_type();
   return {g_in, g_r, g_t, call.unfold_ab(g_a).to(dt), call.unfold_ab(g_b).to(dt)};
+}
+
+template <bool Inverse>
+Grads coupling_bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& input,
+                       const Tensor& s_raw, const Tensor& t, const OptTensor& a, const OptTensor& b,
+                       int64_t split, bool passive_first, int64_t scale, double clamp, double atan_k,
+                       double eps) {
+  return bwd_cpu<Inverse>(grad_out, grad_logdet, input, s_raw, t, a, b, split, passive_first, scale, clamp,
+                          atan_k, eps, nullptr);
+}
+
+// ---- packed variants: h = [s_raw | t] along channels, (B, 2 c_act, *S) ----------------
+std::tuple<Tensor, Tensor, Tensor> coupling_fwd_packed_cpu(const Tensor& x, const Tensor& h, const OptTensor& a,
+                                                           const OptTensor& b, int64_t split, bool passive_first,
+                                                           int64_t scale, double clamp, double atan_k,
+                                                           double eps, bool check) {
+  const auto [s_raw, t] = split_packed(x, h, split, passive_first, "x");
+  return coupling_fwd_cpu(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, check);
+}
+
+std::tuple<Tensor, Tensor> coupling_inv_packed_cpu(const Tensor& y, const Tensor& h, const OptTensor& a,
+                                                   const OptTensor& b, int64_t split, bool passive_first,
+                                                   int64_t scale, double clamp, double atan_k, double eps) {
+  const auto [s_raw, t] = split_packed(y, h, split, passive_first, "y");
+  return coupling_inv_cpu(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps);
+}
+
+template <bool Inverse>
+std::tuple<Tensor, Tensor, Tensor, Tensor> coupling_packed_bwd_cpu(
+    const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& input, const Tensor& h, const OptTensor& a,
+    const OptTensor& b, int64_t split, bool passive_first, int64_t scale, double clamp, double atan_k,
+    double eps) {
+  const auto [s_raw, t] = split_packed(input, h, split, passive_first, Inverse ? "y" : "x");
+  auto [g_in, g_h, g_t, g_a, g_b] = bwd_cpu<Inverse>(grad_out, grad_logdet, input, s_raw, t, a, b, split,
+                                                     passive_first, scale, clamp, atan_k, eps, &h);
+  return {g_in, g_h, g_a, g_b};
 }
 
 }  // namespace
@@ -265,4 +314,8 @@ TORCH_LIBRARY_IMPL(flowkern, CPU, m) {
   m.impl("coupling_inv", &flowkern::cpu::coupling_inv_cpu);
   m.impl("coupling_fwd_bwd", &flowkern::cpu::coupling_bwd_cpu<false>);
   m.impl("coupling_inv_bwd", &flowkern::cpu::coupling_bwd_cpu<true>);
+  m.impl("coupling_fwd_packed", &flowkern::cpu::coupling_fwd_packed_cpu);
+  m.impl("coupling_inv_packed", &flowkern::cpu::coupling_inv_packed_cpu);
+  m.impl("coupling_fwd_packed_bwd", &flowkern::cpu::coupling_packed_bwd_cpu<false>);
+  m.impl("coupling_inv_packed_bwd", &flowkern::cpu::coupling_packed_bwd_cpu<true>);
 }

@@ -385,12 +385,12 @@ struct Run {
 };
 
 struct Geo {
-  int64_t B, C, S, c_act, act0, nt;
+  int64_t B, C, S, c_act, act0, nt, g_bs;
   bool pe;  // S == 1: vectorise along channels
 
   explicit Geo(const CouplingArgs& A)
       : B(A.B), C(A.C), S(A.S), c_act(A.c_act), act0(A.act0),
-        nt((A.S + kTile - 1) / kTile), pe(A.S == 1) {}
+        nt((A.S + kTile - 1) / kTile), g_bs(A.g_bs), pe(A.S == 1) {}
 
   int64_t n_units() const { return pe ? B : B * C * nt; }
   // chunk size: a function of the shape only (never of the thread count), ~1/16 of the
@@ -435,9 +435,9 @@ const T* load_view(const StridedView& v, const Geo& g, const Run& run, T* buf) {
   return buf;
 }
 
-// offset of an active run in the contiguous (B, c_act, *S) grads of s_raw / t
+// offset of an active run in the grads of s_raw / t ((B, c_act, *S), batch stride g_bs)
 inline int64_t grad_off(const Geo& g, const Run& run) {
-  return (run.b * g.c_act + run.ch - g.act0) * g.S + run.s0;
+  return run.b * g.g_bs + (run.ch - g.act0) * g.S + run.s0;
 }
 
 template <typename T>

@@ -44,8 +44,10 @@ struct CouplingArgs {
   void* out;     // y / x (fwd / inv) or grad_x / grad_y (bwd): contiguous like `in`
   void* logdet;  // (B,) acc type (fwd / inv)
   void* err;     // (B,) acc type with check, else nullptr (fwd)
-  void* g_r;     // grad_s_raw (B, c_act, *S) contiguous (bwd)
-  void* g_t;     // grad_t     (B, c_act, *S) contiguous (bwd)
+  void* g_r;     // grad_s_raw (B, c_act, *S), contiguous per sample (bwd)
+  void* g_t;     // grad_t     (B, c_act, *S), contiguous per sample (bwd)
+  int64_t g_bs;  // batch stride of g_r / g_t in elements: c_act * S, or 2 c_act S when they
+                 // are the two halves of one packed grad_h (B, 2 c_act, *S)
   void* g_a;     // grad_a (C,) acc type, complete (bwd; ignored without actnorm)
   void* g_b;     // grad_b (C,) acc type (bwd)
 };

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import coupling_forward, coupling_inverse
+from ..ops import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from ._fused import cat_cond, channel_view
 
 __all__ = [
@@ -197,12 +197,23 @@ class _BaseCouplingBlock(InvertibleModule):
 class _TwoSidedCoupling(_BaseCouplingBlock):
     """Two couplings: first half transformed from the second, then the second from the first."""
 
-    def _coefficients(self, side: int, u: Tensor) -> tuple[Tensor, Tensor]:
-        """(u_s, t) for the half transformed by the subnet(s) of ``side`` (2: first half)."""
+    def _coefficients(self, side: int, u: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(u_s, t, h) for the half transformed by the subnet(s) of ``side`` (2: first half);
+        h = [u_s | t] is the one subnet output both are views of, or None."""
         raise NotImplementedError
 
     def forward(self, x, c=[], rev=False, jac=True):
         return self._fused(x[0], self._cond(c), rev)
+
+    def _coupling(self, inverse: bool, inp: Tensor, side: int, u: Tensor, a=None, b=None, **op_kw):
+        """One coupling; the packed op when the scale leaves u_s as the subnet gave it."""
+        u_s, t, h = self._coefficients(side, u)
+        s, kw = self._scale(u_s)
+        if h is not None and s is u_s:
+            op = coupling_inverse_packed if inverse else coupling_forward_packed
+            return op(inp, h, a, b, **op_kw, **kw)
+        op = coupling_inverse if inverse else coupling_forward
+        return op(inp, s, t, a, b, **op_kw, **kw)
 
     def _fused(self, x: Tensor, c: Sequence[Tensor], rev: bool,
                a: Tensor | None = None, b: Tensor | None = None):
@@ -212,19 +223,11 @@ class _TwoSidedCoupling(_BaseCouplingBlock):
             u2 = x[:, L1:]
             if a is not None:
                 u2 = u2 * channel_view(a[L1:], u2) + channel_view(b[L1:], u2)
-            s, t = self._coefficients(2, cat_cond(u2, c))
-            s, kw = self._scale(s)
-            y, j1 = coupling_forward(x, s, t, a, b, split=L1, passive="second", **kw)
-            s, t = self._coefficients(1, cat_cond(y[:, :L1], c))
-            s, kw = self._scale(s)
-            out, j2 = coupling_forward(y, s, t, split=L1, passive="first", **kw)
+            y, j1 = self._coupling(False, x, 2, cat_cond(u2, c), a, b, split=L1, passive="second")
+            out, j2 = self._coupling(False, y, 1, cat_cond(y[:, :L1], c), split=L1, passive="first")
         else:
-            s, t = self._coefficients(1, cat_cond(x[:, :L1], c))
-            s, kw = self._scale(s)
-            w, j2 = coupling_inverse(x, s, t, split=L1, passive="first", **kw)
-            s, t = self._coefficients(2, cat_cond(w[:, L1:], c))
-            s, kw = self._scale(s)
-            out, j1 = coupling_inverse(w, s, t, a, b, split=L1, passive="second", **kw)
+            w, j2 = self._coupling(True, x, 1, cat_cond(x[:, :L1], c), split=L1, passive="first")
+            out, j1 = self._coupling(True, w, 2, cat_cond(w[:, L1:], c), a, b, split=L1, passive="second")
         return (out,), j1 + j2
 
 
@@ -241,11 +244,8 @@ class GLOWCouplingBlock(_TwoSidedCoupling):
         self.subnet2 = subnet_constructor(self.split_len2 + self.condition_length, self.split_len1 * 2)
 
     def _coefficients(self, side, u):
-        if side == 2:
-            h = self.subnet2(u)
-            return h[:, : self.split_len1], h[:, self.split_len1:]
-        h = self.subnet1(u)
-        return h[:, : self.split_len2], h[:, self.split_len2:]
+        h, n = (self.subnet2(u), self.split_len1) if side == 2 else (self.subnet1(u), self.split_len2)
+        return h[:, :n], h[:, n:], h
 
 
 class RNVPCouplingBlock(_TwoSidedCoupling):
@@ -264,8 +264,8 @@ class RNVPCouplingBlock(_TwoSidedCoupling):
 
     def _coefficients(self, side, u):
         if side == 2:
-            return self.subnet_s2(u), self.subnet_t2(u)
-        return self.subnet_s1(u), self.subnet_t1(u)
+            return self.subnet_s2(u), self.subnet_t2(u), None
+        return self.subnet_s1(u), self.subnet_t1(u), None
 
 
 class AffineCouplingOneSided(_BaseCouplingBlock):
@@ -288,9 +288,14 @@ class AffineCouplingOneSided(_BaseCouplingBlock):
         if a is not None and not rev:
             u1 = u1 * channel_view(a[:L1], u1) + channel_view(b[:L1], u1)
         h = self.subnet(cat_cond(u1, c))
-        s, kw = self._scale(h[:, : self.split_len2])
-        op = coupling_inverse if rev else coupling_forward
-        out, j = op(x, s, h[:, self.split_len2:], a, b, split=L1, passive="first", **kw)
+        u_s = h[:, : self.split_len2]
+        s, kw = self._scale(u_s)
+        if s is u_s:
+            op = coupling_inverse_packed if rev else coupling_forward_packed
+            out, j = op(x, h, a, b, split=L1, passive="first", **kw)
+        else:
+            op = coupling_inverse if rev else coupling_forward
+            out, j = op(x, s, h[:, self.split_len2:], a, b, split=L1, passive="first", **kw)
         return (out,), j
 
 

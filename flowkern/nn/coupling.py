@@ -8,8 +8,8 @@ With channels split into a passive part x_p and an active part x_a,
 with z = x (:class:`AffineCoupling`) or z = x * a + b (:class:`ActNormCoupling`, the
 actnorm fused into the same op through its ``a``, ``b`` arguments; its log-det term
 is added by the op). The subnet returns either one tensor h of shape
-(B, 2 * c_act, *S), split into the views ``s_raw = h[:, :c_act]``, ``t = h[:, c_act:]``
-(never copied), or a pair ``(s_raw, t)``.
+(B, 2 * c_act, *S), passed whole to the op's packed form (``s_raw = h[:, :c_act]``,
+``t = h[:, c_act:]``, never copied, one grad_h in backward), or a pair ``(s_raw, t)``.
 
 Channel split: ``split`` defaults to ``channels // 2``; channels [0, split) are the
 first part, [split, channels) the second. For an odd count the second part holds the
@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from ..ops.coupling import coupling_forward, coupling_inverse
+from ..ops.coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from ..ops.spec import make_config
 from .actnorm import ActNormParams
 from .base import (
@@ -125,34 +125,47 @@ class AffineCoupling(InvertibleModule):
         return dict(split=cfg.split, passive="first" if cfg.passive_first else "second", scale=cfg.scale,
                     clamp=cfg.clamp, atan_k=cfg.atan_k, eps=cfg.eps)
 
-    def _scale_shift(self, z_p: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _scale_shift(self, z_p: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The subnet's output as ``(s_raw, t)``, or ``(h, None)`` for one packed tensor h."""
         h = self.subnet(self._subnet_input(z_p, c))
-        want = (z_p.shape[0], self.c_act, *z_p.shape[2:])
         if isinstance(h, tuple):
             s_raw, t = h
+            checks = (("s_raw", s_raw, self.c_act), ("t", t, self.c_act))
         else:
             if not isinstance(h, torch.Tensor) or h.dim() < 2 or h.shape[1] != 2 * self.c_act:
                 got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
                 raise ValueError(f"subnet must return (B, {2 * self.c_act}, *S) = 2 x active channels, got {got}")
-            s_raw, t = h[:, : self.c_act], h[:, self.c_act :]
+            s_raw, t = h, None
+            checks = (("", h, 2 * self.c_act),)
         if s_raw.dtype != z_p.dtype:  # autocast ran the subnet in lower precision: the op runs in z's dtype
-            s_raw, t = s_raw.to(z_p.dtype), t.to(z_p.dtype)
-        for name, v in (("s_raw", s_raw), ("t", t)):
+            s_raw, t = s_raw.to(z_p.dtype), None if t is None else t.to(z_p.dtype)
+        for name, v, ch in checks:
+            want = (z_p.shape[0], ch, *z_p.shape[2:])
             if tuple(v.shape) != want:
-                raise ValueError(f"subnet output {name} must have shape {want}, got {tuple(v.shape)}")
+                raise ValueError(f"subnet output {name or 'h'} must have shape {want}, got {tuple(v.shape)}")
         return s_raw, t
+
+    def _op(self, inverse: bool, inp: torch.Tensor, st: tuple, a, b, check: bool = False) -> tuple:
+        """The fused op on ``st`` from :meth:`_scale_shift` (packed when ``st[1]`` is None)."""
+        s_raw, t = st
+        kw = self._op_kwargs()
+        if inverse:
+            return coupling_inverse_packed(inp, s_raw, a, b, **kw) if t is None else \
+                coupling_inverse(inp, s_raw, t, a, b, **kw)
+        return coupling_forward_packed(inp, s_raw, a, b, check=check, **kw) if t is None else \
+            coupling_forward(inp, s_raw, t, a, b, check=check, **kw)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """y_p = z_p, y_a = z_a exp(f(s_raw)) + t; logdet = sum f(s_raw) (+ actnorm term)."""
         check_input(x, self.channels, "x")
         self._init_from(x, inverse=False)
         a, b = self._coefficients(x)
-        s_raw, t = self._scale_shift(self._passive_z(self._parts(x)[0], a, b), c)
+        st = self._scale_shift(self._passive_z(self._parts(x)[0], a, b), c)
         if check_requested():
-            y, logdet, err = coupling_forward(x, s_raw, t, a, b, check=True, **self._op_kwargs())
+            y, logdet, err = self._op(False, x, st, a, b, check=True)
             record_check_error(self, err)
         else:
-            y, logdet = coupling_forward(x, s_raw, t, a, b, **self._op_kwargs())
+            y, logdet = self._op(False, x, st, a, b)
         check_overflow(self, x, y, logdet, "forward")
         return y, logdet
 
@@ -161,8 +174,7 @@ class AffineCoupling(InvertibleModule):
         check_input(y, self.channels, "y")
         self._init_from(y, inverse=True)
         a, b = self._coefficients(y)
-        s_raw, t = self._scale_shift(self._parts(y)[0], c)
-        x, logdet = coupling_inverse(y, s_raw, t, a, b, **self._op_kwargs())
+        x, logdet = self._op(True, y, self._scale_shift(self._parts(y)[0], c), a, b)
         check_overflow(self, y, x, logdet, "inverse")
         return x, logdet
 
@@ -182,13 +194,13 @@ class AffineCoupling(InvertibleModule):
             with torch.no_grad():
                 x_p_values = self._passive_x(y_p, a, b)
             x_p = x_p_values.detach().requires_grad_(True)
-            s_raw, t = self._scale_shift(self._passive_z(x_p, a, b), c)
+            st = self._scale_shift(self._passive_z(x_p, a, b), c)
         with torch.no_grad():
             detach = (lambda v: None if v is None else v.detach())
-            x, _ = coupling_inverse(y, s_raw.detach(), t.detach(), detach(a), detach(b), **self._op_kwargs())
+            x, _ = self._op(True, y, tuple(map(detach, st)), detach(a), detach(b))
         with torch.enable_grad():
             x_a = self._parts(x)[1].detach().requires_grad_(True)
-            out, logdet = coupling_forward(self._join(x_p, x_a), s_raw, t, a, b, **self._op_kwargs())
+            out, logdet = self._op(False, self._join(x_p, x_a), st, a, b)
             (g_p, g_a), grad_c = backprop_block(self, (out, logdet), (grad_y, grad_logdet), (x_p, x_a), c, grads)
         return x, self._join(g_p, g_a), grad_c
 

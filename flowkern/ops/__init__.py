@@ -1,12 +1,14 @@
 """Fused ops of flowkern (see :mod:`flowkern.ops.coupling`)."""
 
-from .coupling import coupling_forward, coupling_inverse
+from .coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from .coupling_ref import coupling_forward_ref, coupling_inverse_ref
 from .spec import CouplingConfig, make_config
 
 __all__ = [
     "coupling_forward",
     "coupling_inverse",
+    "coupling_forward_packed",
+    "coupling_inverse_packed",
     "coupling_forward_ref",
     "coupling_inverse_ref",
     "CouplingConfig",

@@ -8,6 +8,9 @@ Compiled schemas (``csrc/ops.cpp``)::
     flowkern::coupling_fwd_bwd(grad_y, grad_logdet, x, s_raw, t, a?, b?, ...)
         -> (grad_x, grad_s_raw, grad_t, grad_a, grad_b)   # grad_a/grad_b are (0,) without a/b
     flowkern::coupling_inv_bwd(grad_x, grad_logdet, y, s_raw, t, a?, b?, ...) -> (grad_y, ...)
+    flowkern::coupling_{fwd,inv}_packed(input, h, a?, b?, ...)   # h = [s_raw | t] along channels
+    flowkern::coupling_{fwd,inv}_packed_bwd(grad, grad_logdet, input, h, a?, b?, ...)
+        -> (grad_input, grad_h, grad_a, grad_b)
 
 The math is that of :mod:`flowkern.ops.coupling_ref` (the spec).
 """
@@ -19,11 +22,11 @@ import math
 import torch
 
 from .. import _extension, backends
-from .autograd import make_backward, setup_context
+from . import autograd
 from .coupling_ref import coupling_forward_ref, coupling_inverse_ref
-from .spec import SCALE_IDS, CouplingConfig, acc_dtype, check_coupling_args, make_config
+from .spec import SCALE_IDS, CouplingConfig, acc_dtype, check_coupling_args, make_config, split_packed
 
-__all__ = ["coupling_forward", "coupling_inverse"]
+__all__ = ["coupling_forward", "coupling_inverse", "coupling_forward_packed", "coupling_inverse_packed"]
 
 _CPP = _extension.load_cpp()
 _CUDA = _extension.load_cuda()
@@ -72,21 +75,55 @@ if _CPP:
     torch.library.register_fake("flowkern::coupling_fwd_bwd")(_bwd_fake)
     torch.library.register_fake("flowkern::coupling_inv_bwd")(_bwd_fake)
 
-    torch.library.register_autograd("flowkern::coupling_fwd",
-                                    make_backward(torch.ops.flowkern.coupling_fwd_bwd.default),
-                                    setup_context=setup_context)
-    torch.library.register_autograd("flowkern::coupling_inv",
-                                    make_backward(torch.ops.flowkern.coupling_inv_bwd.default),
-                                    setup_context=setup_context)
+    def _packed_config(inp, h, split, passive_first, scale, clamp, atan_k, eps, name):
+        if scale not in _SCALE_NAMES:
+            raise ValueError(f"scale must be one of {sorted(_SCALE_NAMES)} ({sorted(SCALE_IDS)}), got {scale}")
+        cfg = make_config(split, "first" if passive_first else "second", _SCALE_NAMES[scale], clamp, atan_k, eps)
+        return split_packed(inp, h, cfg, name)
+
+    @torch.library.register_fake("flowkern::coupling_fwd_packed")
+    def _fwd_packed_fake(x, h, a, b, split, passive_first, scale, clamp, atan_k, eps, check):
+        s_raw, t = _packed_config(x, h, split, passive_first, scale, clamp, atan_k, eps, "x")
+        return _fwd_fake(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, check)
+
+    @torch.library.register_fake("flowkern::coupling_inv_packed")
+    def _inv_packed_fake(y, h, a, b, split, passive_first, scale, clamp, atan_k, eps):
+        s_raw, t = _packed_config(y, h, split, passive_first, scale, clamp, atan_k, eps, "y")
+        return _inv_fake(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps)
+
+    def _packed_bwd_fake(g_out, g_logdet, inp, h, a, b, split, passive_first, scale, clamp, atan_k, eps):
+        s_raw, t = _packed_config(inp, h, split, passive_first, scale, clamp, atan_k, eps, "input")
+        g_in, _, _, g_a, g_b = _bwd_fake(g_out, g_logdet, inp, s_raw, t, a, b, split, passive_first, scale,
+                                         clamp, atan_k, eps)
+        return g_in, torch.empty_like(h, memory_format=torch.contiguous_format), g_a, g_b
+
+    torch.library.register_fake("flowkern::coupling_fwd_packed_bwd")(_packed_bwd_fake)
+    torch.library.register_fake("flowkern::coupling_inv_packed_bwd")(_packed_bwd_fake)
+
+    for _op, _n in (("coupling_fwd", 5), ("coupling_inv", 5), ("coupling_fwd_packed", 4),
+                    ("coupling_inv_packed", 4)):
+        autograd.register(getattr(torch.ops.flowkern, _op).default,
+                          getattr(torch.ops.flowkern, _op + "_bwd").default, _n)
 
 
 def _compiled_forward(x, s_raw, t, a, b, cfg, check):
-    y, logdet, err = torch.ops.flowkern.coupling_fwd(x, s_raw, t, a, b, *_cfg_args(cfg), check)
+    y, logdet, err = autograd.call(torch.ops.flowkern.coupling_fwd.default, x, s_raw, t, a, b, *_cfg_args(cfg),
+                                   check)
     return (y, logdet, err) if check else (y, logdet)
 
 
 def _compiled_inverse(y, s_raw, t, a, b, cfg):
-    return tuple(torch.ops.flowkern.coupling_inv(y, s_raw, t, a, b, *_cfg_args(cfg)))
+    return tuple(autograd.call(torch.ops.flowkern.coupling_inv.default, y, s_raw, t, a, b, *_cfg_args(cfg)))
+
+
+def _compiled_forward_packed(x, h, a, b, cfg, check):
+    y, logdet, err = autograd.call(torch.ops.flowkern.coupling_fwd_packed.default, x, h, a, b, *_cfg_args(cfg),
+                                   check)
+    return (y, logdet, err) if check else (y, logdet)
+
+
+def _compiled_inverse_packed(y, h, a, b, cfg):
+    return tuple(autograd.call(torch.ops.flowkern.coupling_inv_packed.default, y, h, a, b, *_cfg_args(cfg)))
 
 
 def _reference_why(device_type: str) -> str | None:
@@ -114,7 +151,8 @@ def _cuda_why(device_type: str) -> str | None:
 
 
 backends.register(backends.Backend("reference", coupling_forward_ref, coupling_inverse_ref, _reference_why))
-backends.register(backends.Backend("cpu", _compiled_forward, _compiled_inverse, _cpu_why))
+backends.register(backends.Backend("cpu", _compiled_forward, _compiled_inverse, _cpu_why,
+                                   _compiled_forward_packed, _compiled_inverse_packed))
 backends.register(backends.Backend("cuda", _compiled_forward, _compiled_inverse, _cuda_why))
 
 
@@ -168,6 +206,61 @@ def coupling_inverse(
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
     check_coupling_args(y, s_raw, t, a, b, cfg, "y")
     return backends.select(y.device, backend).inverse(y, s_raw, t, a, b, cfg)
+
+
+def coupling_forward_packed(
+    x: torch.Tensor,
+    h: torch.Tensor,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    split: int,
+    passive: str = "first",
+    scale: str = "tanh",
+    clamp: float = 1.0,
+    atan_k: float = 2.0 / math.pi,
+    eps: float = 0.0,
+    check: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """:func:`coupling_forward` with s_raw, t the halves of one subnet output
+    h = [s_raw | t] of shape (B, 2 C_active, *S) (FrEIA's / CompVis' layout).
+
+    Same values as ``coupling_forward(x, h[:, :C_a], h[:, C_a:], ...)``; the backward writes one
+    grad_h instead of two per-view grads that autograd would scatter into zeros and add.
+    """
+    cfg = make_config(split, passive, scale, clamp, atan_k, eps)
+    s_raw, t = split_packed(x, h, cfg, "x")
+    check_coupling_args(x, s_raw, t, a, b, cfg, "x")
+    chosen = backends.select(x.device, backend)
+    if chosen.forward_packed is None:
+        return chosen.forward(x, s_raw, t, a, b, cfg, bool(check))
+    return chosen.forward_packed(x, h, a, b, cfg, bool(check))
+
+
+def coupling_inverse_packed(
+    y: torch.Tensor,
+    h: torch.Tensor,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    *,
+    split: int,
+    passive: str = "first",
+    scale: str = "tanh",
+    clamp: float = 1.0,
+    atan_k: float = 2.0 / math.pi,
+    eps: float = 0.0,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`coupling_inverse` with the packed subnet output h = [s_raw | t] (see
+    :func:`coupling_forward_packed`)."""
+    cfg = make_config(split, passive, scale, clamp, atan_k, eps)
+    s_raw, t = split_packed(y, h, cfg, "y")
+    check_coupling_args(y, s_raw, t, a, b, cfg, "y")
+    chosen = backends.select(y.device, backend)
+    if chosen.inverse_packed is None:
+        return chosen.inverse(y, s_raw, t, a, b, cfg)
+    return chosen.inverse_packed(y, h, a, b, cfg)
 
 
 # ---- the Triton backend (imports triton lazily, on first use) ------------------------

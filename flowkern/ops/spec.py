@@ -7,6 +7,7 @@ that every backend fails the same way with a message naming the argument.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ __all__ = [
     "CouplingConfig",
     "make_config",
     "check_coupling_args",
+    "split_packed",
     "acc_dtype",
 ]
 
@@ -50,7 +52,19 @@ def make_config(
     atan_k: float = 2.0 / math.pi,
     eps: float = 0.0,
 ) -> CouplingConfig:
-    """Validate the keyword arguments of ``coupling_forward`` / ``coupling_inverse``."""
+    """Validate the keyword arguments of ``coupling_forward`` / ``coupling_inverse``
+    (cached per distinct, type-exact argument tuple: layers call this on every step)."""
+    if torch.compiler.is_compiling():  # dynamo traces the plain function (it warns on caches)
+        return _make_config(split, passive, scale, clamp, atan_k, eps)
+    try:
+        return _make_config_cached(split, passive, scale, clamp, atan_k, eps)
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+    return _make_config(split, passive, scale, clamp, atan_k, eps)
+
+
+def _make_config(split, passive, scale, clamp, atan_k, eps) -> CouplingConfig:
     if isinstance(split, bool) or not isinstance(split, int):
         raise TypeError(f"split must be an int channel index, got {type(split).__name__}")
     if passive not in ("first", "second"):
@@ -65,6 +79,9 @@ def make_config(
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     return CouplingConfig(int(split), passive == "first", scale, float(clamp), float(atan_k), float(eps))
+
+
+_make_config_cached = functools.lru_cache(maxsize=256, typed=True)(_make_config)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -123,3 +140,27 @@ def check_coupling_args(
                 raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {v.device}")
             if tuple(v.shape) != (C,):
                 raise ValueError(f"{name} must have shape ({C},) (one value per channel), got {tuple(v.shape)}")
+
+
+def split_packed(
+    x: torch.Tensor, h: torch.Tensor, cfg: CouplingConfig, x_name: str = "x"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views ``(s_raw, t) = (h[:, :C_a], h[:, C_a:])`` of a packed subnet output h of shape
+    (B, 2 C_a, *S), C_a the active channel count; raises naming ``h`` if it does not fit x."""
+    _check_tensor(x_name, x)
+    _check_tensor("h", h)
+    if x.dim() < 2:
+        raise ValueError(f"{x_name} must have shape (B, C, *S) with at least 2 dims, got {tuple(x.shape)}")
+    C = x.shape[1]
+    if not 1 <= cfg.split <= C - 1:
+        raise ValueError(f"split must be in [1, C - 1] = [1, {C - 1}] for C={C} channels, got {cfg.split}")
+    c_act = C - cfg.split if cfg.passive_first else cfg.split
+    want = (x.shape[0], 2 * c_act, *x.shape[2:])
+    if h.dtype != x.dtype:
+        raise TypeError(f"h must have the dtype of {x_name} ({x.dtype}), got {h.dtype}")
+    if h.device != x.device:
+        raise ValueError(f"h must be on the device of {x_name} ({x.device}), got {h.device}")
+    if tuple(h.shape) != want:
+        raise ValueError(f"h must have shape {want} (B, 2 x active channels, *S) = [s_raw | t] along "
+                         f"channels, got {tuple(h.shape)}")
+    return h[:, :c_act], h[:, c_act:]
