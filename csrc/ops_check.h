@@ -21,28 +21,35 @@ struct CouplingShape {
   int64_t c_pas;    // passive channels
 };
 
+// x is (B, C, *S) floating and 1 <= split <= C - 1; returns the active channel count.
+inline int64_t check_x_split(const at::Tensor& x, int64_t split, bool passive_first, const char* x_name) {
+  const auto dt = x.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
+                   x_name, " must be float16, bfloat16, float32 or float64, got ", dt);
+  TORCH_CHECK_VALUE(x.dim() >= 2, x_name, " must have shape (B, C, *S) with at least 2 dims, got ",
+                    x.sizes());
+  const int64_t C = x.size(1);
+  TORCH_CHECK_VALUE(split >= 1 && split <= C - 1, "split must be in [1, C - 1] = [1, ", C - 1, "] for C=", C,
+                    " channels, got ", split);
+  return passive_first ? C - split : split;
+}
+
 inline CouplingShape check_coupling_args(const at::Tensor& x, const at::Tensor& s_raw,
                                          const at::Tensor& t, const std::optional<at::Tensor>& a,
                                          const std::optional<at::Tensor>& b, int64_t split,
                                          bool passive_first, int64_t scale, double clamp,
                                          double eps, const char* x_name) {
   const auto dt = x.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
-                   x_name, " must be float16, bfloat16, float32 or float64, got ", dt);
-  TORCH_CHECK_VALUE(x.dim() >= 2, x_name, " must have shape (B, C, *S) with at least 2 dims, got ",
-                    x.sizes());
   CouplingShape sh;
+  sh.c_act = check_x_split(x, split, passive_first, x_name);
   sh.B = x.size(0);
   sh.C = x.size(1);
   sh.S = 1;
   for (int64_t d = 2; d < x.dim(); ++d) sh.S *= x.size(d);
-  TORCH_CHECK_VALUE(split >= 1 && split <= sh.C - 1, "split must be in [1, C - 1] = [1, ", sh.C - 1,
-                    "] for C=", sh.C, " channels, got ", split);
   TORCH_CHECK_VALUE(scale >= 0 && scale <= 3, "scale must be 0..3 (exp, tanh, atan, sigmoid), got ",
                     scale);
   TORCH_CHECK_VALUE(!(scale == 1 || scale == 2) || clamp > 0, "clamp must be > 0, got ", clamp);
   TORCH_CHECK_VALUE(eps >= 0, "eps must be >= 0, got ", eps);
-  sh.c_act = passive_first ? sh.C - split : split;
   sh.c_pas = sh.C - sh.c_act;
   sh.act0 = passive_first ? split : 0;
   sh.pas0 = passive_first ? 0 : split;
@@ -75,12 +82,7 @@ inline CouplingShape check_coupling_args(const at::Tensor& x, const at::Tensor& 
 // s_raw, t as views of a packed subnet output h = [s_raw | t] along channels, (B, 2 c_act, *S).
 inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const at::Tensor& h, int64_t split,
                                                       bool passive_first, const char* x_name) {
-  TORCH_CHECK_VALUE(x.dim() >= 2, x_name, " must have shape (B, C, *S) with at least 2 dims, got ",
-                    x.sizes());
-  const int64_t C = x.size(1);
-  TORCH_CHECK_VALUE(split >= 1 && split <= C - 1, "split must be in [1, C - 1] = [1, ", C - 1,
-                    "] for C=", C, " channels, got ", split);
-  const int64_t c_act = passive_first ? C - split : split;
+  const int64_t c_act = check_x_split(x, split, passive_first, x_name);
   auto want = x.sizes().vec();
   want[1] = 2 * c_act;
   TORCH_CHECK_TYPE(h.scalar_type() == x.scalar_type(), "h must have the dtype of ", x_name, " (",

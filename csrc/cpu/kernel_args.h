@@ -62,6 +62,10 @@ struct KernelTable {
 };
 
 // One table per instruction set; nullptr when not compiled for this target.
+#define FK_ISA_UNAVAILABLE(isa) \
+  namespace flowkern::cpu::isa { \
+  const KernelTable* kernel_table() { return nullptr; } \
+  }
 namespace base { const KernelTable* kernel_table(); }
 namespace avx2 { const KernelTable* kernel_table(); }
 namespace avx512 { const KernelTable* kernel_table(); }

@@ -16,7 +16,5 @@
 #include "cpu/coupling_kernels.h"
 #else
 #include "cpu/kernel_args.h"
-namespace flowkern::cpu::avx2 {
-const KernelTable* kernel_table() { return nullptr; }
-}  // namespace flowkern::cpu::avx2
+FK_ISA_UNAVAILABLE(avx2)
 #endif

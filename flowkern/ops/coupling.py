@@ -230,12 +230,7 @@ def coupling_forward_packed(
     grad_h instead of two per-view grads that autograd would scatter into zeros and add.
     """
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
-    s_raw, t = split_packed(x, h, cfg, "x")
-    check_coupling_args(x, s_raw, t, a, b, cfg, "x")
-    chosen = backends.select(x.device, backend)
-    if chosen.forward_packed is None:
-        return chosen.forward(x, s_raw, t, a, b, cfg, bool(check))
-    return chosen.forward_packed(x, h, a, b, cfg, bool(check))
+    return _packed(False, x, h, a, b, cfg, (bool(check),), backend)
 
 
 def coupling_inverse_packed(
@@ -255,12 +250,19 @@ def coupling_inverse_packed(
     """:func:`coupling_inverse` with the packed subnet output h = [s_raw | t] (see
     :func:`coupling_forward_packed`)."""
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
-    s_raw, t = split_packed(y, h, cfg, "y")
-    check_coupling_args(y, s_raw, t, a, b, cfg, "y")
-    chosen = backends.select(y.device, backend)
-    if chosen.inverse_packed is None:
-        return chosen.inverse(y, s_raw, t, a, b, cfg)
-    return chosen.inverse_packed(y, h, a, b, cfg)
+    return _packed(True, y, h, a, b, cfg, (), backend)
+
+
+def _packed(inverse: bool, inp, h, a, b, cfg: CouplingConfig, extra: tuple, backend: str | None) -> tuple:
+    """Check, then run the backend's packed op, or its unpacked op on the views of h."""
+    name = "y" if inverse else "x"
+    s_raw, t = split_packed(inp, h, cfg, name)
+    check_coupling_args(inp, s_raw, t, a, b, cfg, name)
+    chosen = backends.select(inp.device, backend)
+    packed_op = chosen.inverse_packed if inverse else chosen.forward_packed
+    if packed_op is None:
+        return (chosen.inverse if inverse else chosen.forward)(inp, s_raw, t, a, b, cfg, *extra)
+    return packed_op(inp, h, a, b, cfg, *extra)
 
 
 # ---- the Triton backend (imports triton lazily, on first use) ------------------------

@@ -95,6 +95,30 @@ def _check_tensor(name: str, t: object) -> torch.Tensor:
     return t
 
 
+def _active_channels(x: torch.Tensor, cfg: CouplingConfig, x_name: str) -> int:
+    """Check x (B, C, *S) floating and 1 <= split <= C - 1; return the active channel count."""
+    _check_tensor(x_name, x)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{x_name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"{x_name} must have shape (B, C, *S) with at least 2 dims, got {tuple(x.shape)}")
+    C = x.shape[1]
+    if not 1 <= cfg.split <= C - 1:
+        raise ValueError(f"split must be in [1, C - 1] = [1, {C - 1}] for C={C} channels, got {cfg.split}")
+    return C - cfg.split if cfg.passive_first else cfg.split
+
+
+def _check_like(name: str, v: object, x: torch.Tensor, x_name: str, shape: tuple, what: str) -> None:
+    """v is a tensor with x's dtype and device and the given shape (``what`` describes it)."""
+    _check_tensor(name, v)
+    if v.dtype != x.dtype:
+        raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}), got {v.dtype}")
+    if v.device != x.device:
+        raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {v.device}")
+    if tuple(v.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape} {what}, got {tuple(v.shape)}")
+
+
 def check_coupling_args(
     x: torch.Tensor,
     s_raw: torch.Tensor,
@@ -109,37 +133,15 @@ def check_coupling_args(
     x: (B, C, *S) floating; s_raw, t: (B, C_active, *S) like x; a, b: (C,) or both None;
     1 <= split <= C - 1.
     """
-    _check_tensor(x_name, x)
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{x_name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
-    if x.dim() < 2:
-        raise ValueError(f"{x_name} must have shape (B, C, *S) with at least 2 dims, got {tuple(x.shape)}")
-    C = x.shape[1]
-    if not 1 <= cfg.split <= C - 1:
-        raise ValueError(f"split must be in [1, C - 1] = [1, {C - 1}] for C={C} channels, got {cfg.split}")
-    c_act = C - cfg.split if cfg.passive_first else cfg.split
+    c_act = _active_channels(x, cfg, x_name)
     want = (x.shape[0], c_act, *x.shape[2:])
     for name, v in (("s_raw", s_raw), ("t", t)):
-        _check_tensor(name, v)
-        if v.dtype != x.dtype:
-            raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}), got {v.dtype}")
-        if v.device != x.device:
-            raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {v.device}")
-        if tuple(v.shape) != want:
-            raise ValueError(
-                f"{name} must have shape {want} (B, active channels, *S), got {tuple(v.shape)}"
-            )
+        _check_like(name, v, x, x_name, want, "(B, active channels, *S)")
     if (a is None) != (b is None):
         raise ValueError("a and b must both be given (actnorm) or both be None")
     if a is not None:
         for name, v in (("a", a), ("b", b)):
-            _check_tensor(name, v)
-            if v.dtype != x.dtype:
-                raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}), got {v.dtype}")
-            if v.device != x.device:
-                raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {v.device}")
-            if tuple(v.shape) != (C,):
-                raise ValueError(f"{name} must have shape ({C},) (one value per channel), got {tuple(v.shape)}")
+            _check_like(name, v, x, x_name, (x.shape[1],), "(one value per channel)")
 
 
 def split_packed(
@@ -147,20 +149,7 @@ def split_packed(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Views ``(s_raw, t) = (h[:, :C_a], h[:, C_a:])`` of a packed subnet output h of shape
     (B, 2 C_a, *S), C_a the active channel count; raises naming ``h`` if it does not fit x."""
-    _check_tensor(x_name, x)
-    _check_tensor("h", h)
-    if x.dim() < 2:
-        raise ValueError(f"{x_name} must have shape (B, C, *S) with at least 2 dims, got {tuple(x.shape)}")
-    C = x.shape[1]
-    if not 1 <= cfg.split <= C - 1:
-        raise ValueError(f"split must be in [1, C - 1] = [1, {C - 1}] for C={C} channels, got {cfg.split}")
-    c_act = C - cfg.split if cfg.passive_first else cfg.split
-    want = (x.shape[0], 2 * c_act, *x.shape[2:])
-    if h.dtype != x.dtype:
-        raise TypeError(f"h must have the dtype of {x_name} ({x.dtype}), got {h.dtype}")
-    if h.device != x.device:
-        raise ValueError(f"h must be on the device of {x_name} ({x.device}), got {h.device}")
-    if tuple(h.shape) != want:
-        raise ValueError(f"h must have shape {want} (B, 2 x active channels, *S) = [s_raw | t] along "
-                         f"channels, got {tuple(h.shape)}")
+    c_act = _active_channels(x, cfg, x_name)
+    _check_like("h", h, x, x_name, (x.shape[0], 2 * c_act, *x.shape[2:]),
+                "(B, 2 x active channels, *S) = [s_raw | t] along channels")
     return h[:, :c_act], h[:, c_act:]
