@@ -13,11 +13,8 @@
 #include <cstdint>
 #include <tuple>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "cpu/kernel_args.h"
+#include "cpu/output_cache.h"
 #include "ops_check.h"
 
 namespace flowkern::cpu {
@@ -59,30 +56,6 @@ StridedView describe(const Tensor& v) {
       d.strides.push_back(v.stride(k));
     }
   return d;
-}
-
-// Outputs are written once, right after allocation. A fresh large CPU tensor is mapped
-// memory that is only populated when first touched, and on 4 KiB pages the faults cost
-// more than the kernel itself; hint transparent huge pages for the 2 MiB-aligned interior
-// (one fault per 2 MiB). A hint only: errors are ignored, and it is a no-op off Linux.
-void advise_huge_pages(const Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const size_t n = t.nbytes();
-  if (n < 4 * kHuge) return;
-  const auto p = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t lo = (p + kHuge - 1) & ~(kHuge - 1), hi = (p + n) & ~(kHuge - 1);
-  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#else
-  (void)t;
-#endif
-}
-
-// at::empty (never zero-filled: the kernels write every element) with the hint above
-Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& opt) {
-  Tensor t = at::empty(sizes, opt);
-  advise_huge_pages(t);
-  return t;
 }
 
 // a, b (C,) of the storage dtype -> acc-type a, b, 1/a, each repeated `rep` times per channel
