@@ -4,6 +4,8 @@
 Linear(in, hidden), LeakyReLU, ``depth`` x [Linear(hidden, hidden), LeakyReLU],
 Linear(hidden, out). On (B, C, *S) inputs it acts per position over channels (a 1x1
 convolution), so the same net serves vectors, (B, D, 1, 1) latents and images.
+The activations run in place on the fresh Linear outputs: autograd then saves one tensor per
+hidden layer (the activation's output, which is also the next Linear's input) instead of two.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ class MLP(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"depth must be an int >= 0, got {depth!r}")
-        layers: list[nn.Module] = [nn.Linear(in_features, hidden), nn.LeakyReLU()]
+        layers: list[nn.Module] = [nn.Linear(in_features, hidden), nn.LeakyReLU(inplace=True)]
         for _ in range(depth):
-            layers += [nn.Linear(hidden, hidden), nn.LeakyReLU()]
+            layers += [nn.Linear(hidden, hidden), nn.LeakyReLU(inplace=True)]
         layers.append(nn.Linear(hidden, out_features))
         if zero_init:
             nn.init.zeros_(layers[-1].weight)
