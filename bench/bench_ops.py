@@ -50,6 +50,8 @@ def _op(inverse: bool, backend: str, packed: bool):
 
 
 IMPLS = ("cpu", "cpu_views", "reference", "compiled")
+# one compiled graph per (pass, shape, grad mode) of the shared function above
+torch._dynamo.config.recompile_limit = 64
 
 
 def make_fns(shape: tuple[int, ...], impl: str) -> dict[str, Callable[[], object]]:

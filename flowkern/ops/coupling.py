@@ -24,7 +24,7 @@ import torch
 from .. import _extension, backends
 from . import autograd
 from .coupling_ref import coupling_forward_ref, coupling_inverse_ref
-from .spec import SCALE_IDS, CouplingConfig, acc_dtype, check_coupling_args, make_config, split_packed
+from .spec import SCALE_IDS, CouplingConfig, acc_dtype, check_coupling_args, check_packed_args, make_config
 
 __all__ = ["coupling_forward", "coupling_inverse", "coupling_forward_packed", "coupling_inverse_packed"]
 
@@ -75,24 +75,25 @@ if _CPP:
     torch.library.register_fake("flowkern::coupling_fwd_bwd")(_bwd_fake)
     torch.library.register_fake("flowkern::coupling_inv_bwd")(_bwd_fake)
 
-    def _packed_config(inp, h, split, passive_first, scale, clamp, atan_k, eps, name):
+    def _packed_views(inp, h, split, passive_first, scale, clamp, atan_k, eps, name):
         if scale not in _SCALE_NAMES:
             raise ValueError(f"scale must be one of {sorted(_SCALE_NAMES)} ({sorted(SCALE_IDS)}), got {scale}")
         cfg = make_config(split, "first" if passive_first else "second", _SCALE_NAMES[scale], clamp, atan_k, eps)
-        return split_packed(inp, h, cfg, name)
+        c_act = check_packed_args(inp, h, None, None, cfg, name)
+        return h[:, :c_act], h[:, c_act:]
 
     @torch.library.register_fake("flowkern::coupling_fwd_packed")
     def _fwd_packed_fake(x, h, a, b, split, passive_first, scale, clamp, atan_k, eps, check):
-        s_raw, t = _packed_config(x, h, split, passive_first, scale, clamp, atan_k, eps, "x")
+        s_raw, t = _packed_views(x, h, split, passive_first, scale, clamp, atan_k, eps, "x")
         return _fwd_fake(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, check)
 
     @torch.library.register_fake("flowkern::coupling_inv_packed")
     def _inv_packed_fake(y, h, a, b, split, passive_first, scale, clamp, atan_k, eps):
-        s_raw, t = _packed_config(y, h, split, passive_first, scale, clamp, atan_k, eps, "y")
+        s_raw, t = _packed_views(y, h, split, passive_first, scale, clamp, atan_k, eps, "y")
         return _inv_fake(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps)
 
     def _packed_bwd_fake(g_out, g_logdet, inp, h, a, b, split, passive_first, scale, clamp, atan_k, eps):
-        s_raw, t = _packed_config(inp, h, split, passive_first, scale, clamp, atan_k, eps, "input")
+        s_raw, t = _packed_views(inp, h, split, passive_first, scale, clamp, atan_k, eps, "input")
         g_in, _, _, g_a, g_b = _bwd_fake(g_out, g_logdet, inp, s_raw, t, a, b, split, passive_first, scale,
                                          clamp, atan_k, eps)
         return g_in, torch.empty_like(h, memory_format=torch.contiguous_format), g_a, g_b
@@ -255,13 +256,11 @@ def coupling_inverse_packed(
 
 def _packed(inverse: bool, inp, h, a, b, cfg: CouplingConfig, extra: tuple, backend: str | None) -> tuple:
     """Check, then run the backend's packed op, or its unpacked op on the views of h."""
-    name = "y" if inverse else "x"
-    s_raw, t = split_packed(inp, h, cfg, name)
-    check_coupling_args(inp, s_raw, t, a, b, cfg, name)
+    c_act = check_packed_args(inp, h, a, b, cfg, "y" if inverse else "x")
     chosen = backends.select(inp.device, backend)
     packed_op = chosen.inverse_packed if inverse else chosen.forward_packed
     if packed_op is None:
-        return (chosen.inverse if inverse else chosen.forward)(inp, s_raw, t, a, b, cfg, *extra)
+        return (chosen.inverse if inverse else chosen.forward)(inp, h[:, :c_act], h[:, c_act:], a, b, cfg, *extra)
     return packed_op(inp, h, a, b, cfg, *extra)
 
 

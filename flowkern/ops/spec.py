@@ -19,7 +19,7 @@ __all__ = [
     "CouplingConfig",
     "make_config",
     "check_coupling_args",
-    "split_packed",
+    "check_packed_args",
     "acc_dtype",
 ]
 
@@ -137,6 +137,10 @@ def check_coupling_args(
     want = (x.shape[0], c_act, *x.shape[2:])
     for name, v in (("s_raw", s_raw), ("t", t)):
         _check_like(name, v, x, x_name, want, "(B, active channels, *S)")
+    _check_actnorm(x, a, b, x_name)
+
+
+def _check_actnorm(x: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None, x_name: str) -> None:
     if (a is None) != (b is None):
         raise ValueError("a and b must both be given (actnorm) or both be None")
     if a is not None:
@@ -144,12 +148,18 @@ def check_coupling_args(
             _check_like(name, v, x, x_name, (x.shape[1],), "(one value per channel)")
 
 
-def split_packed(
-    x: torch.Tensor, h: torch.Tensor, cfg: CouplingConfig, x_name: str = "x"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Views ``(s_raw, t) = (h[:, :C_a], h[:, C_a:])`` of a packed subnet output h of shape
-    (B, 2 C_a, *S), C_a the active channel count; raises naming ``h`` if it does not fit x."""
+def check_packed_args(
+    x: torch.Tensor,
+    h: torch.Tensor,
+    a: torch.Tensor | None,
+    b: torch.Tensor | None,
+    cfg: CouplingConfig,
+    x_name: str = "x",
+) -> int:
+    """:func:`check_coupling_args` for a packed subnet output h = [s_raw | t] of shape
+    (B, 2 C_a, *S); returns C_a, the active channel count."""
     c_act = _active_channels(x, cfg, x_name)
     _check_like("h", h, x, x_name, (x.shape[0], 2 * c_act, *x.shape[2:]),
                 "(B, 2 x active channels, *S) = [s_raw | t] along channels")
-    return h[:, :c_act], h[:, c_act:]
+    _check_actnorm(x, a, b, x_name)
+    return c_act
