@@ -89,6 +89,20 @@ def test_op_rejects_bad_arguments(name, direction):
     _raises(exc, words, fn, first, args.pop("s_raw"), args.pop("t"), args.pop("a"), args.pop("b"), **args)
 
 
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+@pytest.mark.parametrize("name", sorted(k for k in _CALLS if not k.startswith(("s_raw", "t "))))
+def test_packed_op_rejects_bad_arguments(name, direction):
+    """The same table through the packed form, h = [s_raw | t] (its own h checks: test_ops_packed)."""
+    change, exc, words = _CALLS[name]
+    args = {**_GOOD, **change}
+    fn = flowkern.coupling_forward_packed if direction == "forward" else flowkern.coupling_inverse_packed
+    first = args.pop("x")
+    h = torch.cat((args.pop("s_raw"), args.pop("t")), dim=1)
+    if direction == "inverse":
+        words = ["y" if w == "x" else w for w in words]
+    _raises(exc, words, fn, first, h, args.pop("a"), args.pop("b"), **args)
+
+
 def test_forced_unavailable_backend_says_why():
     reason = backends.available("cpu").get("cuda")
     assert reason, "cuda backend should be unavailable on this CPU-only test machine"

@@ -14,7 +14,8 @@ from flowkern.ops import coupling_forward_ref, coupling_inverse_ref, make_config
 
 from .helpers import SCALES, TOL, make_case, upcast
 
-OPS = ("coupling_fwd", "coupling_inv", "coupling_fwd_bwd", "coupling_inv_bwd")
+OPS = ("coupling_fwd", "coupling_inv", "coupling_fwd_bwd", "coupling_inv_bwd", "coupling_fwd_packed",
+       "coupling_inv_packed", "coupling_fwd_packed_bwd", "coupling_inv_packed_bwd")
 HAS_EXT = _extension.load_cpp() and torch.version.cuda is not None
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 EXTRA = {"exp": {}, "tanh": {"clamp": 1.7}, "atan": {"clamp": 2.0, "atan_k": 0.6},

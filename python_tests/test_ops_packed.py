@@ -1,8 +1,8 @@
 """The packed form of the op: h = [s_raw | t] along channels (coupling_{forward,inverse}_packed).
 
 Its values and gradients must equal the unpacked op on the views h[:, :C_a], h[:, C_a:] (the
-cpu backend bitwise: it runs the same kernel, only grad_h is written in one buffer); every
-backend without a packed kernel falls back to those views.
+compiled backends bitwise: they run the same kernel, only grad_h is written in one buffer);
+every backend without a packed kernel falls back to those views. The cuda cases need a GPU.
 """
 
 from __future__ import annotations
@@ -18,10 +18,20 @@ from flowkern.ops.spec import SCALE_IDS
 from .helpers import TOL
 
 HAS_CPU = flowkern.backends.available("cpu")["cpu"] is None
-BACKENDS = ["reference"] + (["cpu"] if HAS_CPU else [])
+HAS_CUDA = flowkern.backends.available("cuda")["cuda"] is None
+BACKENDS = ["reference"] + (["cpu"] if HAS_CPU else []) + (["cuda"] if HAS_CUDA else [])
+DEVICE = {"reference": "cpu", "cpu": "cpu", "cuda": "cuda"}
 
 
-def _inputs(B, C, spatial, split, passive, dtype, actnorm=True, h_layout="contiguous", seed=0):
+def _inputs(B, C, spatial, split, passive, dtype, actnorm=True, h_layout="contiguous", seed=0, device="cpu"):
+    leaves = _cpu_inputs(B, C, spatial, split, passive, dtype, actnorm, h_layout, seed)
+    if device == "cpu":
+        return leaves
+    *tensors, c_act = leaves
+    return (*(None if v is None else v.detach().to(device).requires_grad_() for v in tensors), c_act)
+
+
+def _cpu_inputs(B, C, spatial, split, passive, dtype, actnorm, h_layout, seed):
     g = torch.Generator().manual_seed(seed)
     c_act = C - split if passive == "first" else split
     x = torch.randn((B, C, *spatial), generator=g, dtype=torch.float64).to(dtype).requires_grad_()
@@ -62,12 +72,12 @@ def _outputs_and_grads(packed, inverse, backend, x, h, a, b, c_act, kw):
     (0, 4, (), 2, "first", "contiguous"),        # empty batch
 ])
 def test_packed_equals_unpacked_views(backend, inverse, dtype, B, C, spatial, split, passive, h_layout):
-    x, h, a, b, c_act = _inputs(B, C, spatial, split, passive, dtype, h_layout=h_layout)
+    x, h, a, b, c_act = _inputs(B, C, spatial, split, passive, dtype, h_layout=h_layout, device=DEVICE[backend])
     kw = dict(split=split, passive=passive, scale="tanh", clamp=2.0)
     got = _outputs_and_grads(True, inverse, backend, x, h, a, b, c_act, kw)
     want = _outputs_and_grads(False, inverse, backend, x, h, a, b, c_act, kw)
     for u, v in zip(got, want):
-        if backend == "cpu":
+        if backend != "reference":
             assert torch.equal(u, v)
         else:
             torch.testing.assert_close(u, v, atol=TOL[dtype][0], rtol=TOL[dtype][1])
@@ -88,7 +98,7 @@ def test_packed_cpu_matches_reference(scale, inverse):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("inverse,actnorm", [(False, True), (True, True), (False, False)])
 def test_packed_gradcheck_fp64(backend, inverse, actnorm):
-    x, h, a, b, _ = _inputs(3, 5, (2,), 2, "second", torch.float64, actnorm=actnorm)
+    x, h, a, b, _ = _inputs(3, 5, (2,), 2, "second", torch.float64, actnorm=actnorm, device=DEVICE[backend])
     fn = flowkern.coupling_inverse_packed if inverse else flowkern.coupling_forward_packed
     leaves = tuple(v for v in (x, h, a, b) if v is not None)
 
@@ -139,7 +149,7 @@ def test_packed_under_torch_compile_fullgraph():
     (lambda x, h: (x[:, :1], h), ValueError, "split"),
 ])
 def test_packed_bad_input_names_h(backend, bad, exc, match):
-    x, h = torch.randn(4, 6), torch.randn(4, 6)
+    x, h = torch.randn(4, 6, device=DEVICE[backend]), torch.randn(4, 6, device=DEVICE[backend])
     x, h = bad(x, h)
     with pytest.raises(exc, match=match):
         flowkern.coupling_forward_packed(x, h, split=3, backend=backend)

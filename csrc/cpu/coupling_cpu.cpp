@@ -16,6 +16,7 @@
 #include "cpu/kernel_args.h"
 #include "cpu/output_cache.h"
 #include "ops_check.h"
+#include "packed_ops.h"
 
 namespace flowkern::cpu {
 namespace {
@@ -252,33 +253,6 @@ Grads coupling_bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const 
                           atan_k, eps, nullptr);
 }
 
-// ---- packed variants: h = [s_raw | t] along channels, (B, 2 c_act, *S) ----------------
-std::tuple<Tensor, Tensor, Tensor> coupling_fwd_packed_cpu(const Tensor& x, const Tensor& h, const OptTensor& a,
-                                                           const OptTensor& b, int64_t split, bool passive_first,
-                                                           int64_t scale, double clamp, double atan_k,
-                                                           double eps, bool check) {
-  const auto [s_raw, t] = split_packed(x, h, split, passive_first, "x");
-  return coupling_fwd_cpu(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, check);
-}
-
-std::tuple<Tensor, Tensor> coupling_inv_packed_cpu(const Tensor& y, const Tensor& h, const OptTensor& a,
-                                                   const OptTensor& b, int64_t split, bool passive_first,
-                                                   int64_t scale, double clamp, double atan_k, double eps) {
-  const auto [s_raw, t] = split_packed(y, h, split, passive_first, "y");
-  return coupling_inv_cpu(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps);
-}
-
-template <bool Inverse>
-std::tuple<Tensor, Tensor, Tensor, Tensor> coupling_packed_bwd_cpu(
-    const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& input, const Tensor& h, const OptTensor& a,
-    const OptTensor& b, int64_t split, bool passive_first, int64_t scale, double clamp, double atan_k,
-    double eps) {
-  const auto [s_raw, t] = split_packed(input, h, split, passive_first, Inverse ? "y" : "x");
-  auto [g_in, g_h, g_t, g_a, g_b] = bwd_cpu<Inverse>(grad_out, grad_logdet, input, s_raw, t, a, b, split,
-                                                     passive_first, scale, clamp, atan_k, eps, &h);
-  return {g_in, g_h, g_a, g_b};
-}
-
 }  // namespace
 }  // namespace flowkern::cpu
 
@@ -287,8 +261,9 @@ TORCH_LIBRARY_IMPL(flowkern, CPU, m) {
   m.impl("coupling_inv", &flowkern::cpu::coupling_inv_cpu);
   m.impl("coupling_fwd_bwd", &flowkern::cpu::coupling_bwd_cpu<false>);
   m.impl("coupling_inv_bwd", &flowkern::cpu::coupling_bwd_cpu<true>);
-  m.impl("coupling_fwd_packed", &flowkern::cpu::coupling_fwd_packed_cpu);
-  m.impl("coupling_inv_packed", &flowkern::cpu::coupling_inv_packed_cpu);
-  m.impl("coupling_fwd_packed_bwd", &flowkern::cpu::coupling_packed_bwd_cpu<false>);
-  m.impl("coupling_inv_packed_bwd", &flowkern::cpu::coupling_packed_bwd_cpu<true>);
+  namespace fc = flowkern::cpu;
+  m.impl("coupling_fwd_packed", &flowkern::fwd_packed<&fc::coupling_fwd_cpu>);
+  m.impl("coupling_inv_packed", &flowkern::inv_packed<&fc::coupling_inv_cpu>);
+  m.impl("coupling_fwd_packed_bwd", &flowkern::bwd_packed<&fc::bwd_cpu<false>, false>);
+  m.impl("coupling_inv_packed_bwd", &flowkern::bwd_packed<&fc::bwd_cpu<true>, true>);
 }

@@ -12,6 +12,7 @@
 
 #include "cuda/coupling_launch.h"
 #include "ops_check.h"
+#include "packed_ops.h"
 
 #ifdef FLOWKERN_PYTHON_MODULE
 #include <Python.h>
@@ -168,11 +169,13 @@ std::tuple<Tensor, Tensor> coupling_inv_cuda(const Tensor& y_in, const Tensor& s
 
 using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-// Shared body of both backward ops; `inverse` selects the kernel and the log-det sign.
+// Shared body of both backward ops; `inverse` selects the kernel and the log-det sign. With
+// `packed_h`, s_raw / t are its halves and their grads go into the halves of one grad_h
+// (returned as grad_s_raw; grad_t is then empty).
 Grads coupling_bwd_cuda(bool inverse, const Tensor& g_out_in, const Tensor& g_logdet,
                         const Tensor& inp_in, const Tensor& s_raw, const Tensor& t, const OptT& a,
                         const OptT& b, int64_t split, bool passive_first, int64_t scale,
-                        double clamp, double atan_k, double eps) {
+                        double clamp, double atan_k, double eps, const Tensor* packed_h) {
   const char* name = inverse ? "y" : "x";
   Prepared p = prepare(inp_in, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, name);
   const auto acc = acc_type(inp_in);
@@ -186,8 +189,20 @@ Grads coupling_bwd_cuda(bool inverse, const Tensor& g_out_in, const Tensor& g_lo
   const Tensor g_out = g_out_in.to(inp.scalar_type()).contiguous();
   const Tensor gl = g_logdet.to(acc).contiguous();
   Tensor g_in = at::empty_like(inp, at::MemoryFormat::Contiguous);
-  Tensor gs = at::empty(s_raw.sizes(), inp.options());
-  Tensor gt = at::empty(s_raw.sizes(), inp.options());
+  Tensor gs, gt;
+  void *gs_ptr, *gt_ptr;
+  if (packed_h) {  // 16-byte alignment of the second half: c_act S % V == 0 whenever vec_g
+    gs = at::empty(packed_h->sizes(), inp.options());
+    gt = at::empty({0}, inp.options());
+    gs_ptr = gs.data_ptr();
+    gt_ptr = static_cast<char*>(gs_ptr) + p.g.g_bs * gs.element_size();
+    p.g.g_bs *= 2;
+  } else {
+    gs = at::empty(s_raw.sizes(), inp.options());
+    gt = at::empty(s_raw.sizes(), inp.options());
+    gs_ptr = gs.data_ptr();
+    gt_ptr = gt.data_ptr();
+  }
   p.g.vec_io = p.g.vec_io && aligned16(inp.data_ptr()) && aligned16(g_out.data_ptr()) &&
                aligned16(g_in.data_ptr());
   const bool has_ab = p.a.defined();
@@ -201,11 +216,11 @@ Grads coupling_bwd_cuda(bool inverse, const Tensor& g_out_in, const Tensor& g_lo
   if (inverse) {
     fc::launch_inv_bwd(p.dt, p.g, p.sc, g_out.data_ptr(), gl.data_ptr(), inp.data_ptr(),
                        p.s_raw.data_ptr(), p.t.data_ptr(), ptr_or_null(p.a), ptr_or_null(p.b),
-                       g_in.data_ptr(), gs.data_ptr(), gt.data_ptr(), gap, gbp, stream);
+                       g_in.data_ptr(), gs_ptr, gt_ptr, gap, gbp, stream);
   } else {
     fc::launch_fwd_bwd(p.dt, p.g, p.sc, g_out.data_ptr(), gl.data_ptr(), inp.data_ptr(),
                        p.s_raw.data_ptr(), ptr_or_null(p.a), ptr_or_null(p.b), g_in.data_ptr(),
-                       gs.data_ptr(), gt.data_ptr(), gap, gbp, stream);
+                       gs_ptr, gt_ptr, gap, gbp, stream);
   }
   Tensor ga = at::empty({has_ab ? p.sh.C : 0}, inp.options());
   Tensor gb = at::empty({has_ab ? p.sh.C : 0}, inp.options());
@@ -223,7 +238,7 @@ Grads coupling_fwd_bwd_cuda(const Tensor& grad_y, const Tensor& grad_logdet, con
                             int64_t split, bool passive_first, int64_t scale, double clamp,
                             double atan_k, double eps) {
   return coupling_bwd_cuda(false, grad_y, grad_logdet, x, s_raw, t, a, b, split, passive_first,
-                           scale, clamp, atan_k, eps);
+                           scale, clamp, atan_k, eps, nullptr);
 }
 
 Grads coupling_inv_bwd_cuda(const Tensor& grad_x, const Tensor& grad_logdet, const Tensor& y,
@@ -231,7 +246,15 @@ Grads coupling_inv_bwd_cuda(const Tensor& grad_x, const Tensor& grad_logdet, con
                             int64_t split, bool passive_first, int64_t scale, double clamp,
                             double atan_k, double eps) {
   return coupling_bwd_cuda(true, grad_x, grad_logdet, y, s_raw, t, a, b, split, passive_first,
-                           scale, clamp, atan_k, eps);
+                           scale, clamp, atan_k, eps, nullptr);
+}
+
+template <bool Inverse>
+Grads bwd_cuda(const Tensor& g_out, const Tensor& g_logdet, const Tensor& inp, const Tensor& s_raw,
+               const Tensor& t, const OptT& a, const OptT& b, int64_t split, bool passive_first, int64_t scale,
+               double clamp, double atan_k, double eps, const Tensor* packed_h) {
+  return coupling_bwd_cuda(Inverse, g_out, g_logdet, inp, s_raw, t, a, b, split, passive_first, scale, clamp,
+                           atan_k, eps, packed_h);
 }
 
 }  // namespace
@@ -241,6 +264,10 @@ TORCH_LIBRARY_IMPL(flowkern, CUDA, m) {
   m.impl("coupling_inv", &coupling_inv_cuda);
   m.impl("coupling_fwd_bwd", &coupling_fwd_bwd_cuda);
   m.impl("coupling_inv_bwd", &coupling_inv_bwd_cuda);
+  m.impl("coupling_fwd_packed", &fwd_packed<&coupling_fwd_cuda>);
+  m.impl("coupling_inv_packed", &inv_packed<&coupling_inv_cuda>);
+  m.impl("coupling_fwd_packed_bwd", &bwd_packed<&bwd_cuda<false>, false>);
+  m.impl("coupling_inv_packed_bwd", &bwd_packed<&bwd_cuda<true>, true>);
 }
 
 }  // namespace flowkern

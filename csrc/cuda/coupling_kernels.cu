@@ -174,9 +174,9 @@ struct Lane {
                       : A(0);
   }
 
-  // Active elements into a contiguous (B, c_act, S) output (grad_s_raw, grad_t).
+  // Active elements into a (B, c_act, S) output with batch stride g_bs (grad_s_raw, grad_t).
   __device__ __forceinline__ void store_g(const Geometry& g, T* base, const A (&in)[V]) const {
-    const int64_t off0 = (b * g.c_act + channel(g, 0) - g.act0) * g.S + position(g, 0);
+    const int64_t off0 = b * g.g_bs + (channel(g, 0) - g.act0) * g.S + position(g, 0);
     if (g.vec_g && n == V && act[0]) {
       Pack<T> pk;
 #pragma unroll
@@ -186,7 +186,7 @@ struct Lane {
     }
 #pragma unroll
     for (int i = 0; i < V; ++i)
-      if (act[i]) from_acc(in[i], base[(b * g.c_act + channel(g, i) - g.act0) * g.S + position(g, i)]);
+      if (act[i]) from_acc(in[i], base[b * g.g_bs + (channel(g, i) - g.act0) * g.S + position(g, i)]);
   }
 };
 

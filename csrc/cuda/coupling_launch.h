@@ -27,6 +27,8 @@ inline int vec_width(DType dt) { return dt == DType::Double ? 2 : dt == DType::F
 
 struct Geometry {
   int64_t B, C, S, c_act, act0;
+  int64_t g_bs;           // batch stride of the gs / gt outputs: c_act S, or 2 c_act S when
+                          // they are the halves of one packed grad_h (B, 2 c_act, S)
   int64_t ssb, ssc, sss;  // s_raw strides (batch, active channel, flattened position)
   int64_t tsb, tsc, tss;  // t strides
   bool rows_are_samples;  // S == 1
@@ -47,6 +49,7 @@ inline Geometry make_geometry(DType dt, int64_t B, int64_t C, int64_t S, int64_t
                               int64_t act0) {
   Geometry g{};
   g.B = B; g.C = C; g.S = S; g.c_act = c_act; g.act0 = act0;
+  g.g_bs = c_act * S;
   g.rows_are_samples = S == 1;
   g.R = g.rows_are_samples ? B : B * C;
   g.K = g.rows_are_samples ? C : S;
@@ -75,7 +78,7 @@ void launch_fwd(DType dt, const Geometry& g, const Scale& sc, const void* x, con
 void launch_inv(DType dt, const Geometry& g, const Scale& sc, const void* y, const void* s_raw,
                 const void* t, const void* a, const void* b, void* x, void* ld_part,
                 cudaStream_t stream);
-// gx, gs, gt (contiguous (B, c_act, S)), ga/gb partials (acc, nullptr without actnorm).
+// gx, gs, gt ((B, c_act, S), batch stride g.g_bs), ga/gb partials (acc, nullptr without actnorm).
 void launch_fwd_bwd(DType dt, const Geometry& g, const Scale& sc, const void* gy, const void* gl,
                     const void* x, const void* s_raw, const void* a, const void* b, void* gx,
                     void* gs, void* gt, void* ga_part, void* gb_part, cudaStream_t stream);

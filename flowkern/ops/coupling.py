@@ -154,7 +154,8 @@ def _cuda_why(device_type: str) -> str | None:
 backends.register(backends.Backend("reference", coupling_forward_ref, coupling_inverse_ref, _reference_why))
 backends.register(backends.Backend("cpu", _compiled_forward, _compiled_inverse, _cpu_why,
                                    _compiled_forward_packed, _compiled_inverse_packed))
-backends.register(backends.Backend("cuda", _compiled_forward, _compiled_inverse, _cuda_why))
+backends.register(backends.Backend("cuda", _compiled_forward, _compiled_inverse, _cuda_why,
+                                   _compiled_forward_packed, _compiled_inverse_packed))
 
 
 # ---- public API ---------------------------------------------------------------
