@@ -168,22 +168,19 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
 
 
-def step_time(model: nn.Module, loss_fn, x, c, reps: int) -> float:
+def step_time(model: nn.Module, loss_fn, x, c, reps: int) -> tuple[float, float]:
+    """Median seconds of (the whole step, its forward + backward without the optimizer)."""
     opt = make_optimizer(model)
-
-    def step():
+    times: list[tuple[float, float]] = []
+    for i in range(reps + 2):  # two warm-up steps: data-dependent inits, allocator
+        t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss_fn(x, c).backward()
+        t1 = time.perf_counter()
         opt.step()
-
-    step()  # data-dependent inits, allocator warm-up
-    step()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        if i >= 2:
+            times.append((time.perf_counter() - t0, t1 - t0))
+    return statistics.median(t for t, _ in times), statistics.median(t for _, t in times)
 
 
 def _mm_time(m: int, k: int, n: int, reps: int) -> float:
@@ -230,9 +227,10 @@ def measure(cfg: Config, reps: int) -> list[dict]:
         model, loss_fn = built
         if floor is None:
             floor = gemm_floor(model, cfg.batch, reps)
-        t = step_time(model, loss_fn, x, c, reps)
-        rows.append(dict(config=cfg.name, impl=name, seconds=t, bytes=saved_bytes(loss_fn, x, c)))
-    rows.append(dict(config=cfg.name, impl=f"GEMM floor ({floor[1]:.1f} GFLOP)", seconds=floor[0], bytes=None))
+        t, t_fb = step_time(model, loss_fn, x, c, reps)
+        rows.append(dict(config=cfg.name, impl=name, seconds=t, fwd_bwd=t_fb, bytes=saved_bytes(loss_fn, x, c)))
+    rows.append(dict(config=cfg.name, impl=f"GEMM floor ({floor[1]:.1f} GFLOP)", seconds=floor[0], fwd_bwd=None,
+                     bytes=None))
     return rows
 
 
@@ -241,9 +239,9 @@ def table(quick: bool) -> str:
     configs, reps = (QUICK, 3) if quick else (CONFIGS, 5)
     lines = [f"threads: {torch.get_num_threads()}, torch {torch.__version__}, "
              f"backend: {_backend_name()}", "",
-             "| config | implementation | step ms | x GEMM floor | x flowkern | saved for backward MiB "
-             "| % of FrEIA bytes |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| config | implementation | step ms | x GEMM floor | x flowkern | fwd+bwd ms | fwd+bwd x floor "
+             "| saved for backward MiB | % of FrEIA bytes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for cfg in configs:
         rows = measure(cfg, reps)
         floor = rows[-1]["seconds"]
@@ -252,8 +250,9 @@ def table(quick: bool) -> str:
         for r in rows:
             mib = "" if r["bytes"] is None else f"{r['bytes'] / 2**20:.2f}"
             pct = "" if r["bytes"] is None or not freia else f"{100 * r['bytes'] / freia:.2f}"
+            fb = "" if r["fwd_bwd"] is None else f"{1e3 * r['fwd_bwd']:.1f} | {r['fwd_bwd'] / floor:.2f}"
             lines.append(f"| {cfg.name} | {r['impl']} | {1e3 * r['seconds']:.1f} | {r['seconds'] / floor:.2f} "
-                         f"| {r['seconds'] / base:.2f} | {mib} | {pct} |")
+                         f"| {r['seconds'] / base:.2f} | {fb or ' | '} | {mib} | {pct} |")
     return "\n".join(lines)
 
 
