@@ -49,7 +49,11 @@ def test_quick_run_metrics_above_quick_thresholds(quick_run):
     assert iin["probes"]["digit"]["colour"] < 0.6  # colour mostly not in the digit factor
     assert iin["probes_knn"]["colour"]["colour"] > 0.8
     assert iin["probes_knn"]["digit"]["digit"] > 0.2
+    assert iin["probes_mlp"]["colour"]["colour"] > 0.8
+    assert iin["probes_mlp"]["digit"]["digit"] > 0.2
+    assert iin["probes_mlp"]["digit"]["colour"] < 0.9  # 250 quick IIN steps leave nonlinear colour traces
     assert 0 < m["experts"]["digit_knn_probe_on_ae_latent"] <= 1
+    assert 0.2 < m["experts"]["digit_mlp_probe_on_ae_latent"] <= 1
     assert iin["swap"]["colour"]["target_attribute_taken"] > 0.3
     assert iin["swap"]["digit"]["other_attribute_kept"] > 0.5
     assert iin["roundtrip_max_abs_err"] < 1e-3

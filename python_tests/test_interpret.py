@@ -155,6 +155,27 @@ def test_fit_iin_disentangles_a_toy_factor():
     assert corr[1:].abs().max() < 0.2
 
 
+def test_fit_iin_noise_bounds_the_loss_on_a_degenerate_latent():
+    """z = (s, r, 0.001 e): without noise the flow exploits the near-constant dimension (its NLL can
+    reach log(0.001) + 1/2 per sample); with noise 0.1 it costs at least about log(0.1) + 1/2."""
+    def pairs(gen):
+        s = torch.randn(128, 1, generator=gen)
+        za = torch.cat([s, torch.randn(128, 1, generator=gen), 1e-3 * torch.randn(128, 1, generator=gen)], 1)
+        zb = torch.cat([s, torch.randn(128, 1, generator=gen), 1e-3 * torch.randn(128, 1, generator=gen)], 1)
+        return za, zb, torch.zeros(128, dtype=torch.long)
+
+    final = {}
+    for noise in (0.0, 0.1):
+        torch.manual_seed(0)
+        ft = FactorTransformer(3, {"s": 1}, n_blocks=2, hidden=32)
+        final[noise] = sum(fit_iin(ft, pairs, 150, lr=3e-3, noise=noise)[-20:]) / 20
+    assert math.isfinite(final[0.0]) and math.isfinite(final[0.1])
+    assert final[0.1] > final[0.0] + 1.0
+    assert final[0.1] > 2 * (math.log(0.1) + 0.5) - 1.0  # two samples per pair; the s/r dims cost more
+    with pytest.raises(ValueError, match="noise"):
+        fit_iin(ft, pairs, 1, noise=-0.1)
+
+
 def test_sketch_pairs_share_the_example():
     examples = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)])
 

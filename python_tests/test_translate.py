@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flowkern.experts import TEST_TEMPLATES, TRAIN_TEMPLATES, caption, text_available
-from flowkern.translate import Net2Net
+from flowkern.translate import EpochBatches, Net2Net, train_steps
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +37,41 @@ def test_net2net_learns_a_conditional_map():
     assert (z.std(1) < 0.3).all()
     with pytest.raises(ValueError, match="c"):
         n2n.loss(torch.zeros(4, 3), torch.zeros(4, 5))
+
+
+def test_epoch_batches_visit_every_index_once_per_epoch():
+    batches = EpochBatches(10, 4)
+    g = torch.Generator().manual_seed(0)
+    assert batches.steps(3) == 9
+    epochs = [torch.cat([batches(g) for _ in range(3)]) for _ in range(2)]
+    for e in epochs:
+        assert sorted(e.tolist()) == list(range(10))
+    assert not torch.equal(epochs[0], epochs[1])
+    with pytest.raises(ValueError, match="batch_size"):
+        EpochBatches(10, 0)
+
+
+def test_train_steps_fits_a_line_and_is_seeded():
+    """Least squares y = 2x - 1 under both schedules; the same seed gives the same loss curve."""
+    def run(schedule):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(1, 1)
+
+        def loss(g):
+            x = torch.randn(64, 1, generator=g)
+            return (model(x) - (2 * x - 1)).pow(2).mean()
+
+        return model, train_steps(model, loss, 300, lr=0.05, schedule=schedule, seed=1)
+
+    for schedule in ("cosine", "onecycle"):
+        model, losses = run(schedule)
+        assert len(losses) == 300 and losses[-1] < 1e-3 < losses[0]
+        assert torch.allclose(model.weight, torch.tensor([[2.0]]), atol=0.02) and not model.training
+        assert run(schedule)[1] == losses
+    with pytest.raises(ValueError, match="schedule"):
+        train_steps(model, lambda g: model.weight.sum(), 5, schedule="step")
+    with pytest.raises(ValueError, match="steps"):
+        train_steps(model, lambda g: model.weight.sum(), 0)
 
 
 def test_captions_and_templates():

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ConvAutoencoder", "train_autoencoder"]
+from ..translate.training import EpochBatches, train_steps
+
+__all__ = ["ConvAutoencoder", "load_or_train", "train_autoencoder"]
 
 
 class ConvAutoencoder(nn.Module):
@@ -44,40 +47,36 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+def load_or_train(model: nn.Module, cache: str | Path | None, fit: Callable[[], object]) -> nn.Module:
+    """Load ``model``'s weights from ``cache`` if that file exists, else run ``fit()`` and save them there
+    (``cache=None``: always train, never save). Returns the model in eval mode."""
+    if cache is not None and Path(cache).exists():
+        model.load_state_dict(torch.load(cache, weights_only=True))
+        return model.eval()
+    fit()
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), cache)
+    return model.eval()
+
+
 def train_autoencoder(images: torch.Tensor, *, latent_dim: int = 32, width: int = 32, epochs: int = 30,
                       batch_size: int = 128, lr: float = 2e-3, noise: float = 0.05, z_penalty: float = 1e-3, seed: int = 0,
                       cache: str | Path | None = None, progress: bool = False) -> ConvAutoencoder:
-    """Fit ``min E||dec(enc(x) + noise*eps) - x||^2 + z_penalty * E||enc(x)||^2`` (Adam, cosine LR).
+    """Fit ``min E||dec(enc(x) + noise*eps) - x||^2 + z_penalty * E||enc(x)||^2`` (Adam, one-cycle LR).
 
     The latent noise and the weak penalty keep the latent compact and the decoder smooth, so that
     flow samples decode to clean images. With ``cache`` the weights are loaded if present, else saved.
     """
     model = ConvAutoencoder(latent_dim, images.shape[-1], width)
-    if cache is not None and Path(cache).exists():
-        model.load_state_dict(torch.load(cache, weights_only=True))
-        return model.eval()
-    from tqdm import tqdm
+    batches = EpochBatches(len(images), batch_size)
 
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * ((len(images) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    model.train()
-    bar = tqdm(range(epochs), desc="autoencoder", disable=not progress, leave=False)
-    for _ in bar:
-        for idx in torch.randperm(len(images), generator=g).split(batch_size):
-            x = images[idx]
-            z = model.encode(x)
-            rec = model.decode(z + noise * torch.randn(z.shape, generator=g))
-            loss = F.mse_loss(rec, x) + z_penalty * z.pow(2).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    model.eval()
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), cache)
-    return model
+    def loss(g: torch.Generator) -> torch.Tensor:
+        x = images[batches(g)]
+        z = model.encode(x)
+        rec = model.decode(z + noise * torch.randn(z.shape, generator=g))
+        return F.mse_loss(rec, x) + z_penalty * z.pow(2).sum(1).mean()
+
+    return load_or_train(model, cache, lambda: train_steps(
+        model, loss, batches.steps(epochs), lr=lr, schedule="onecycle", clip=None, seed=seed, progress=progress,
+        desc="autoencoder"))

@@ -8,6 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..translate.training import EpochBatches, train_steps
+from .autoencoder import load_or_train
+
 __all__ = ["DigitClassifier", "train_classifier"]
 
 
@@ -44,29 +47,13 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
     """Cross-entropy training (AdamW, one-cycle LR) with a random +-1 pixel shift of every batch
     (writer-split generalisation); cached like :func:`train_autoencoder`."""
     model = DigitClassifier(images.shape[-1])
-    if cache is not None and Path(cache).exists():
-        model.load_state_dict(torch.load(cache, weights_only=True))
-        return model.eval()
-    from tqdm import tqdm
+    batches = EpochBatches(len(images), batch_size)
 
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * ((len(images) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    model.train()
-    bar = tqdm(range(epochs), desc="classifier", disable=not progress, leave=False)
-    for _ in bar:
-        for idx in torch.randperm(len(images), generator=g).split(batch_size):
-            x = torch.roll(images[idx], torch.randint(-1, 2, (2,), generator=g).tolist(), dims=(2, 3))
-            loss = F.cross_entropy(model(x), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    model.eval()
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), cache)
-    return model
+    def loss(g: torch.Generator) -> torch.Tensor:
+        idx = batches(g)
+        x = torch.roll(images[idx], torch.randint(-1, 2, (2,), generator=g).tolist(), dims=(2, 3))
+        return F.cross_entropy(model(x), labels[idx])
+
+    return load_or_train(model, cache, lambda: train_steps(
+        model, loss, batches.steps(epochs), lr=lr, weight_decay=weight_decay, schedule="onecycle", clip=None,
+        seed=seed, progress=progress, desc="classifier"))

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..nn import build_flow
+from ..translate.training import train_steps
 
 __all__ = ["FactorTransformer", "FactorLoss", "PairFn", "estimate_factor_sizes", "fit_iin",
            "pair_correlation_scores", "sketch_pairs"]
@@ -177,32 +178,27 @@ def estimate_factor_sizes(pairs: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 def fit_iin(model: FactorTransformer, pair_fn: PairFn, steps: int, *, rho: float = 0.975, lr: float = 1e-3,
-            seed: int = 0, progress: bool = False, desc: str = "iin") -> list[float]:
-    """Minimise :class:`FactorLoss` over ``steps`` pair batches (Adam, cosine LR); returns the losses."""
-    from tqdm import tqdm
+            noise: float = 0.0, seed: int = 0, progress: bool = False, desc: str = "iin") -> list[float]:
+    """Minimise :class:`FactorLoss` over ``steps`` pair batches (Adam, cosine LR); returns the losses.
 
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
+    ``noise`` > 0 adds N(0, noise^2) to every z_a and z_b: the flow then models a smoothed density and
+    cannot spend its capacity on the near-degenerate directions of an autoencoder latent (without it
+    the loss keeps falling while the factors generalise worse).
+    """
+    if not noise >= 0:
+        raise ValueError(f"noise must be >= 0, got {noise!r}")
     loss_fn = FactorLoss(model.sizes, rho)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    model.train()
-    losses = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
+
+    def pair_loss(g: torch.Generator) -> torch.Tensor:
         z_a, z_b, shared = pair_fn(g)
-        u, logdet = model(torch.cat([z_a, z_b]))
-        n = z_a.shape[0]
-        loss = loss_fn(u[:n], logdet[:n], u[n:], logdet[n:], shared)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-    model.eval()
-    return losses
+        z = torch.cat([z_a, z_b])
+        if noise:
+            z = z + noise * torch.randn(z.shape, generator=g)
+        u, logdet = model(z)
+        n = z.shape[0] // 2
+        return loss_fn(u[:n], logdet[:n], u[n:], logdet[n:], shared)
+
+    return train_steps(model, pair_loss, steps, lr=lr, seed=seed, progress=progress, desc=desc)
 
 
 def sketch_pairs(examples: torch.Tensor, n: int, nuisance: Callable[[torch.Tensor, torch.Generator], torch.Tensor],

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..nn import MLPEmbedder, build_flow
+from .training import train_steps
 
 __all__ = ["Net2Net", "BatchFn"]
 
@@ -44,24 +45,5 @@ class Net2Net(nn.Module):
     def fit(self, batch_fn: BatchFn, steps: int, *, lr: float = 1e-3, seed: int = 0, progress: bool = False,
             desc: str = "net2net") -> list[float]:
         """Adam with a cosine-decayed LR for ``steps`` batches from ``batch_fn``; returns the loss curve."""
-        from tqdm import tqdm
-
-        torch.manual_seed(seed)
-        g = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(self.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        self.train()
-        losses = []
-        bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-        for _ in bar:
-            z_b, z_a = batch_fn(g)
-            loss = self.loss(z_b, z_a)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.parameters(), 10.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-        self.eval()
-        return losses
+        return train_steps(self, lambda g: self.loss(*batch_fn(g)), steps, lr=lr, seed=seed, progress=progress,
+                           desc=desc)
