@@ -31,10 +31,12 @@ __all__ = [
     "Case",
     "Built",
     "DTYPES",
+    "PROFILE",
     "cases",
     "build",
     "relayout",
     "fuzz_settings",
+    "example_count",
     "fuzz_backends",
     "probe_backend",
     "assert_flash",
@@ -53,18 +55,29 @@ _MAG_CAP = {("exp", "float16"): 1.5, ("exp", "bfloat16"): 8.0, ("exp", "float32"
 
 PROFILE = os.environ.get("FLOWKERN_FUZZ", "ci")
 _EXAMPLES = {"ci": 300, "long": 5000}
+_GRADCHECK_EXAMPLES = {"ci": 40, "long": 500}
+if PROFILE not in _EXAMPLES:
+    raise ValueError(f"FLOWKERN_FUZZ must be 'ci' or 'long', not {PROFILE!r}")
 
 
-def fuzz_settings(max_examples: int | None = None) -> settings:
-    """``ci`` (default): 300 derandomized examples per property, no example database;
-    ``long`` (``FLOWKERN_FUZZ=long``): 5,000 random examples per property;
-    ``FLOWKERN_FUZZ_EXAMPLES=N`` overrides the count."""
-    long = PROFILE == "long"
+def example_count(gradcheck: bool = False) -> int:
+    """Examples per property: 300 (``ci``) / 5,000 (``long``), the float64 gradcheck 40 / 500.
+    ``FLOWKERN_FUZZ_EXAMPLES=N`` overrides every count; ``FLOWKERN_FUZZ_GRADCHECK_EXAMPLES=N``
+    then the gradcheck's."""
     override = os.environ.get("FLOWKERN_FUZZ_EXAMPLES")
+    if gradcheck:
+        override = os.environ.get("FLOWKERN_FUZZ_GRADCHECK_EXAMPLES") or override
+        return int(override) if override else _GRADCHECK_EXAMPLES[PROFILE]
+    return int(override) if override else _EXAMPLES[PROFILE]
+
+
+def fuzz_settings(gradcheck: bool = False) -> settings:
+    """:func:`example_count` examples, derandomized in ``ci`` (the default), random in ``long``
+    (``FLOWKERN_FUZZ=long``); no example database, no deadline; shrinking stays on."""
     return settings(
-        max_examples=int(override) if override else max_examples or _EXAMPLES["long" if long else "ci"],
+        max_examples=example_count(gradcheck),
         deadline=None,
-        derandomize=not long,
+        derandomize=PROFILE != "long",
         database=None,
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -2,8 +2,10 @@
 
 Sets ``TRITON_INTERPRET=1`` before anything imports triton, then runs the
 properties of ``test_fuzz.py`` (those matching ``FLOWKERN_FUZZ_SELECT``, a pytest ``-k``
-expression) with ``FLOWKERN_FUZZ_BACKENDS=triton``. Prints
-``SKIP: <reason>`` and exits 0 when the Triton backend cannot run here.
+expression) with ``FLOWKERN_FUZZ_BACKENDS=triton``, all in this one process (triton's
+import and kernel set-up are paid once). Example counts as in
+:func:`fuzz_strategies.example_count`. Prints ``SKIP: <reason>`` and exits 0 when the
+Triton backend cannot run here.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -42,17 +43,11 @@ def _launcher(kernel):
     return triton.autotune(configs=configs, key=_KEY)(kernel)
 
 
-_FWD = _launcher(K.coupling_fwd_kernel)
-_INV = _launcher(K.coupling_inv_kernel)
-_FWD_BWD = _launcher(K.coupling_fwd_bwd_kernel)
-_INV_BWD = _launcher(K.coupling_inv_bwd_kernel)
-
-
-def _launch_opts(tiles: Tiles) -> dict:
-    opts = dict(BLOCK_B=tiles.BLOCK_B, BLOCK_C=tiles.BLOCK_C, BLOCK_S=tiles.BLOCK_S)
-    if not _AUTOTUNE:
-        opts["num_warps"] = tiles.num_warps
-    return opts
+# one launcher (autotuner) per direction: the best config may differ between them
+_FWD = _launcher(K.coupling_kernel)
+_INV = _launcher(K.coupling_kernel)
+_FWD_BWD = _launcher(K.coupling_bwd_kernel)
+_INV_BWD = _launcher(K.coupling_bwd_kernel)
 
 
 def _bcs_strides(v: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -71,24 +66,56 @@ def _bcs_strides(v: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
     return v, (v.stride(0), v.stride(1), dims[-1][1] if dims else 0)
 
 
-def _shape(x: torch.Tensor, split: int, passive_first: bool) -> tuple[int, int, int, int, int]:
-    B, C = x.shape[0], x.shape[1]
-    S = math.prod(x.shape[2:])
+@dataclass(frozen=True)
+class _Call:
+    """What every launch needs: sizes, tiles, the strided s_raw / t and the scale arguments."""
+
+    B: int
+    C: int
+    S: int
+    tiles: Tiles
+    acc: torch.dtype
+    s_raw: torch.Tensor
+    t: torch.Tensor
+    geometry: tuple  # (B, C, S, act0, c_act, s_raw strides, t strides)
+    scale_args: tuple  # (clamp, 1/clamp, atan_k, eps)
+    consts: dict  # constexprs: SCALE, EPS0, ATAN_TERMS, IS_F64, HAS_AB
+
+
+def _call(v: torch.Tensor, s_raw: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None,
+          split: int, passive_first: bool, scale: int, clamp: float, atan_k: float, eps: float,
+          with_t: bool = True) -> _Call:
+    """Launch arguments for the main input ``v`` (x or y, already contiguous); without
+    ``with_t`` (the forward's backward, which does not read t) t's strides are passed as 0."""
+    B, C = v.shape[0], v.shape[1]
+    S = math.prod(v.shape[2:])
     c_act = C - split if passive_first else split
     act0 = split if passive_first else 0
-    return B, C, S, c_act, act0
-
-
-def _scale_args(scale: int, clamp: float, atan_k: float, eps: float, dtype: torch.dtype):
+    s_raw, ss = _bcs_strides(s_raw)
+    t, ts = _bcs_strides(t) if with_t else (t, (0, 0, 0))
     inv_clamp = 1.0 / clamp if clamp != 0 else 0.0
-    consts = dict(SCALE=scale, EPS0=eps == 0.0, ATAN_TERMS=12 if dtype == torch.float64 else 7,
-                  IS_F64=dtype == torch.float64)
-    return (clamp, inv_clamp, atan_k, eps), consts
+    consts = dict(SCALE=scale, EPS0=eps == 0.0, ATAN_TERMS=12 if v.dtype == torch.float64 else 7,
+                  IS_F64=v.dtype == torch.float64, HAS_AB=a is not None)
+    return _Call(B, C, S, pick_tiles(B, C, S), acc_dtype(v.dtype), s_raw, t,
+                 (B, C, S, act0, c_act, *ss, *ts),
+                 (clamp, inv_clamp, atan_k, eps), consts)
 
 
-def _actnorm_logdet(a: torch.Tensor | None, S: int, acc: torch.dtype) -> torch.Tensor | float:
-    """prod(S) * sum_c log|a_c| (0 without actnorm)."""
-    return 0.0 if a is None else S * torch.log(torch.abs(a.to(acc))).sum()
+def _launch(kernel, c: _Call, *tensors: torch.Tensor | None, **consts) -> None:
+    """kernel[grid](*tensors, *geometry, *scale args, n_cblk, n_sblk, constexprs)."""
+    tiles = c.tiles
+    opts = dict(BLOCK_B=tiles.BLOCK_B, BLOCK_C=tiles.BLOCK_C, BLOCK_S=tiles.BLOCK_S)
+    if not _AUTOTUNE:
+        opts["num_warps"] = tiles.num_warps
+    wrap_triton(kernel)[(tiles.n_programs,)](
+        *tensors, *c.geometry, *c.scale_args, tiles.n_cblk, tiles.n_sblk,
+        **c.consts, **consts, **opts)
+
+
+def _logdet(ld_part: torch.Tensor, a: torch.Tensor | None, c: _Call) -> torch.Tensor:
+    """Sum of the per-tile partials + prod(S) * sum_c log|a_c| (actnorm, if any)."""
+    logdet = ld_part.sum(1)
+    return logdet if a is None else logdet + c.S * torch.log(torch.abs(a.to(c.acc))).sum()
 
 
 @triton_op("flowkern::coupling_fwd_triton", mutates_args=())
@@ -99,22 +126,13 @@ def coupling_fwd_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, logdet, err): y_a = (x_a a + b) e^s + t, y_p = x_p a + b; err (B,) with check else (0,)."""
     x = x.contiguous()
-    B, C, S, c_act, act0 = _shape(x, split, passive_first)
-    s_raw, ss = _bcs_strides(s_raw)
-    t, ts = _bcs_strides(t)
-    acc = acc_dtype(x.dtype)
-    tiles = pick_tiles(B, C, S)
+    c = _call(x, s_raw, t, a, split, passive_first, scale, clamp, atan_k, eps)
     y = torch.empty_like(x)
-    ld_part = torch.empty((B, tiles.n_cblk * tiles.n_sblk), dtype=acc, device=x.device)
+    ld_part = torch.empty((c.B, c.tiles.n_cblk * c.tiles.n_sblk), dtype=c.acc, device=x.device)
     err_part = torch.empty_like(ld_part) if check else ld_part
-    sargs, consts = _scale_args(scale, clamp, atan_k, eps, x.dtype)
-    wrap_triton(_FWD)[(tiles.n_programs,)](
-        x, s_raw, t, a, b, y, ld_part, err_part, B, C, S, act0, c_act, *ss, *ts, *sargs,
-        tiles.n_cblk, tiles.n_sblk, HAS_AB=a is not None, CHECK=check, **consts,
-        **_launch_opts(tiles))
-    logdet = ld_part.sum(1) + _actnorm_logdet(a, S, acc)
+    _launch(_FWD, c, x, c.s_raw, c.t, a, b, y, ld_part, err_part, INVERSE=False, CHECK=check)
     err = err_part.amax(1) if check else ld_part.new_empty((0,))
-    return y, logdet, err
+    return y, _logdet(ld_part, a, c), err
 
 
 @triton_op("flowkern::coupling_inv_triton", mutates_args=())
@@ -125,27 +143,38 @@ def coupling_inv_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, -logdet): x_a = ((y_a - t) e^{-s} - b) / a, x_p = (y_p - b) / a."""
     y = y.contiguous()
-    B, C, S, c_act, act0 = _shape(y, split, passive_first)
-    s_raw, ss = _bcs_strides(s_raw)
-    t, ts = _bcs_strides(t)
-    acc = acc_dtype(y.dtype)
-    tiles = pick_tiles(B, C, S)
+    c = _call(y, s_raw, t, a, split, passive_first, scale, clamp, atan_k, eps)
     x = torch.empty_like(y)
-    ld_part = torch.empty((B, tiles.n_cblk * tiles.n_sblk), dtype=acc, device=y.device)
-    sargs, consts = _scale_args(scale, clamp, atan_k, eps, y.dtype)
-    wrap_triton(_INV)[(tiles.n_programs,)](
-        y, s_raw, t, a, b, x, ld_part, B, C, S, act0, c_act, *ss, *ts, *sargs,
-        tiles.n_cblk, tiles.n_sblk, HAS_AB=a is not None, **consts, **_launch_opts(tiles))
-    return x, -(ld_part.sum(1) + _actnorm_logdet(a, S, acc))
+    ld_part = torch.empty((c.B, c.tiles.n_cblk * c.tiles.n_sblk), dtype=c.acc, device=y.device)
+    _launch(_INV, c, y, c.s_raw, c.t, a, b, x, ld_part, ld_part, INVERSE=True, CHECK=False)
+    return x, -_logdet(ld_part, a, c)
 
 
-def _ab_grads(ga_part, gb_part, gl, a, S, sign, dtype):
-    """grad_a = sum of partials + sign * S * sum_b gl_b / a; grad_b = sum of partials."""
+def _backward(inverse: bool, grad: torch.Tensor, grad_logdet: torch.Tensor,
+              v: torch.Tensor, s_raw: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None,
+              b: torch.Tensor | None, split: int, passive_first: bool, scale: int, clamp: float,
+              atan_k: float, eps: float) -> tuple[torch.Tensor, ...]:
+    """(grad_v, grad_s_raw, grad_t, grad_a, grad_b) of the forward (v = x, grad = grad_y) or of
+    the inverse (v = y, grad = grad_x); grad_a/b are (0,) without a/b.
+
+    grad_a adds the actnorm log-det term sign * S * sum_b gl_b / a (sign -1 for the inverse).
+    """
+    v, grad, grad_logdet = v.contiguous(), grad.contiguous(), grad_logdet.contiguous()
+    c = _call(v, s_raw, t, a, split, passive_first, scale, clamp, atan_k, eps, with_t=inverse)
+    g_main = torch.empty_like(v)
+    gs = torch.empty(c.s_raw.shape, dtype=v.dtype, device=v.device)
+    gt = torch.empty_like(gs)
+    ga_part = gb_part = None
+    if a is not None:
+        ga_part = torch.empty((c.tiles.n_bblk * c.tiles.n_sblk, c.C), dtype=c.acc, device=v.device)
+        gb_part = torch.empty_like(ga_part)
+    _launch(_INV_BWD if inverse else _FWD_BWD, c, grad, grad_logdet, v, c.s_raw, c.t, a, b,
+            g_main, gs, gt, ga_part, gb_part, INVERSE=inverse)
     if a is None:
-        return gl.new_empty((0,), dtype=dtype), gl.new_empty((0,), dtype=dtype)
-    acc = ga_part.dtype
-    ga = ga_part.sum(0) + sign * gl.to(acc).sum() * S / a.to(acc)
-    return ga.to(a.dtype), gb_part.sum(0).to(a.dtype)
+        return g_main, gs, gt, v.new_empty((0,)), v.new_empty((0,))
+    sign = -1.0 if inverse else 1.0
+    ga = ga_part.sum(0) + sign * grad_logdet.to(c.acc).sum() * c.S / a.to(c.acc)
+    return g_main, gs, gt, ga.to(a.dtype), gb_part.sum(0).to(a.dtype)
 
 
 @triton_op("flowkern::coupling_fwd_bwd_triton", mutates_args=())
@@ -155,26 +184,8 @@ def coupling_fwd_bwd_triton(
     passive_first: bool, scale: int, clamp: float, atan_k: float, eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_x, grad_s_raw, grad_t, grad_a, grad_b) of the forward; grad_a/b are (0,) without a/b."""
-    x, grad_y, grad_logdet = x.contiguous(), grad_y.contiguous(), grad_logdet.contiguous()
-    B, C, S, c_act, act0 = _shape(x, split, passive_first)
-    s_raw, ss = _bcs_strides(s_raw)
-    acc = acc_dtype(x.dtype)
-    tiles = pick_tiles(B, C, S)
-    gx = torch.empty_like(x)
-    gs = torch.empty(s_raw.shape, dtype=x.dtype, device=x.device)
-    gt = torch.empty_like(gs)
-    n_rows = tiles.n_bblk * tiles.n_sblk
-    ga_part = gb_part = None
-    if a is not None:
-        ga_part = torch.empty((n_rows, C), dtype=acc, device=x.device)
-        gb_part = torch.empty_like(ga_part)
-    sargs, consts = _scale_args(scale, clamp, atan_k, eps, x.dtype)
-    wrap_triton(_FWD_BWD)[(tiles.n_programs,)](
-        grad_y, grad_logdet, x, s_raw, a, b, gx, gs, gt, ga_part, gb_part,
-        B, C, S, act0, c_act, *ss, *sargs, tiles.n_cblk, tiles.n_sblk,
-        HAS_AB=a is not None, **consts, **_launch_opts(tiles))
-    ga, gb = _ab_grads(ga_part, gb_part, grad_logdet, a, S, 1.0, x.dtype)
-    return gx, gs, gt, ga, gb
+    return _backward(False, grad_y, grad_logdet, x, s_raw, t, a, b, split,
+                     passive_first, scale, clamp, atan_k, eps)
 
 
 @triton_op("flowkern::coupling_inv_bwd_triton", mutates_args=())
@@ -184,27 +195,8 @@ def coupling_inv_bwd_triton(
     passive_first: bool, scale: int, clamp: float, atan_k: float, eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_y, grad_s_raw, grad_t, grad_a, grad_b) of the inverse; grad_a/b are (0,) without a/b."""
-    y, grad_x, grad_logdet = y.contiguous(), grad_x.contiguous(), grad_logdet.contiguous()
-    B, C, S, c_act, act0 = _shape(y, split, passive_first)
-    s_raw, ss = _bcs_strides(s_raw)
-    t, ts = _bcs_strides(t)
-    acc = acc_dtype(y.dtype)
-    tiles = pick_tiles(B, C, S)
-    gy = torch.empty_like(y)
-    gs = torch.empty(s_raw.shape, dtype=y.dtype, device=y.device)
-    gt = torch.empty_like(gs)
-    n_rows = tiles.n_bblk * tiles.n_sblk
-    ga_part = gb_part = None
-    if a is not None:
-        ga_part = torch.empty((n_rows, C), dtype=acc, device=y.device)
-        gb_part = torch.empty_like(ga_part)
-    sargs, consts = _scale_args(scale, clamp, atan_k, eps, y.dtype)
-    wrap_triton(_INV_BWD)[(tiles.n_programs,)](
-        grad_x, grad_logdet, y, s_raw, t, a, b, gy, gs, gt, ga_part, gb_part,
-        B, C, S, act0, c_act, *ss, *ts, *sargs, tiles.n_cblk, tiles.n_sblk,
-        HAS_AB=a is not None, **consts, **_launch_opts(tiles))
-    ga, gb = _ab_grads(ga_part, gb_part, grad_logdet, a, S, -1.0, y.dtype)
-    return gy, gs, gt, ga, gb
+    return _backward(True, grad_x, grad_logdet, y, s_raw, t, a, b, split,
+                     passive_first, scale, clamp, atan_k, eps)
 
 
 # autograd: the convention shared with the C++ ops (flowkern/ops/autograd.py)

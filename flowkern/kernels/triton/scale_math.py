@@ -80,21 +80,28 @@ def scale_value(r, clamp, inv_clamp, atan_k, eps, SCALE: tl.constexpr, EPS0: tl.
 
 
 @triton.jit
-def scale_deriv(r, s, inv_clamp, atan_k, eps, SCALE: tl.constexpr, EPS0: tl.constexpr):
-    """ds/dr: exp 1; tanh 1 - (s/c)^2; atan k / (1 + (r/c)^2);
-    sigmoid sig (1 - sig) / (sig + eps) with sig = sigmoid(r + 2) (1 - sig when eps == 0)."""
+def scale_deriv(r, inv_clamp, atan_k, eps, SCALE: tl.constexpr, EPS0: tl.constexpr):
+    """ds/dr: exp 1; tanh sech^2(r / c); atan k / (1 + (r/c)^2); sigmoid
+    sigma(u) sigma(-u) / (sigma(u) + eps), u = r + 2 (sigma(-u) when eps == 0).
+
+    Both are formed without cancellation: 1 - (s/c)^2 near tanh's saturation and 1 - sigma(u)
+    for large u would turn the rounding error of s or sigma(u) into a large relative error.
+    """
     if SCALE == 0:
         d = tl.full(r.shape, 1.0, r.dtype)
     elif SCALE == 1:
-        th = s * inv_clamp
-        d = 1.0 - th * th
+        # sech^2(q) = 4 e / (1 + e)^2, e = exp(-2|q|)
+        e = tl.exp(-2.0 * tl.abs(r * inv_clamp))
+        d = 4.0 * e / ((1.0 + e) * (1.0 + e))
     elif SCALE == 2:
         q = r * inv_clamp
         d = atan_k / (1.0 + q * q)
     else:
-        sig = 1.0 / (1.0 + tl.exp(-(r + 2.0)))
+        u = r + 2.0
+        sig_neg = 1.0 / (1.0 + tl.exp(u))
         if EPS0:
-            d = 1.0 - sig
+            d = sig_neg
         else:
-            d = sig * (1.0 - sig) / (sig + eps)
+            sig = 1.0 / (1.0 + tl.exp(-u))
+            d = sig * sig_neg / (sig + eps)
     return d
