@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..ops.spec import acc_dtype
-from .base import InvertibleModule, check_input
+from .base import InvertibleModule, ParamGrads, add_param_grad, check_input
 
 __all__ = ["ActNorm", "ActNormParams", "channel_stats"]
 
@@ -97,3 +97,22 @@ class ActNorm(ActNormParams, InvertibleModule):
         self.maybe_initialize(y, inverse=True)
         a, b = self.coefficients(y)
         return (y - _bcast(b, y)) / _bcast(a, y), -self._logdet(y)
+
+    def invert_and_backprop(self, y: torch.Tensor, c: torch.Tensor | None, grad_y: torch.Tensor,
+                            grad_logdet: torch.Tensor, grads: ParamGrads):
+        """Closed form of y = scale (x + loc), logdet = prod(S) sum log|scale|:
+        x = y / scale - loc;  grad_x = grad_y scale;
+        grad_scale = sum_{B,S} grad_y (x + loc) + prod(S) sum_B grad_logdet / scale;
+        grad_loc = scale sum_{B,S} grad_y."""
+        with torch.no_grad():
+            x, _ = self.inverse(y)
+            scale = _bcast(self.scale.to(y.dtype), y)
+            dims = [0, *range(2, y.dim())]
+            if self.scale.requires_grad:
+                acc = acc_dtype(y.dtype)
+                g_scale = (grad_y * (x + _bcast(self.loc.to(y.dtype), y))).sum(dims, dtype=acc)
+                g_scale += math.prod(y.shape[2:]) * grad_logdet.to(acc).sum() / self.scale.to(acc)
+                add_param_grad(grads, self.scale, g_scale.to(self.scale.dtype))
+            if self.loc.requires_grad:
+                add_param_grad(grads, self.loc, (grad_y.sum(dims) * self.scale.to(y.dtype)).to(self.loc.dtype))
+            return x, grad_y * scale, None

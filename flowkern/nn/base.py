@@ -23,6 +23,7 @@ from ..ops.spec import acc_dtype
 __all__ = [
     "InvertibleModule",
     "ParamGrads",
+    "add_param_grad",
     "check_input",
     "zero_logdet",
     "collect_check_errors",
@@ -137,10 +138,15 @@ def backprop_block(
     leaf_grads = [torch.zeros_like(v) if g is None else g for v, g in zip(leaves, got)]
     grad_c = got[len(leaves)] if want_c else None
     for p, g in zip(params, got[len(inputs) - len(params):]):
-        if g is not None:
-            key = id(p)
-            grads[key] = g if key not in grads else grads[key] + g
+        add_param_grad(grads, p, g)
     return leaf_grads, grad_c
+
+
+def add_param_grad(grads: ParamGrads, p: torch.Tensor, g: torch.Tensor | None) -> None:
+    """Accumulate g into ``grads`` under parameter p (no-op for None)."""
+    if g is not None:
+        key = id(p)
+        grads[key] = g if key not in grads else grads[key] + g
 
 
 class InvertibleModule(nn.Module):

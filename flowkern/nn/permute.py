@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import InvertibleModule, check_input, zero_logdet
+from .base import InvertibleModule, ParamGrads, check_input, zero_logdet
 
 __all__ = ["Permute", "Shuffle", "Reverse"]
 
@@ -29,6 +29,11 @@ class Permute(InvertibleModule):
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         check_input(y, self.channels, "y")
         return y.index_select(1, self.inv_perm), zero_logdet(y)
+
+    def invert_and_backprop(self, y: torch.Tensor, c: torch.Tensor | None, grad_y: torch.Tensor,
+                            grad_logdet: torch.Tensor, grads: ParamGrads):
+        """x = y[:, perm^-1] and grad_x = grad_y[:, perm^-1]: no re-run, no parameters."""
+        return y.index_select(1, self.inv_perm), grad_y.index_select(1, self.inv_perm), None
 
     def extra_repr(self) -> str:
         return f"{self.channels}"
