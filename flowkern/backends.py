@@ -47,6 +47,8 @@ class Backend:
     returns None when the backend can run on that device type, else the reason.
     ``forward_packed(x, h, a, b, cfg, check)`` / ``inverse_packed(y, h, a, b, cfg)`` take the
     packed subnet output h = [s_raw | t]; None means "split h into views and call forward".
+    ``forward_packed_grads(grad_y, grad_logdet, x, h, a, b, cfg) -> (grad_x, grad_h, grad_a,
+    grad_b)`` is the backward of ``forward_packed`` as a plain call (None: not provided).
     """
 
     name: str
@@ -55,6 +57,7 @@ class Backend:
     why_unavailable: Callable[[str], str | None]
     forward_packed: Callable | None = None
     inverse_packed: Callable | None = None
+    forward_packed_grads: Callable | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import flowkern
 from flowkern.nn import (
     ActNorm,
     ActNormCoupling,
@@ -57,7 +58,12 @@ def test_gradients_equal_standard_conditional_with_embedder():
     _compare(flow, x, c)
 
 
-def test_gradients_equal_standard_mixed_image_layers():
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_gradients_equal_standard_mixed_image_layers(backend):
+    """auto: cpu, whose couplings call the op's backward directly; reference: the re-run path."""
+    if backend == "reference":
+        with flowkern.backends.use("reference"):
+            return test_gradients_equal_standard_mixed_image_layers("auto")
     torch.manual_seed(2)
     conv = lambda i, o: nn.Sequential(nn.Conv2d(i, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, o, 3, padding=1))  # noqa
     blocks = [

@@ -127,7 +127,7 @@ def backprop_block(
     """Back-propagate ``outputs`` of one re-run block: grads of ``leaves`` (zeros when
     unused) and of ``c`` (None unless c requires grad); parameter grads are added to
     ``grads``."""
-    pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad and g is not None]
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o is not None and o.requires_grad and g is not None]
     want_c = c is not None and c.requires_grad
     params = _trainable(module)
     inputs = [*leaves, *([c] if want_c else []), *params]

@@ -23,6 +23,7 @@ import math
 import torch
 from torch import nn
 
+from .. import backends
 from ..ops.coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from ..ops.spec import make_config
 from .actnorm import ActNormParams
@@ -187,7 +188,8 @@ class AffineCoupling(InvertibleModule):
         grads: ParamGrads,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One subnet evaluation serves both the inverse and the re-run forward: the
-        subnet input z_p equals the passive part of y."""
+        subnet input z_p equals the passive part of y. With a packed subnet output and a
+        backend that provides it, the op's backward runs as one call (no re-run of the op)."""
         y_p = self._parts(y)[0]
         with torch.enable_grad():
             a, b = self._coefficients(y)
@@ -195,9 +197,17 @@ class AffineCoupling(InvertibleModule):
                 x_p_values = self._passive_x(y_p, a, b)
             x_p = x_p_values.detach().requires_grad_(True)
             st = self._scale_shift(self._passive_z(x_p, a, b), c)
+        detach = (lambda v: None if v is None else v.detach())
+        op_grads = backends.select(y.device).forward_packed_grads if st[1] is None else None
         with torch.no_grad():
-            detach = (lambda v: None if v is None else v.detach())
             x, _ = self._op(True, y, tuple(map(detach, st)), detach(a), detach(b))
+            if op_grads is not None:
+                g_x, g_h, g_a, g_b = op_grads(grad_y, grad_logdet, x, st[0].detach(), detach(a), detach(b), self.cfg)
+        if op_grads is not None:  # the rest through the subnet (and a, b to their parameters)
+            with torch.enable_grad():
+                (g_p,), grad_c = backprop_block(self, (st[0], a, b), (g_h, g_a, g_b), (x_p,), c, grads)
+            self._parts(g_x)[0].add_(g_p)
+            return x, g_x, grad_c
         with torch.enable_grad():
             x_a = self._parts(x)[1].detach().requires_grad_(True)
             out, logdet = self._op(False, self._join(x_p, x_a), st, a, b)

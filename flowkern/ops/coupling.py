@@ -127,6 +127,12 @@ def _compiled_inverse_packed(y, h, a, b, cfg):
     return tuple(autograd.call(torch.ops.flowkern.coupling_inv_packed.default, y, h, a, b, *_cfg_args(cfg)))
 
 
+def _compiled_forward_packed_grads(grad_y, grad_logdet, x, h, a, b, cfg):
+    g_x, g_h, g_a, g_b = torch.ops.flowkern.coupling_fwd_packed_bwd(grad_y.contiguous(), grad_logdet.contiguous(),
+                                                                    x, h, a, b, *_cfg_args(cfg))
+    return (g_x, g_h, g_a, g_b) if a is not None else (g_x, g_h, None, None)
+
+
 def _reference_why(device_type: str) -> str | None:
     return None
 
@@ -152,10 +158,9 @@ def _cuda_why(device_type: str) -> str | None:
 
 
 backends.register(backends.Backend("reference", coupling_forward_ref, coupling_inverse_ref, _reference_why))
-backends.register(backends.Backend("cpu", _compiled_forward, _compiled_inverse, _cpu_why,
-                                   _compiled_forward_packed, _compiled_inverse_packed))
-backends.register(backends.Backend("cuda", _compiled_forward, _compiled_inverse, _cuda_why,
-                                   _compiled_forward_packed, _compiled_inverse_packed))
+for _name, _why in (("cpu", _cpu_why), ("cuda", _cuda_why)):
+    backends.register(backends.Backend(_name, _compiled_forward, _compiled_inverse, _why, _compiled_forward_packed,
+                                       _compiled_inverse_packed, _compiled_forward_packed_grads))
 
 
 # ---- public API ---------------------------------------------------------------
