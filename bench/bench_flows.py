@@ -168,19 +168,23 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
 
 
-def step_time(model: nn.Module, loss_fn, x, c, reps: int) -> tuple[float, float]:
-    """Median seconds of (the whole step, its forward + backward without the optimizer)."""
-    opt = make_optimizer(model)
-    times: list[tuple[float, float]] = []
-    for i in range(reps + 2):  # two warm-up steps: data-dependent inits, allocator
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss_fn(x, c).backward()
-        t1 = time.perf_counter()
-        opt.step()
-        if i >= 2:
-            times.append((time.perf_counter() - t0, t1 - t0))
-    return statistics.median(t for t, _ in times), statistics.median(t for _, t in times)
+def step_times(models: dict[str, tuple[nn.Module, object]], x, c, reps: int) -> dict[str, tuple[float, float]]:
+    """Per model, median seconds of (the whole step, its forward + backward without the
+    optimizer). Steps run round-robin (one step of each model per round) so that load changes
+    on a shared machine hit every implementation alike."""
+    opts = {name: make_optimizer(model) for name, (model, _) in models.items()}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+    for i in range(reps + 2):  # two warm-up rounds: data-dependent inits, allocator
+        for name, (_, loss_fn) in models.items():
+            t0 = time.perf_counter()
+            opts[name].zero_grad(set_to_none=True)
+            loss_fn(x, c).backward()
+            t1 = time.perf_counter()
+            opts[name].step()
+            if i >= 2:
+                times[name].append((time.perf_counter() - t0, t1 - t0))
+    return {name: (statistics.median(t for t, _ in ts), statistics.median(t for _, t in ts))
+            for name, ts in times.items()}
 
 
 def _mm_time(m: int, k: int, n: int, reps: int) -> float:
@@ -219,15 +223,11 @@ def measure(cfg: Config, reps: int) -> list[dict]:
               ("FrEIA 0.2", lambda: make_freia(cfg)),
               ("normflows 1.7.3", lambda: make_normflows(cfg)),
               ("nflows 0.14", lambda: make_nflows(cfg))]
-    floor = None
-    for name, make in makers:
-        built = make()
-        if built is None:
-            continue
-        model, loss_fn = built
-        if floor is None:
-            floor = gemm_floor(model, cfg.batch, reps)
-        t, t_fb = step_time(model, loss_fn, x, c, reps)
+    models = {name: built for name, make in makers if (built := make()) is not None}
+    floor = gemm_floor(next(iter(models.values()))[0], cfg.batch, reps)
+    times = step_times(models, x, c, reps)
+    for name, (model, loss_fn) in models.items():
+        t, t_fb = times[name]
         rows.append(dict(config=cfg.name, impl=name, seconds=t, fwd_bwd=t_fb, bytes=saved_bytes(loss_fn, x, c)))
     rows.append(dict(config=cfg.name, impl=f"GEMM floor ({floor[1]:.1f} GFLOP)", seconds=floor[0], fwd_bwd=None,
                      bytes=None))
@@ -236,7 +236,7 @@ def measure(cfg: Config, reps: int) -> list[dict]:
 
 def table(quick: bool) -> str:
     """Markdown table of step time and bytes saved for backward per config and library."""
-    configs, reps = (QUICK, 3) if quick else (CONFIGS, 5)
+    configs, reps = (QUICK, 3) if quick else (CONFIGS, 9)
     lines = [f"threads: {torch.get_num_threads()}, torch {torch.__version__}, "
              f"backend: {_backend_name()}", "",
              "| config | implementation | step ms | x GEMM floor | x flowkern | fwd+bwd ms | fwd+bwd x floor "
