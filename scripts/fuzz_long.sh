@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Long fuzzing run: FLOWKERN_FUZZ=long (5,000 random examples per property) for every CPU
-# backend, then the Triton backend under its interpreter (2,000 per property by default).
+# Long fuzzing run: FLOWKERN_FUZZ=long (5,000 random examples per property, gradcheck 500) for
+# every CPU backend and, at the same time in a second process, for the Triton backend under its
+# interpreter (single-threaded Python: ~45 min on its own core).
 # Prints per-property example counts and failures; exits non-zero if any property failed.
 #   scripts/fuzz_long.sh [extra pytest args]     env: PY, FLOWKERN_FUZZ_EXAMPLES (override the count),
-#   FLOWKERN_TRITON_EXAMPLES (Triton interpreter examples per property, default 2000) and
-#   FLOWKERN_TRITON_GRADCHECK_EXAMPLES (its float64 gradcheck, default 200)
+#   FLOWKERN_TRITON_EXAMPLES (Triton interpreter examples per property, default 5000) and
+#   FLOWKERN_TRITON_GRADCHECK_EXAMPLES (its float64 gradcheck, default 500)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,17 +14,18 @@ LOG="$(mktemp /tmp/flowkern-fuzz-long.XXXXXX.log)"
 export FLOWKERN_FUZZ=long
 cd "$ROOT"
 
-echo "== fuzzing CPU backends (log: $LOG)"
+echo "== fuzzing CPU backends and, in parallel, Triton under TRITON_INTERPRET=1 (log: $LOG)"
+# The interpreter takes ~0.1-0.2 s per example (fast-mode gradcheck ~0.5 s).
+FLOWKERN_FUZZ_EXAMPLES="${FLOWKERN_TRITON_EXAMPLES:-5000}" \
+FLOWKERN_FUZZ_GRADCHECK_EXAMPLES="${FLOWKERN_TRITON_GRADCHECK_EXAMPLES:-500}" \
+    "$PY" -m python_tests.fuzz_triton_worker --hypothesis-show-statistics "$@" >"$LOG.triton" 2>&1 &
+triton_pid=$!
 "$PY" -m pytest python_tests/test_fuzz.py -q -p no:cacheprovider -k "not subprocess" \
     --hypothesis-show-statistics "$@" >"$LOG" 2>&1
 cpu_status=$?
-echo "== fuzzing Triton under TRITON_INTERPRET=1"
-# The interpreter takes ~0.1-0.2 s per example (gradcheck ~0.5 s): 2,000 per property (gradcheck
-# 200) fit in ~20 min on 2 cores, 5,000 would take ~50 min.
-FLOWKERN_FUZZ_EXAMPLES="${FLOWKERN_TRITON_EXAMPLES:-2000}" \
-FLOWKERN_FUZZ_GRADCHECK_EXAMPLES="${FLOWKERN_TRITON_GRADCHECK_EXAMPLES:-200}" \
-    "$PY" -m python_tests.fuzz_triton_worker --hypothesis-show-statistics "$@" >>"$LOG" 2>&1
+wait "$triton_pid"
 triton_status=$?
+cat "$LOG.triton" >>"$LOG" && rm -f "$LOG.triton"
 
 echo
 echo "property                                                     examples  failing"
