@@ -19,7 +19,7 @@ import torch
 
 from .spec import acc_dtype
 
-__all__ = ["make_setup_context", "setup_context", "make_backward", "register", "call"]
+__all__ = ["make_setup_context", "make_backward", "register", "call"]
 
 
 def make_setup_context(n_tensors: int = 5) -> Callable:
@@ -32,9 +32,6 @@ def make_setup_context(n_tensors: int = 5) -> Callable:
         ctx.n_inputs = len(inputs)
 
     return setup_context
-
-
-setup_context = make_setup_context(5)  # the unpacked ops' (x, s_raw, t, a, b)
 
 
 def make_backward(bwd_op: Callable, n_tensors: int = 5) -> Callable:

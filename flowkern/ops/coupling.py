@@ -40,12 +40,16 @@ def _cfg_args(cfg: CouplingConfig) -> tuple:
 _SCALE_NAMES = {v: k for k, v in SCALE_IDS.items()}
 
 
-def _check_schema_args(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, name):
-    """The Python argument rules, applied to the compiled ops' schema arguments (fake kernels)."""
+def _schema_config(split, passive_first, scale, clamp, atan_k, eps) -> CouplingConfig:
+    """The validated config of the compiled ops' schema arguments (scale as its id)."""
     if scale not in _SCALE_NAMES:
         raise ValueError(f"scale must be one of {sorted(_SCALE_NAMES)} ({sorted(SCALE_IDS)}), got {scale}")
-    cfg = make_config(split, "first" if passive_first else "second", _SCALE_NAMES[scale], clamp, atan_k, eps)
-    check_coupling_args(x, s_raw, t, a, b, cfg, name)
+    return make_config(split, "first" if passive_first else "second", _SCALE_NAMES[scale], clamp, atan_k, eps)
+
+
+def _check_schema_args(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, name):
+    """The Python argument rules, applied to the compiled ops' schema arguments (fake kernels)."""
+    check_coupling_args(x, s_raw, t, a, b, _schema_config(split, passive_first, scale, clamp, atan_k, eps), name)
 
 
 if _CPP:
@@ -76,9 +80,7 @@ if _CPP:
     torch.library.register_fake("flowkern::coupling_inv_bwd")(_bwd_fake)
 
     def _packed_views(inp, h, split, passive_first, scale, clamp, atan_k, eps, name):
-        if scale not in _SCALE_NAMES:
-            raise ValueError(f"scale must be one of {sorted(_SCALE_NAMES)} ({sorted(SCALE_IDS)}), got {scale}")
-        cfg = make_config(split, "first" if passive_first else "second", _SCALE_NAMES[scale], clamp, atan_k, eps)
+        cfg = _schema_config(split, passive_first, scale, clamp, atan_k, eps)
         c_act = check_packed_args(inp, h, None, None, cfg, name)
         return h[:, :c_act], h[:, c_act:]
 

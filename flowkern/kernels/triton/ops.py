@@ -21,7 +21,7 @@ import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
-from ...ops.autograd import make_backward, setup_context
+from ...ops.autograd import make_backward, make_setup_context
 from ...ops.spec import acc_dtype
 from . import kernels as K
 from .tiles import AUTOTUNE_STAGES, AUTOTUNE_WARPS, Tiles, pick_tiles
@@ -201,6 +201,6 @@ def coupling_inv_bwd_triton(
 
 # autograd: the convention shared with the C++ ops (flowkern/ops/autograd.py)
 coupling_fwd_triton.register_autograd(make_backward(coupling_fwd_bwd_triton),
-                                      setup_context=setup_context)
+                                      setup_context=make_setup_context())
 coupling_inv_triton.register_autograd(make_backward(coupling_inv_bwd_triton),
-                                      setup_context=setup_context)
+                                      setup_context=make_setup_context())
