@@ -36,7 +36,7 @@ def _extensions():
     exts = [
         CppExtension(
             "flowkern._C",
-            _sources("csrc/ops.cpp") + _sources("csrc/cpu/*.cpp"),
+            _sources("csrc/ops.cpp") + _sources("csrc/eager_autograd.cpp") + _sources("csrc/cpu/*.cpp"),
             include_dirs=include,
             extra_compile_args={"cxx": cxx},
         )

@@ -49,6 +49,8 @@ class Backend:
     packed subnet output h = [s_raw | t]; None means "split h into views and call forward".
     ``forward_packed_grads(grad_y, grad_logdet, x, h, a, b, cfg) -> (grad_x, grad_h, grad_a,
     grad_b)`` is the backward of ``forward_packed`` as a plain call (None: not provided).
+    ``checks_args``: the ops check the argument rules themselves, with the messages of
+    :mod:`flowkern.ops.spec` (the C++ backends, ``csrc/ops_check.h``).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Backend:
     forward_packed: Callable | None = None
     inverse_packed: Callable | None = None
     forward_packed_grads: Callable | None = None
+    checks_args: bool = False
 
 
 _REGISTRY: dict[str, Backend] = {}

@@ -7,8 +7,9 @@ The packed ops take ``(input, h, a, b, *cfg)`` (h = [s_raw | t]) and return
 ``(grad_input, grad_h, grad_a, grad_b)``: ``n_tensors`` is 5 or 4.
 
 :func:`register` attaches the backward with ``torch.library.register_autograd`` (what
-``torch.compile`` and ``opcheck`` use); :func:`call` runs an op with autograd, taking a
-shorter path in eager mode with the very same ``setup_context`` / ``backward``.
+``torch.compile``, ``opcheck`` and ``torch.func`` use); :func:`call` runs an op with autograd,
+in eager mode through the op's C++ twin ``flowkern::<op>_eager`` (csrc/eager_autograd.cpp),
+which calls the same forward and backward ops.
 """
 
 from __future__ import annotations
@@ -52,44 +53,25 @@ def make_backward(bwd_op: Callable, n_tensors: int = 5) -> Callable:
     return backward
 
 
-# op -> (n_tensors, setup_context, backward)
-_EAGER: dict[Callable, tuple[int, Callable, Callable]] = {}
+# registered op -> its C++ eager twin (csrc/eager_autograd.cpp)
+_EAGER: dict[torch._ops.OpOverload, torch._ops.OpOverload] = {}
 
 
-def register(fwd_op: torch._ops.OpOverload, bwd_op: Callable, n_tensors: int) -> None:
-    """``register_autograd`` of ``fwd_op`` with ``bwd_op``; also enables :func:`call`'s eager path."""
-    setup, backward = make_setup_context(n_tensors), make_backward(bwd_op, n_tensors)
-    torch.library.register_autograd(fwd_op, backward, setup_context=setup)
-    _EAGER[fwd_op] = (n_tensors, setup, backward)
-
-
-class _EagerOp(torch.autograd.Function):
-    """One registered op under eager autograd. torch's generic wrapper around a
-    ``register_autograd`` backward re-binds the schema's 11-12 arguments on every call
-    (~50 us on this machine); this calls the same setup_context and backward directly."""
-
-    @staticmethod
-    def forward(ctx, fwd_op, *args):
-        _, setup, backward = _EAGER[fwd_op]
-        out = fwd_op(*args)  # grad mode is off here: the op's autograd kernel just redispatches
-        setup(ctx, args, out)
-        ctx.eager_backward = backward
-        ctx.set_materialize_grads(False)
-        if len(out) == 3:
-            ctx.mark_non_differentiable(out[2])
-        return tuple(out)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        return (None,) + ctx.eager_backward(ctx, *grads)
+def register(fwd_op: torch._ops.OpOverload, bwd_op: Callable, n_tensors: int,
+             eager_op: torch._ops.OpOverload) -> None:
+    """``register_autograd`` of ``fwd_op`` with ``bwd_op`` (what torch.compile, opcheck and torch.func
+    use); :func:`call` runs ``eager_op`` instead in plain eager mode: the same schema, forward and
+    backward ops, with the autograd node built in C++."""
+    torch.library.register_autograd(fwd_op, make_backward(bwd_op, n_tensors),
+                                    setup_context=make_setup_context(n_tensors))
+    _EAGER[fwd_op] = eager_op
 
 
 def call(fwd_op: torch._ops.OpOverload, *args) -> tuple:
-    """``fwd_op(*args)`` with autograd: through :class:`_EagerOp` when eager autograd will
-    record it, else the registered op (torch.compile, torch.func transforms, no grad)."""
-    n = _EAGER[fwd_op][0]
-    if (torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and not torch._C._are_functorch_transforms_active()
-            and any(isinstance(v, torch.Tensor) and v.requires_grad for v in args[:n])):
-        return _EagerOp.apply(fwd_op, *args)
-    return fwd_op(*args)
+    """``fwd_op(*args)`` with autograd. In eager mode this runs its C++ eager twin: torch's Python
+    kernel for a ``register_autograd`` formula costs ~5 us per call even when nothing needs a
+    gradient, and a Python autograd node ~40 us per forward + backward; under torch.compile and
+    torch.func transforms it is the registered op."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return fwd_op(*args)
+    return _EAGER[fwd_op](*args)

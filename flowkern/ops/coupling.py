@@ -18,6 +18,7 @@ The math is that of :mod:`flowkern.ops.coupling_ref` (the spec).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -106,7 +107,8 @@ if _CPP:
     for _op, _n in (("coupling_fwd", 5), ("coupling_inv", 5), ("coupling_fwd_packed", 4),
                     ("coupling_inv_packed", 4)):
         autograd.register(getattr(torch.ops.flowkern, _op).default,
-                          getattr(torch.ops.flowkern, _op + "_bwd").default, _n)
+                          getattr(torch.ops.flowkern, _op + "_bwd").default, _n,
+                          getattr(torch.ops.flowkern, _op + "_eager").default)
 
 
 def _compiled_forward(x, s_raw, t, a, b, cfg, check):
@@ -162,7 +164,7 @@ def _cuda_why(device_type: str) -> str | None:
 backends.register(backends.Backend("reference", coupling_forward_ref, coupling_inverse_ref, _reference_why))
 for _name, _why in (("cpu", _cpu_why), ("cuda", _cuda_why)):
     backends.register(backends.Backend(_name, _compiled_forward, _compiled_inverse, _why, _compiled_forward_packed,
-                                       _compiled_inverse_packed, _compiled_forward_packed_grads))
+                                       _compiled_inverse_packed, _compiled_forward_packed_grads, checks_args=True))
 
 
 # ---- public API ---------------------------------------------------------------
@@ -189,8 +191,8 @@ def coupling_forward(
     ``err`` (B,) is max |x_rebuilt - x| per sample, x rebuilt from y inside the same pass.
     """
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
-    check_coupling_args(x, s_raw, t, a, b, cfg, "x")
-    return backends.select(x.device, backend).forward(x, s_raw, t, a, b, cfg, bool(check))
+    return _run(x, backend, lambda: check_coupling_args(x, s_raw, t, a, b, cfg, "x"),
+                lambda be: be.forward(x, s_raw, t, a, b, cfg, bool(check)))
 
 
 def coupling_inverse(
@@ -213,8 +215,8 @@ def coupling_inverse(
     z_a = (y_a - t) exp(-f(s_raw));  x = (z - b) / a.
     """
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
-    check_coupling_args(y, s_raw, t, a, b, cfg, "y")
-    return backends.select(y.device, backend).inverse(y, s_raw, t, a, b, cfg)
+    return _run(y, backend, lambda: check_coupling_args(y, s_raw, t, a, b, cfg, "y"),
+                lambda be: be.inverse(y, s_raw, t, a, b, cfg))
 
 
 def coupling_forward_packed(
@@ -263,13 +265,37 @@ def coupling_inverse_packed(
 
 
 def _packed(inverse: bool, inp, h, a, b, cfg: CouplingConfig, extra: tuple, backend: str | None) -> tuple:
-    """Check, then run the backend's packed op, or its unpacked op on the views of h."""
-    c_act = check_packed_args(inp, h, a, b, cfg, "y" if inverse else "x")
+    """Run the backend's packed op, or its unpacked op on the views of h."""
+
+    def run(be: backends.Backend) -> tuple:
+        packed_op = be.inverse_packed if inverse else be.forward_packed
+        if packed_op is None:
+            c_act = h.shape[1] // 2
+            return (be.inverse if inverse else be.forward)(inp, h[:, :c_act], h[:, c_act:], a, b, cfg, *extra)
+        return packed_op(inp, h, a, b, cfg, *extra)
+
+    return _run(inp, backend, lambda: check_packed_args(inp, h, a, b, cfg, "y" if inverse else "x"), run)
+
+
+def _run(inp, backend: str | None, check: Callable[[], object], run: Callable[[backends.Backend], tuple]) -> tuple:
+    """``run`` on the selected backend, after ``check`` (the argument rules; raises naming the argument).
+
+    Backends whose ops check the same rules in C++ (``checks_args``) skip the Python check, which
+    costs as much as their whole call at small shapes, unless the op raised: then ``check`` raises
+    the canonical message (or, if the Python rules pass, the op's error is re-raised).
+    """
+    if not isinstance(inp, torch.Tensor):
+        check()
     chosen = backends.select(inp.device, backend)
-    packed_op = chosen.inverse_packed if inverse else chosen.forward_packed
-    if packed_op is None:
-        return (chosen.inverse if inverse else chosen.forward)(inp, h[:, :c_act], h[:, c_act:], a, b, cfg, *extra)
-    return packed_op(inp, h, a, b, cfg, *extra)
+    if not chosen.checks_args or torch.compiler.is_compiling():
+        check()
+        return run(chosen)
+    try:
+        return run(chosen)
+    except (TypeError, ValueError, RuntimeError) as e:
+        failure = e
+    check()
+    raise failure
 
 
 # ---- the Triton backend (imports triton lazily, on first use) ------------------------
