@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Configure and build the flowkern_ops C++ library with CMake into a temporary directory,
-# then check that it registers the four CPU kernels. Prints the elapsed time.
+# then check that it registers the CPU kernels and the C++ eager autograd. Prints the elapsed time.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -20,6 +20,10 @@ torch.ops.load_library(sys.argv[1])
 x = torch.randn(3, 4, 5)
 y, logdet, err = torch.ops.flowkern.coupling_fwd(x, x[:, 2:], x[:, 2:], None, None, 2, True, 1, 1.0, 0.6, 0.0, True)
 assert y.shape == x.shape and logdet.shape == (3,) and float(err.max()) < 1e-5
-print("flowkern_ops loads and runs coupling_fwd")
+xg = x.clone().requires_grad_()
+y2, logdet2, _ = torch.ops.flowkern.coupling_fwd_eager(xg, xg[:, 2:], xg[:, 2:], None, None, 2, True, 1, 1.0, 0.6, 0.0, False)
+(y2.sum() + logdet2.sum()).backward()
+assert torch.equal(y2, y) and xg.grad is not None and bool(torch.isfinite(xg.grad).all())
+print("flowkern_ops loads and runs coupling_fwd, and coupling_fwd_eager with its C++ backward")
 PYEOF
 echo "cmake configure + build OK in $(( $(date +%s) - start )) s"
