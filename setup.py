@@ -38,7 +38,10 @@ def _extensions():
             "flowkern._C",
             _sources("csrc/ops.cpp") + _sources("csrc/eager_autograd.cpp") + _sources("csrc/cpu/*.cpp"),
             include_dirs=include,
-            extra_compile_args={"cxx": cxx},
+            # OpenMP: the kernels run on ATen's intra-op team (at::parallel_for). The libgomp.so.1
+            # this links resolves at run time to the copy torch has already loaded.
+            extra_compile_args={"cxx": cxx + ["-fopenmp"]},
+            extra_link_args=["-fopenmp"],
         )
     ]
     want_cuda = os.environ.get("FORCE_CUDA", "0") == "1" or (

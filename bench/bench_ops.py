@@ -78,18 +78,28 @@ def _time_ms(fn: Callable[[], object], reps: int, warmup: int = 3) -> float:
     return _time_many({"fn": fn}, reps, warmup)["fn"]
 
 
-def _time_many(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 3) -> dict[str, float]:
-    """Median ms per call of each fn, timed round-robin (one call of each per round) so that
-    load changes on a shared machine hit every implementation alike."""
-    for fn in fns.values():
+def _time_many(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 3,
+               block_s: float = 0.0) -> dict[str, float]:
+    """Median ms per call of each fn over ``reps`` rounds; each round runs every fn in turn, so
+    load changes on a shared machine hit every implementation alike. ``block_s`` > 0: a fn faster
+    than that runs back to back for about ``block_s`` per round and the block's mean is the
+    round's sample (warm, timeit-like); 0: one call per fn per round (each call follows the
+    others' code, as an op in a model follows other ops)."""
+    blocks = {}
+    for k, fn in fns.items():
         for _ in range(warmup):
             fn()
+        t0 = time.perf_counter()
+        fn()
+        blocks[k] = max(1, min(200, int(block_s / max(time.perf_counter() - t0, 1e-7))))
     ts: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
+            n = blocks[k]
             t0 = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t0)
+            for _ in range(n):
+                fn()
+            ts[k].append((time.perf_counter() - t0) / n)
     return {k: 1e3 * statistics.median(v) for k, v in ts.items()}
 
 
@@ -140,6 +150,15 @@ def table(quick: bool = False) -> str:
             lines.append(f"| {tuple(shape)} | {which} | {t['cpu']:.3f} | {t['cpu_views']:.3f} | {t['reference']:.3f} | "
                          f"{t['compiled']:.3f} | {fl:.3f} ({fl_copy:.3f} / {fl_exp:.3f}) | "
                          f"{t['compiled'] / t['cpu']:.2f}x | {t['cpu'] / fl:.2f}x |")
+    small = SHAPES[1]
+    fns = {impl: make_fns(small, impl) for impl in ("cpu", "compiled")}
+    warm = {which: _time_many({**{impl: fns[impl][which] for impl in fns}, **floor_fns(small, which)}, 25 * reps,
+                              block_s=1e-3) for which in PASSES}
+    lines += ["", f"The same {small} rows timed in warm blocks of ~1 ms per implementation (timeit-like) instead of "
+              "one call each per round: " + "; ".join(
+                  f"{which} compiled / cpu {t['compiled'] / t['cpu']:.2f}x, cpu / floor "
+                  f"{t['cpu'] / max(t['floor_copy'], t['floor_exp']):.2f}x ({1e3 * t['cpu']:.0f} us)"
+                  for which, t in warm.items()) + "."]
     tiny = make_fns((1, 64), "cpu")
     call = {k: _time_ms(tiny[k], 20 * reps, warmup=50) for k in PASSES}  # each in its own loop (timeit-like)
     lines += ["", "Per-call overhead (flowkern cpu at shape (1, 64), i.e. no work): "

@@ -29,10 +29,10 @@ class DemoConfig:
 
     latent_dim: int = 32
     ae_width: int = 64
-    ae_epochs: int = 20
+    ae_epochs: int = 30
     clf_epochs: int = 20
     train_copies: int = 8
-    deform: float = 1.0  # copies 2..n of each training digit get a random small affine warp
+    deform: float = 1.5  # copies 2..n of each training digit get a random small affine warp
     iin_steps: int = 1500
     iin_blocks: int = 6
     iin_lr: float = 2e-3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -104,6 +106,13 @@ def test_cli_exit_codes(tmp_path, capsys):
     cond = tmp_path / "cond.pt"
     torch.save(_trained_flow(cond_dim=3), cond)
     assert cli_main(["check", str(cond), "--dtype", "float64"]) == 0
+
+
+def test_python_dash_m_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "flowkern", "backends"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "reference" in proc.stdout and "cpu" in proc.stdout
 
 
 def test_bad_arguments():

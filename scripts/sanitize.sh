@@ -37,7 +37,8 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$L
 export FLOWKERN_FUZZ_BACKENDS=cpu FLOWKERN_FUZZ_EXAMPLES="${SANITIZE_EXAMPLES:-150}"
 
 echo "== running CPU op tests under ASan/UBSan"
-tests=(python_tests/test_fuzz.py python_tests/test_audit.py python_tests/test_determinism.py)
+tests=(python_tests/test_fuzz.py python_tests/test_audit.py python_tests/test_determinism.py
+       python_tests/test_ops_eager_autograd.py)
 for f in "$WORK"/python_tests/test_ops_cpu*.py; do [ -e "$f" ] && tests+=("python_tests/$(basename "$f")"); done
 status=0
 (cd "$WORK" && "$PY" -c "import flowkern, flowkern.ops.coupling as c; assert c._CPP, 'sanitized _C not loaded'" \

@@ -28,7 +28,6 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -55,14 +54,15 @@ using acc_t = std::conditional_t<std::is_same_v<S, double>, double, float>;
 
 // Runs fn(c, c + 1) for every chunk c in [0, n) of a call over `elems` elements.
 //
-// The calling thread starts on the chunks at once and asks min(n, at::get_num_threads())
-// - 1 helpers (tasks of libtorch's inter-op pool, at::launch) to join; everybody claims
-// the next unclaimed chunk from a shared counter until none is left, and the caller
-// returns once every claimed chunk is done. A helper that starts late (pool busy, or its
-// core taken by another process) finds no chunk left and touches nothing of the call,
-// so nobody waits for a thread to be scheduled (a fork/join parallel_for waits for every
-// team thread, a whole time slice on a loaded machine). Results are deterministic
-// because every chunk writes only its own slots. Below kParallelElems all runs here.
+// min(n, at::get_num_threads()) threads of ATen's intra-op team (at::parallel_for: the OpenMP
+// team of PyTorch's builds, shared with every other ATen op since the extension is built with
+// -fopenmp against torch's own libgomp) each claim the next unclaimed chunk from a shared
+// counter until none is left, so a thread that starts late does fewer chunks. Between ops the
+// team's threads spin for a while, so a call that follows other ATen ops (the usual case in a
+// model) starts on hot threads; a private pool's helper sleeps on a condition variable and, on
+// this VM kind, misses millisecond-long calls that follow an op altogether (measured: 1.5 ms
+// alone, 2.6 ms right after a torch.exp). Results are deterministic because every chunk writes
+// only its own slots. Below kParallelElems (or built without OpenMP) all runs on the caller.
 template <class Fn>
 void parallel_chunks(int64_t n, int64_t elems, const Fn& fn) {
   if (n <= 0) return;
@@ -71,19 +71,11 @@ void parallel_chunks(int64_t n, int64_t elems, const Fn& fn) {
     for (int64_t c = 0; c < n; ++c) fn(c, c + 1);
     return;
   }
-  struct Counters {  // outlives the call if a helper starts after it returned
-    std::atomic<int64_t> next{0}, done{0};
-  };
-  const auto st = std::make_shared<Counters>();
-  const auto run = [n](Counters& k, const Fn& f) {
-    for (int64_t c = k.next.fetch_add(1); c < n; c = k.next.fetch_add(1)) {
-      f(c, c + 1);
-      k.done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t h = 1; h < workers; ++h) at::launch([st, &fn, run] { run(*st, fn); });
-  run(*st, fn);
-  while (st->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w)
+      for (int64_t c = next.fetch_add(1); c < n; c = next.fetch_add(1)) fn(c, c + 1);
+  });
 }
 
 // ---- vector helpers -------------------------------------------------------------
