@@ -6,12 +6,17 @@
 // `register_autograd` formula of flowkern/ops/autograd.py does. That registration is what
 // torch.compile, opcheck and torch.func see; flowkern.ops.autograd.call routes plain eager calls
 // here, because a Python autograd node costs ~40 us per forward + backward and the op itself a
-// few (shapes like (256, 64) are dominated by it).
+// few (shapes like (256, 64) are dominated by it). One template serves the unpacked and the
+// packed ops; a call where no input needs a gradient runs the op without building a node.
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
+#include <utility>
+
+#include "ops_check.h"
 
 namespace flowkern {
 namespace {
@@ -30,129 +35,99 @@ struct Cfg {
 };
 
 void save_cfg(AutogradContext* ctx, const Cfg& c) {
-  ctx->saved_data["split"] = c.split;
-  ctx->saved_data["passive_first"] = c.passive_first;
-  ctx->saved_data["scale"] = c.scale;
-  ctx->saved_data["clamp"] = c.clamp;
-  ctx->saved_data["atan_k"] = c.atan_k;
-  ctx->saved_data["eps"] = c.eps;
+  ctx->saved_data["cfg"] = c10::ivalue::Tuple::create(c.split, c.passive_first, c.scale, c.clamp, c.atan_k, c.eps);
 }
 
 Cfg load_cfg(AutogradContext* ctx) {
-  auto& d = ctx->saved_data;
-  return {d["split"].toInt(), d["passive_first"].toBool(), d["scale"].toInt(),
-          d["clamp"].toDouble(), d["atan_k"].toDouble(), d["eps"].toDouble()};
+  const auto& v = ctx->saved_data["cfg"].toTupleRef().elements();
+  return {v[0].toInt(), v[1].toBool(), v[2].toInt(), v[3].toDouble(), v[4].toDouble(), v[5].toDouble()};
 }
 
 template <class Sig>
-c10::TypedOperatorHandle<Sig> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+c10::TypedOperatorHandle<Sig> op(const std::string& name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name.c_str(), "").typed<Sig>();
 }
 
-using Tensor2 = std::tuple<Tensor, Tensor>;
-using Tensor3 = std::tuple<Tensor, Tensor, Tensor>;
-using Tensor4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-using Tensor5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+// std::tuple of N Tensors
+template <size_t... I>
+auto tensor_tuple(std::index_sequence<I...>) -> std::tuple<decltype((void)I, Tensor())...>;
+template <size_t N>
+using TensorN = decltype(tensor_tuple(std::make_index_sequence<N>()));
 #define FK_CFG_T int64_t, bool, int64_t, double, double, double
 
-// grad_out / grad_logdet of the backward op: contiguous, zeros where autograd passed none
-std::pair<Tensor, Tensor> out_grads(const variable_list& g, const Tensor& input) {
-  Tensor g_out = g[0].defined() ? g[0].contiguous() : at::zeros_like(input, at::MemoryFormat::Contiguous);
-  Tensor g_ld = g[1].defined()
-                    ? g[1].contiguous()
-                    : at::zeros({input.size(0)}, input.options().dtype(input.scalar_type() == at::kDouble
-                                                                          ? at::kDouble
-                                                                          : at::kFloat));
-  return {g_out, g_ld};
-}
+// One autograd Function for the four ops. `main` is (input, s_raw, t) for the unpacked ops and
+// (input, h) for the packed ones (h = [s_raw | t]); every op takes (main..., a?, b?, cfg[, check])
+// and its backward op (grad_out, grad_logdet, main..., a?, b?, cfg) -> (grad of each main, grad_a,
+// grad_b). forward's arguments are ordered (a, b, cfg, check, main...) so the tensor pack comes last.
+template <bool Inverse, class... Main>
+struct CouplingFn : torch::autograd::Function<CouplingFn<Inverse, Main...>> {
+  static constexpr size_t N = sizeof...(Main);
+  static std::string name(const char* suffix) {
+    return std::string(Inverse ? "flowkern::coupling_inv" : "flowkern::coupling_fwd") + (N == 2 ? "_packed" : "") +
+           suffix;
+  }
 
-// ---- unpacked: (input, s_raw, t, a?, b?, cfg[, check]) --------------------------------------
-template <bool Inverse>
-struct Unpacked : torch::autograd::Function<Unpacked<Inverse>> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& in, const Tensor& s_raw, const Tensor& t,
-                               const OptTensor& a, const OptTensor& b, Cfg c, bool check) {
-    variable_list out;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      if constexpr (Inverse) {
-        static const auto inv = op<Tensor2(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
-                                           const OptTensor&, FK_CFG_T)>("flowkern::coupling_inv");
-        auto [x, ld] = inv.call(in, s_raw, t, a, b, c.split, c.passive_first, c.scale, c.clamp, c.atan_k, c.eps);
-        out = {x, ld};
-      } else {
-        static const auto fwd = op<Tensor3(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
-                                           const OptTensor&, FK_CFG_T, bool)>("flowkern::coupling_fwd");
-        auto [y, ld, err] =
-            fwd.call(in, s_raw, t, a, b, c.split, c.passive_first, c.scale, c.clamp, c.atan_k, c.eps, check);
-        ctx->mark_non_differentiable({err});
-        out = {y, ld, err};
-      }
+  // the op itself, below autograd: (out, logdet[, err])
+  static variable_list run(const OptTensor& a, const OptTensor& b, const Cfg& c, bool check, const Main&... main) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    if constexpr (Inverse) {
+      static const auto inv = op<TensorN<2>(const Main&..., const OptTensor&, const OptTensor&, FK_CFG_T)>(name(""));
+      auto [x, ld] = inv.call(main..., a, b, c.split, c.passive_first, c.scale, c.clamp, c.atan_k, c.eps);
+      return {x, ld};
+    } else {
+      static const auto fwd =
+          op<TensorN<3>(const Main&..., const OptTensor&, const OptTensor&, FK_CFG_T, bool)>(name(""));
+      auto [y, ld, err] = fwd.call(main..., a, b, c.split, c.passive_first, c.scale, c.clamp, c.atan_k, c.eps, check);
+      return {y, ld, err};
     }
-    ctx->save_for_backward({in, s_raw, t, a.value_or(Tensor()), b.value_or(Tensor())});
+  }
+
+  static variable_list forward(AutogradContext* ctx, const OptTensor& a, const OptTensor& b, Cfg c, bool check,
+                               const Main&... main) {
+    variable_list out = run(a, b, c, check, main...);
+    if (!Inverse) ctx->mark_non_differentiable({out[2]});
+    ctx->save_for_backward({main..., a.value_or(Tensor()), b.value_or(Tensor())});
     save_cfg(ctx, c);
     ctx->set_materialize_grads(false);
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list g) {
-    static const auto bwd = op<Tensor5(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                       const OptTensor&, const OptTensor&, FK_CFG_T)>(
-        Inverse ? "flowkern::coupling_inv_bwd" : "flowkern::coupling_fwd_bwd");
+    return backward_impl(ctx, g, std::make_index_sequence<N>());
+  }
+
+  template <size_t... I>
+  static variable_list backward_impl(AutogradContext* ctx, const variable_list& g, std::index_sequence<I...>) {
+    static const auto bwd = op<TensorN<N + 2>(const Tensor&, const Tensor&, const Main&..., const OptTensor&,
+                                              const OptTensor&, FK_CFG_T)>(name("_bwd"));
     const auto s = ctx->get_saved_variables();
     const Cfg c = load_cfg(ctx);
-    const bool has_ab = s[3].defined();
-    const auto [g_out, g_ld] = out_grads(g, s[0]);
-    auto [g_in, g_s, g_t, g_a, g_b] =
-        bwd.call(g_out, g_ld, s[0], s[1], s[2], has_ab ? OptTensor(s[3]) : std::nullopt,
-                 has_ab ? OptTensor(s[4]) : std::nullopt, c.split, c.passive_first, c.scale, c.clamp, c.atan_k,
-                 c.eps);
-    // one per forward argument: in, s_raw, t, a, b, cfg, check
-    return {g_in, g_s, g_t, has_ab ? g_a : Tensor(), has_ab ? g_b : Tensor(), Tensor(), Tensor()};
+    const Tensor& in = s[0];
+    const bool has_ab = s[N].defined();
+    // grad_out / grad_logdet: contiguous, zeros where autograd passed none
+    const Tensor g_out = g[0].defined() ? g[0].contiguous() : at::zeros_like(in, at::MemoryFormat::Contiguous);
+    const Tensor g_ld = g[1].defined() ? g[1].contiguous()
+                                       : at::zeros({in.size(0)}, in.options().dtype(acc_scalar_type(in.scalar_type())));
+    const auto grads = std::apply([](auto&&... v) { return variable_list{v...}; },
+                                  bwd.call(g_out, g_ld, s[I]..., has_ab ? OptTensor(s[N]) : std::nullopt,
+                                           has_ab ? OptTensor(s[N + 1]) : std::nullopt, c.split, c.passive_first,
+                                           c.scale, c.clamp, c.atan_k, c.eps));
+    // one per forward argument: a, b, cfg, check, main...
+    return {has_ab ? grads[N] : Tensor(), has_ab ? grads[N + 1] : Tensor(), Tensor(), Tensor(), grads[I]...};
+  }
+
+  // The op with autograd; without a node when no input needs a gradient (what the node costs is
+  // then all overhead: its saved state and config map).
+  static variable_list call(const OptTensor& a, const OptTensor& b, Cfg c, bool check, const Main&... main) {
+    const auto needs = [](const Tensor& v) { return v.defined() && v.requires_grad(); };
+    if (!at::GradMode::is_enabled() || !((needs(main) || ...) || (a && needs(*a)) || (b && needs(*b))))
+      return run(a, b, c, check, main...);
+    return CouplingFn::apply(a, b, c, check, main...);
   }
 };
 
-// ---- packed: (input, h = [s_raw | t], a?, b?, cfg[, check]) ---------------------------------
-template <bool Inverse>
-struct Packed : torch::autograd::Function<Packed<Inverse>> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& in, const Tensor& h, const OptTensor& a,
-                               const OptTensor& b, Cfg c, bool check) {
-    variable_list out;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      if constexpr (Inverse) {
-        static const auto inv = op<Tensor2(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                                           FK_CFG_T)>("flowkern::coupling_inv_packed");
-        auto [x, ld] = inv.call(in, h, a, b, c.split, c.passive_first, c.scale, c.clamp, c.atan_k, c.eps);
-        out = {x, ld};
-      } else {
-        static const auto fwd = op<Tensor3(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                                           FK_CFG_T, bool)>("flowkern::coupling_fwd_packed");
-        auto [y, ld, err] = fwd.call(in, h, a, b, c.split, c.passive_first, c.scale, c.clamp, c.atan_k, c.eps, check);
-        ctx->mark_non_differentiable({err});
-        out = {y, ld, err};
-      }
-    }
-    ctx->save_for_backward({in, h, a.value_or(Tensor()), b.value_or(Tensor())});
-    save_cfg(ctx, c);
-    ctx->set_materialize_grads(false);
-    return out;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list g) {
-    static const auto bwd = op<Tensor4(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
-                                       const OptTensor&, FK_CFG_T)>(
-        Inverse ? "flowkern::coupling_inv_packed_bwd" : "flowkern::coupling_fwd_packed_bwd");
-    const auto s = ctx->get_saved_variables();
-    const Cfg c = load_cfg(ctx);
-    const bool has_ab = s[2].defined();
-    const auto [g_out, g_ld] = out_grads(g, s[0]);
-    auto [g_in, g_h, g_a, g_b] = bwd.call(g_out, g_ld, s[0], s[1], has_ab ? OptTensor(s[2]) : std::nullopt,
-                                          has_ab ? OptTensor(s[3]) : std::nullopt, c.split, c.passive_first,
-                                          c.scale, c.clamp, c.atan_k, c.eps);
-    // one per forward argument: in, h, a, b, cfg, check
-    return {g_in, g_h, has_ab ? g_a : Tensor(), has_ab ? g_b : Tensor(), Tensor(), Tensor()};
-  }
-};
+using Tensor2 = TensorN<2>;
+using Tensor3 = TensorN<3>;
 
 Tensor3 fwd3(const variable_list& v) { return {v[0], v[1], v[2]}; }
 Tensor2 inv2(const variable_list& v) { return {v[0], v[1]}; }
@@ -160,25 +135,29 @@ Tensor2 inv2(const variable_list& v) { return {v[0], v[1]}; }
 Tensor3 coupling_fwd_eager(const Tensor& x, const Tensor& s_raw, const Tensor& t, const OptTensor& a,
                            const OptTensor& b, int64_t split, bool passive_first, int64_t scale, double clamp,
                            double atan_k, double eps, bool check) {
-  return fwd3(Unpacked<false>::apply(x, s_raw, t, a, b, Cfg{split, passive_first, scale, clamp, atan_k, eps}, check));
+  const Cfg c{split, passive_first, scale, clamp, atan_k, eps};
+  return fwd3(CouplingFn<false, Tensor, Tensor, Tensor>::call(a, b, c, check, x, s_raw, t));
 }
 
 Tensor2 coupling_inv_eager(const Tensor& y, const Tensor& s_raw, const Tensor& t, const OptTensor& a,
                            const OptTensor& b, int64_t split, bool passive_first, int64_t scale, double clamp,
                            double atan_k, double eps) {
-  return inv2(Unpacked<true>::apply(y, s_raw, t, a, b, Cfg{split, passive_first, scale, clamp, atan_k, eps}, false));
+  const Cfg c{split, passive_first, scale, clamp, atan_k, eps};
+  return inv2(CouplingFn<true, Tensor, Tensor, Tensor>::call(a, b, c, false, y, s_raw, t));
 }
 
 Tensor3 coupling_fwd_packed_eager(const Tensor& x, const Tensor& h, const OptTensor& a, const OptTensor& b,
                                   int64_t split, bool passive_first, int64_t scale, double clamp, double atan_k,
                                   double eps, bool check) {
-  return fwd3(Packed<false>::apply(x, h, a, b, Cfg{split, passive_first, scale, clamp, atan_k, eps}, check));
+  const Cfg c{split, passive_first, scale, clamp, atan_k, eps};
+  return fwd3(CouplingFn<false, Tensor, Tensor>::call(a, b, c, check, x, h));
 }
 
 Tensor2 coupling_inv_packed_eager(const Tensor& y, const Tensor& h, const OptTensor& a, const OptTensor& b,
                                   int64_t split, bool passive_first, int64_t scale, double clamp, double atan_k,
                                   double eps) {
-  return inv2(Packed<true>::apply(y, h, a, b, Cfg{split, passive_first, scale, clamp, atan_k, eps}, false));
+  const Cfg c{split, passive_first, scale, clamp, atan_k, eps};
+  return inv2(CouplingFn<true, Tensor, Tensor>::call(a, b, c, false, y, h));
 }
 
 }  // namespace

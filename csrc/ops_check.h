@@ -10,6 +10,9 @@
 
 namespace flowkern {
 
+// dtype of the log-det and of the kernels' arithmetic: float64 for float64 inputs, else float32
+inline at::ScalarType acc_scalar_type(at::ScalarType dt) { return dt == at::kDouble ? at::kDouble : at::kFloat; }
+
 // Shape facts of one call, derived from x of shape (B, C, *S).
 struct CouplingShape {
   int64_t B;        // batch

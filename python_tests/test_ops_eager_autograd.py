@@ -110,6 +110,18 @@ def test_no_grad_and_inference_mode_give_plain_tensors():
         torch.testing.assert_close(ld, ld0, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("which", range(4))
+def test_node_is_built_when_any_single_input_needs_a_gradient(which):
+    """Without any input needing a gradient the op runs without a node; with one it needs, the
+    gradient reaches exactly that input."""
+    leaves = [v.detach() for v in _leaves("fwd_packed", 4, 6, (), torch.float32, True)]
+    leaves[which].requires_grad_(True)
+    y, ld = flowkern.coupling_forward_packed(*leaves, split=3, backend="cpu")
+    assert y.grad_fn is not None and "CppNode" in y.grad_fn.name()
+    (grad,) = torch.autograd.grad(y.sum() + ld.sum(), [leaves[which]])
+    assert grad.shape == leaves[which].shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 def test_bad_input_message_is_the_python_one():
     """The C++ ops check the rules first; the public function then raises the spec's message."""
     x, h, a, b = _leaves("fwd_packed", 3, 5, (4,), torch.float32, True)

@@ -35,8 +35,6 @@ const KernelTable& kernels() {
   return *table;
 }
 
-at::ScalarType acc_type(at::ScalarType dt) { return dt == at::kDouble ? at::kDouble : at::kFloat; }
-
 // s_raw / t as (data, batch / channel strides, flattened spatial stride or the dims)
 StridedView describe(const Tensor& v) {
   StridedView d;
@@ -133,7 +131,7 @@ struct Call {
     A.t = describe(t);
     folded_S = foldable() ? A.S : 1;
     const int64_t n = A.C * folded_S;
-    ab = at::empty({3 * n}, in.options().dtype(acc_type(A.dtype)));
+    ab = at::empty({3 * n}, in.options().dtype(acc_scalar_type(A.dtype)));
     const double log_abs = A.dtype == at::kDouble ? fill_ab(a_opt, b_opt, A.C, folded_S, ab.data_ptr<double>())
                                                   : fill_ab(a_opt, b_opt, A.C, folded_S, ab.data_ptr<float>());
     A.ld_const = static_cast<double>(A.S) * log_abs;
@@ -161,7 +159,7 @@ struct Call {
     return folded_S == 1 ? g : g.view({-1, folded_S}).sum(1);
   }
 
-  Tensor acc_empty(int64_t n) const { return at::empty({n}, in.options().dtype(acc_type(in.scalar_type()))); }
+  Tensor acc_empty(int64_t n) const { return at::empty({n}, in.options().dtype(acc_scalar_type(in.scalar_type()))); }
 };
 
 std::tuple<Tensor, Tensor, Tensor> coupling_fwd_cpu(const Tensor& x, const Tensor& s_raw, const Tensor& t,
@@ -216,7 +214,7 @@ Grads bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& i
                     "grad_logdet must have shape (", call.args.B, ",), got ", grad_logdet.sizes());
   TORCH_CHECK_VALUE(grad_logdet.device() == input.device(), "grad_logdet must be on the device of ", in_name);
   const Tensor g = grad_out.contiguous();
-  const Tensor gl = grad_logdet.to(acc_type(input.scalar_type())).contiguous();
+  const Tensor gl = grad_logdet.to(acc_scalar_type(input.scalar_type())).contiguous();
   auto& A = call.args;
   Tensor g_in = empty_output(call.in.sizes(), call.in.options());
   Tensor g_r, g_t;

@@ -39,10 +39,6 @@ fc::DType dtype_of(const Tensor& x) {
   }
 }
 
-at::ScalarType acc_type(const Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 // v (B, C', *S) and its (batch, channel, position) strides with S flattened, without a copy
@@ -131,7 +127,7 @@ std::tuple<Tensor, Tensor, Tensor> coupling_fwd_cuda(const Tensor& x_in, const T
   const c10::cuda::CUDAGuard guard(x_in.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const Tensor x = x_in.contiguous();
-  const auto acc = acc_type(x);
+  const auto acc = acc_scalar_type(x.scalar_type());
   Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
   p.g.vec_io = p.g.vec_io && aligned16(x.data_ptr()) && aligned16(y.data_ptr());
   const auto n_part = p.g.ld_part_size();
@@ -155,7 +151,7 @@ std::tuple<Tensor, Tensor> coupling_inv_cuda(const Tensor& y_in, const Tensor& s
   const c10::cuda::CUDAGuard guard(y_in.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const Tensor y = y_in.contiguous();
-  const auto acc = acc_type(y);
+  const auto acc = acc_scalar_type(y.scalar_type());
   Tensor x = at::empty_like(y, at::MemoryFormat::Contiguous);
   p.g.vec_io = p.g.vec_io && aligned16(x.data_ptr()) && aligned16(y.data_ptr());
   const auto n_part = p.g.ld_part_size();
@@ -178,7 +174,7 @@ Grads coupling_bwd_cuda(bool inverse, const Tensor& g_out_in, const Tensor& g_lo
                         double clamp, double atan_k, double eps, const Tensor* packed_h) {
   const char* name = inverse ? "y" : "x";
   Prepared p = prepare(inp_in, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, name);
-  const auto acc = acc_type(inp_in);
+  const auto acc = acc_scalar_type(inp_in.scalar_type());
   TORCH_CHECK_VALUE(g_out_in.sizes() == inp_in.sizes(), "grad must have the shape of ", name, " ",
                     inp_in.sizes(), ", got ", g_out_in.sizes());
   TORCH_CHECK_VALUE(g_logdet.dim() == 1 && g_logdet.size(0) == p.sh.B,
