@@ -67,8 +67,12 @@ _REGISTRY: dict[str, Backend] = {}
 _forced: list[str | None] = [os.environ.get("FLOWKERN_BACKEND") or None]
 
 
+_AUTO: dict[str, Backend] = {}  # device type -> automatic choice (cleared by register)
+
+
 def register(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
+    _AUTO.clear()
 
 
 def get(name: str) -> Backend:
@@ -84,7 +88,8 @@ def available(device: str | torch.device = "cpu") -> dict[str, str | None]:
 
 
 def select(device: torch.device, backend: str | None = None) -> Backend:
-    """The backend that runs for a tensor on ``device`` (explicit > forced > automatic)."""
+    """The backend that runs for a tensor on ``device`` (explicit > forced > automatic; the
+    automatic choice is made once per device type, again after a :func:`register`)."""
     name = backend or _forced[-1]
     dev = device.type
     if name is not None:
@@ -93,9 +98,12 @@ def select(device: torch.device, backend: str | None = None) -> Backend:
         if reason is not None:
             raise BackendUnavailableError(f"backend {name!r} cannot run on {dev} tensors: {reason}")
         return chosen
+    if dev in _AUTO:
+        return _AUTO[dev]
     for candidate in AUTO_ORDER.get(dev, ("reference",)):
         b = _REGISTRY.get(candidate)
         if b is not None and b.why_unavailable(dev) is None:
+            _AUTO[dev] = b
             return b
     raise BackendUnavailableError(f"no flowkern backend can run on {dev} tensors")
 
