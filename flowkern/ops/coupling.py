@@ -33,10 +33,6 @@ _CPP = _extension.load_cpp()
 _CUDA = _extension.load_cuda()
 
 
-def _cfg_args(cfg: CouplingConfig) -> tuple:
-    return (cfg.split, cfg.passive_first, cfg.scale_id, cfg.clamp, cfg.atan_k, cfg.eps)
-
-
 # ---- compiled ops: fake kernels and autograd --------------------------------------
 _SCALE_NAMES = {v: k for k, v in SCALE_IDS.items()}
 
@@ -112,28 +108,28 @@ if _CPP:
 
 
 def _compiled_forward(x, s_raw, t, a, b, cfg, check):
-    y, logdet, err = autograd.call(torch.ops.flowkern.coupling_fwd.default, x, s_raw, t, a, b, *_cfg_args(cfg),
+    y, logdet, err = autograd.call(torch.ops.flowkern.coupling_fwd.default, x, s_raw, t, a, b, *cfg.schema_args,
                                    check)
     return (y, logdet, err) if check else (y, logdet)
 
 
 def _compiled_inverse(y, s_raw, t, a, b, cfg):
-    return tuple(autograd.call(torch.ops.flowkern.coupling_inv.default, y, s_raw, t, a, b, *_cfg_args(cfg)))
+    return tuple(autograd.call(torch.ops.flowkern.coupling_inv.default, y, s_raw, t, a, b, *cfg.schema_args))
 
 
 def _compiled_forward_packed(x, h, a, b, cfg, check):
-    y, logdet, err = autograd.call(torch.ops.flowkern.coupling_fwd_packed.default, x, h, a, b, *_cfg_args(cfg),
+    y, logdet, err = autograd.call(torch.ops.flowkern.coupling_fwd_packed.default, x, h, a, b, *cfg.schema_args,
                                    check)
     return (y, logdet, err) if check else (y, logdet)
 
 
 def _compiled_inverse_packed(y, h, a, b, cfg):
-    return tuple(autograd.call(torch.ops.flowkern.coupling_inv_packed.default, y, h, a, b, *_cfg_args(cfg)))
+    return tuple(autograd.call(torch.ops.flowkern.coupling_inv_packed.default, y, h, a, b, *cfg.schema_args))
 
 
 def _compiled_forward_packed_grads(grad_y, grad_logdet, x, h, a, b, cfg):
     g_x, g_h, g_a, g_b = torch.ops.flowkern.coupling_fwd_packed_bwd(grad_y.contiguous(), grad_logdet.contiguous(),
-                                                                    x, h, a, b, *_cfg_args(cfg))
+                                                                    x, h, a, b, *cfg.schema_args)
     return (g_x, g_h, g_a, g_b) if a is not None else (g_x, g_h, None, None)
 
 

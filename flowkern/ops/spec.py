@@ -43,6 +43,11 @@ class CouplingConfig:
     def scale_id(self) -> int:
         return SCALE_IDS[self.scale]
 
+    @property
+    def schema_args(self) -> tuple:
+        """The six config arguments of the compiled ops' schemas, in order (scale as its id)."""
+        return (self.split, self.passive_first, self.scale_id, self.clamp, self.atan_k, self.eps)
+
 
 def make_config(
     split: int,

@@ -41,19 +41,15 @@ def _ops():
     return ops
 
 
-def _cfg_args(cfg: CouplingConfig) -> tuple:
-    return (cfg.split, cfg.passive_first, cfg.scale_id, cfg.clamp, cfg.atan_k, cfg.eps)
-
-
 def forward(x, s_raw, t, a, b, cfg: CouplingConfig, check: bool) -> tuple[torch.Tensor, ...]:
     """(y, logdet[, err]) through ``flowkern::coupling_fwd_triton``."""
-    y, logdet, err = _ops().coupling_fwd_triton(x, s_raw, t, a, b, *_cfg_args(cfg), bool(check))
+    y, logdet, err = _ops().coupling_fwd_triton(x, s_raw, t, a, b, *cfg.schema_args, bool(check))
     return (y, logdet, err) if check else (y, logdet)
 
 
 def inverse(y, s_raw, t, a, b, cfg: CouplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, logdet_inverse) through ``flowkern::coupling_inv_triton``."""
-    return tuple(_ops().coupling_inv_triton(y, s_raw, t, a, b, *_cfg_args(cfg)))
+    return tuple(_ops().coupling_inv_triton(y, s_raw, t, a, b, *cfg.schema_args))
 
 
 def register() -> None:
