@@ -11,6 +11,7 @@ both throughputs measured on the pass's own bytes / element count.
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -81,7 +82,10 @@ def _time_ms(fn: Callable[[], object], reps: int, warmup: int = 3) -> float:
 def _time_many(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 3,
                block_s: float = 0.0) -> dict[str, float]:
     """Median ms per call of each fn over ``reps`` rounds; each round runs every fn in turn, so
-    load changes on a shared machine hit every implementation alike. ``block_s`` > 0: a fn faster
+    load changes on a shared machine hit every implementation alike, in a fresh (seeded) random
+    order each round: a call runs slower after unrelated code than after its own kind (cold
+    caches: tens of microseconds at the small shapes), so a fixed order would favour whichever
+    implementation follows a similar one. ``block_s`` > 0: a fn faster
     than that runs back to back for about ``block_s`` per round and the block's mean is the
     round's sample (warm, timeit-like); 0: one call per fn per round (each call follows the
     others' code, as an op in a model follows other ops)."""
@@ -93,9 +97,11 @@ def _time_many(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 3,
         fn()
         blocks[k] = max(1, min(200, int(block_s / max(time.perf_counter() - t0, 1e-7))))
     ts: dict[str, list[float]] = {k: [] for k in fns}
+    order, rng = list(fns), random.Random(0)
     for _ in range(reps):
-        for k, fn in fns.items():
-            n = blocks[k]
+        rng.shuffle(order)
+        for k in order:
+            fn, n = fns[k], blocks[k]
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
