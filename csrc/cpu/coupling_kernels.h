@@ -392,6 +392,7 @@ struct Geo {
     const int64_t target = std::clamp<int64_t>(B * C * S / 16, kMinChunkElems, kChunkElems);
     return std::max<int64_t>(1, target / unit_elems);
   }
+  int64_t n_chunks() const { return (n_units() + units_per_chunk() - 1) / units_per_chunk(); }
   bool is_active(int64_t c) const { return c >= act0 && c < act0 + c_act; }
   // index of partial slot of (b, c, tile k) for S > 1
   int64_t slot(int64_t b, int64_t c, int64_t k) const { return (b * C + c) * nt + k; }
@@ -441,8 +442,7 @@ struct Bufs {
 // unit. With PE grads (S = 1 backward) fills chunk_ab: per chunk [grad_a (C) | grad_b (C)].
 template <typename T, class RunFn>
 std::vector<Part<T>> drive(const Geo& g, bool pe_grads, std::vector<T>& chunk_ab, const RunFn& run_fn) {
-  const int64_t n_units = g.n_units(), upc = g.units_per_chunk();
-  const int64_t n_chunks = (n_units + upc - 1) / upc;
+  const int64_t n_units = g.n_units(), upc = g.units_per_chunk(), n_chunks = g.n_chunks();
   std::vector<Part<T>> parts(n_units);
   if (pe_grads) chunk_ab.assign(n_chunks * 2 * g.C, T(0));
   parallel_chunks(n_chunks, g.B * g.C * g.S, [&](int64_t c0, int64_t c1) {
@@ -557,16 +557,25 @@ inline bool rows_path(const CouplingArgs& A, const Geo& g) {
 
 // The fixed part of a row block: actnorm pointers of the passive (index 0) and active (1) sides.
 struct RowGeo {
-  int64_t pas0, n_pas;
+  int64_t pas0, n_pas, act0;
   Seg<float> side[2];
 
-  RowGeo(const CouplingArgs& A, const Geo& g) : pas0(g.act0 == 0 ? g.c_act : 0), n_pas(g.C - g.c_act) {
+  RowGeo(const CouplingArgs& A, const Geo& g)
+      : pas0(g.act0 == 0 ? g.c_act : 0), n_pas(g.C - g.c_act), act0(g.act0) {
     for (int k = 0; k < 2; ++k) {
       const int64_t c0 = k ? g.act0 : pas0;
       side[k].a = static_cast<const float*>(A.a) + c0;
       side[k].b = static_cast<const float*>(A.b) + c0;
       side[k].inv_a = static_cast<const float*>(A.inv_a) + c0;
     }
+  }
+
+  // point sa at row b's active side: in / out (row starts) at the first active channel, s_raw / t of sample b
+  void active_row(Seg<float>& sa, const CouplingArgs& A, int64_t b, const float* in, float* out) const {
+    sa.in = in + act0;
+    sa.out = out + act0;
+    sa.r = static_cast<const float*>(A.r.data) + b * A.r.sb;
+    sa.t = static_cast<const float*>(A.t.data) + b * A.t.sb;
   }
 };
 
@@ -588,10 +597,7 @@ FK_FLATTEN void map_rows(const CouplingArgs& A, const Geo& g, const ScaleP<float
       sp.out = out + rg.pas0;
       pp = passive_map<true, Inverse, Chk, float>(sp, rg.n_pas);
     }
-    sa.in = in + g.act0;
-    sa.out = out + g.act0;
-    sa.r = static_cast<const float*>(A.r.data) + b * A.r.sb;
-    sa.t = static_cast<const float*>(A.t.data) + b * A.t.sb;
+    rg.active_row(sa, A, b, in, out);
     Part<float> pa;
     if constexpr (Inverse) pa = inv_active<F, true, float>(sa, g.c_act, p);
     else pa = fwd_active<F, true, Chk, float>(sa, g.c_act, p);
@@ -623,11 +629,8 @@ FK_FLATTEN void bwd_rows(const CouplingArgs& A, const Geo& g, const ScaleP<float
       sp.out = out + rg.pas0;
       passive_bwd<true, Inverse, float>(sp, rg.n_pas);
     }
-    sa.in = in + g.act0;
+    rg.active_row(sa, A, b, in, out);
     sa.g = gin + g.act0;
-    sa.out = out + g.act0;
-    sa.r = static_cast<const float*>(A.r.data) + b * A.r.sb;
-    sa.t = static_cast<const float*>(A.t.data) + b * A.t.sb;
     sa.gr = static_cast<float*>(A.g_r) + b * g.g_bs;
     sa.gt = static_cast<float*>(A.g_t) + b * g.g_bs;
     if constexpr (Inverse) inv_bwd_active<F, true, float>(sa, g.c_act, gl[b], p);
@@ -639,8 +642,8 @@ FK_FLATTEN void bwd_rows(const CouplingArgs& A, const Geo& g, const ScaleP<float
 // per-chunk grad_a / grad_b slots and their reduction order are the generic path's).
 template <class Fn>
 void for_row_chunks(const Geo& g, const Fn& fn) {
-  const int64_t upc = g.units_per_chunk(), n_chunks = (g.B + upc - 1) / upc;
-  parallel_chunks(n_chunks, g.B * g.C, [&](int64_t c0, int64_t c1) {
+  const int64_t upc = g.units_per_chunk();
+  parallel_chunks(g.n_chunks(), g.B * g.C, [&](int64_t c0, int64_t c1) {
     for (int64_t ch = c0; ch < c1; ++ch) fn(ch * upc, std::min(g.B, (ch + 1) * upc), ch);
   });
 }
@@ -666,8 +669,7 @@ void bwd_rows_kernel(const CouplingArgs& A, const Geo& g) {
     return &bwd_rows<decltype(f)::value, Inverse>;
   });
   const ScaleP<float> p = scale_params<float>(A);
-  const int64_t upc = g.units_per_chunk();
-  std::vector<float> chunk_ab(((g.B + upc - 1) / upc) * 2 * g.C, 0.f);
+  std::vector<float> chunk_ab(g.n_chunks() * 2 * g.C, 0.f);
   for_row_chunks(g, [&](int64_t b0, int64_t b1, int64_t ch) {
     float* da = chunk_ab.data() + ch * 2 * g.C;
     fn(A, g, p, b0, b1, da, da + g.C);
