@@ -36,7 +36,8 @@ def _extensions():
     exts = [
         CppExtension(
             "flowkern._C",
-            _sources("csrc/ops.cpp") + _sources("csrc/eager_autograd.cpp") + _sources("csrc/cpu/*.cpp"),
+            _sources("csrc/ops.cpp") + _sources("csrc/eager_autograd.cpp") + _sources("csrc/cpu/*.cpp")
+            + _sources("csrc/python/*.cpp"),  # the Python module (the CMake build has none)
             include_dirs=include,
             # OpenMP: the kernels run on ATen's intra-op team (at::parallel_for). The libgomp.so.1
             # this links resolves at run time to the copy torch has already loaded.

@@ -3,15 +3,6 @@
 // fake kernels and autograd are registered in Python (flowkern/ops/coupling.py).
 #include <torch/library.h>
 
-#ifdef FLOWKERN_PYTHON_MODULE
-#include <Python.h>
-// `import flowkern._C` loads this library and with it the registrations below.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-#endif
-
 #define FK_CFG "int split, bool passive_first, int scale, float clamp, float atan_k, float eps"
 
 TORCH_LIBRARY(flowkern, m) {

@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-__all__ = ["load_cpp", "load_cuda", "CPP_REASON", "CUDA_REASON", "warn_once"]
+__all__ = ["load_cpp", "load_cuda", "cpp_module", "CPP_REASON", "CUDA_REASON", "warn_once"]
 
 _REBUILD = "rebuild with `pip install --no-build-isolation -e .` (or `make install`)"
 CPP_REASON: str | None = "not loaded yet"
@@ -67,3 +67,8 @@ def warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def cpp_module():
+    """The imported ``flowkern._C`` module (call after :func:`load_cpp` returned True)."""
+    return importlib.import_module("flowkern._C")

@@ -67,12 +67,12 @@ _REGISTRY: dict[str, Backend] = {}
 _forced: list[str | None] = [os.environ.get("FLOWKERN_BACKEND") or None]
 
 
-_AUTO: dict[str, Backend] = {}  # device type -> automatic choice (cleared by register)
+_CHOICE: dict[tuple[str | None, str], Backend] = {}  # (name or None, device type) -> backend; cleared by register
 
 
 def register(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
-    _AUTO.clear()
+    _CHOICE.clear()
 
 
 def get(name: str) -> Backend:
@@ -88,24 +88,26 @@ def available(device: str | torch.device = "cpu") -> dict[str, str | None]:
 
 
 def select(device: torch.device, backend: str | None = None) -> Backend:
-    """The backend that runs for a tensor on ``device`` (explicit > forced > automatic; the
-    automatic choice is made once per device type, again after a :func:`register`)."""
+    """The backend that runs for a tensor on ``device`` (explicit > forced > automatic; a choice
+    that succeeded is remembered per (name, device type) until the next :func:`register`: ops
+    call this on every call)."""
     name = backend or _forced[-1]
     dev = device.type
+    chosen = _CHOICE.get((name, dev))
+    if chosen is not None:
+        return chosen
     if name is not None:
         chosen = get(name)
         reason = chosen.why_unavailable(dev)
         if reason is not None:
             raise BackendUnavailableError(f"backend {name!r} cannot run on {dev} tensors: {reason}")
-        return chosen
-    if dev in _AUTO:
-        return _AUTO[dev]
-    for candidate in AUTO_ORDER.get(dev, ("reference",)):
-        b = _REGISTRY.get(candidate)
-        if b is not None and b.why_unavailable(dev) is None:
-            _AUTO[dev] = b
-            return b
-    raise BackendUnavailableError(f"no flowkern backend can run on {dev} tensors")
+    else:
+        chosen = next((b for b in map(_REGISTRY.get, AUTO_ORDER.get(dev, ("reference",)))
+                       if b is not None and b.why_unavailable(dev) is None), None)
+        if chosen is None:
+            raise BackendUnavailableError(f"no flowkern backend can run on {dev} tensors")
+    _CHOICE[(name, dev)] = chosen
+    return chosen
 
 
 def set_default(name: str | None) -> None:

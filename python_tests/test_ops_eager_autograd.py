@@ -11,7 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
 import flowkern
+from flowkern.ops import autograd
 from flowkern.ops.spec import SCALE_IDS
 
 HAS_CPU = flowkern.backends.available("cpu")["cpu"] is None
@@ -36,8 +40,12 @@ def _cfg(C, scale="tanh"):
 
 
 def _run(op, eager, leaves, cfg, check, use):
-    """Outputs and grads of the leaves through ``<op>`` (Python autograd) or ``<op>_eager`` (C++)."""
-    fn = getattr(torch.ops.flowkern, f"coupling_{op}_eager" if eager else f"coupling_{op}").default
+    """Outputs and grads of the leaves through ``<op>`` (Python autograd), ``<op>_eager`` (C++;
+    eager "entry": its unboxed pybind entry in flowkern._C)."""
+    if eager == "entry":
+        fn = getattr(flowkern._C, f"coupling_{op}_eager")
+    else:
+        fn = getattr(torch.ops.flowkern, f"coupling_{op}_eager" if eager else f"coupling_{op}").default
     extra = (check,) if op.startswith("fwd") else ()
     out = fn(*leaves, *cfg, *extra)
     g = torch.Generator().manual_seed(1)
@@ -51,12 +59,13 @@ def _run(op, eager, leaves, cfg, check, use):
 @pytest.mark.parametrize("use", [(0, 1), (0,), (1,)], ids=["both", "main", "logdet"])
 @pytest.mark.parametrize("actnorm", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_eager_equals_registered_autograd(op, use, actnorm, dtype):
+@pytest.mark.parametrize("path", [True, "entry"], ids=["torch.ops", "entry"])
+def test_eager_equals_registered_autograd(op, use, actnorm, dtype, path):
     B, C, spatial = 3, 7, (5,)
     cfg = _cfg(C, "sigmoid")
     check = op.startswith("fwd")
     ref = _run(op, False, _leaves(op, B, C, spatial, dtype, actnorm), cfg, check, use)
-    got = _run(op, True, _leaves(op, B, C, spatial, dtype, actnorm), cfg, check, use)
+    got = _run(op, path, _leaves(op, B, C, spatial, dtype, actnorm), cfg, check, use)
     for r, o in zip(ref[0], got[0]):
         torch.testing.assert_close(o, r, rtol=0, atol=0)
     assert len(ref[1]) == len(got[1])
@@ -131,3 +140,47 @@ def test_bad_input_message_is_the_python_one():
         flowkern.coupling_forward_packed(x.tolist(), h, a, b, split=2, backend="cpu")
     with pytest.raises(TypeError, match="a must be a torch.Tensor"):
         flowkern.coupling_forward_packed(x, h, [1.0] * 5, b, split=2, backend="cpu")
+
+
+class _FunctionLog(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+class _DispatchLog(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_public_api_calls_the_unboxed_entry_unless_torch_function_applies(monkeypatch):
+    """Plain eager calls take flowkern._C's entry; with a torch function mode (or a subclass with
+    __torch_function__) the call goes through torch.ops, so the mode sees the op."""
+    op = torch.ops.flowkern.coupling_fwd_packed.default
+    eager_op, entry = autograd._EAGER[op]
+    assert entry is flowkern._C.coupling_fwd_packed_eager
+    calls = []
+    monkeypatch.setitem(autograd._EAGER, op, (eager_op, lambda *a: calls.append(1) or entry(*a)))
+    x, h = torch.randn(3, 4), torch.randn(3, 4)
+    y, _ = flowkern.coupling_forward_packed(x, h, split=2, backend="cpu")
+    assert calls == [1]
+    with _FunctionLog() as mode:
+        y_mode, _ = flowkern.coupling_forward_packed(x, h, split=2, backend="cpu")
+    assert calls == [1] and "flowkern.coupling_fwd_packed_eager.default" in mode.seen
+    torch.testing.assert_close(y_mode, y, rtol=0, atol=0)
+
+
+def test_dispatch_modes_see_the_backend_op_through_the_entry():
+    x, h = torch.randn(3, 4), torch.randn(3, 4)
+    with _DispatchLog() as mode:
+        flowkern.coupling_inverse_packed(x, h, split=2, backend="cpu")
+    assert mode.seen == ["flowkern.coupling_inv_packed.default"]

@@ -53,25 +53,31 @@ def make_backward(bwd_op: Callable, n_tensors: int = 5) -> Callable:
     return backward
 
 
-# registered op -> its C++ eager twin (csrc/eager_autograd.cpp)
-_EAGER: dict[torch._ops.OpOverload, torch._ops.OpOverload] = {}
+# registered op -> its C++ eager twin (csrc/eager_autograd.cpp) and that twin's unboxed entry in
+# flowkern._C (csrc/python/module.cpp), or None
+_EAGER: dict[torch._ops.OpOverload, tuple[torch._ops.OpOverload, Callable | None]] = {}
 
 
 def register(fwd_op: torch._ops.OpOverload, bwd_op: Callable, n_tensors: int,
-             eager_op: torch._ops.OpOverload) -> None:
+             eager_op: torch._ops.OpOverload, eager_entry: Callable | None = None) -> None:
     """``register_autograd`` of ``fwd_op`` with ``bwd_op`` (what torch.compile, opcheck and torch.func
     use); :func:`call` runs ``eager_op`` instead in plain eager mode: the same schema, forward and
-    backward ops, with the autograd node built in C++."""
+    backward ops, with the autograd node built in C++. ``eager_entry`` calls ``eager_op`` with
+    unboxed arguments (same dispatcher call, without torch.ops' boxing)."""
     torch.library.register_autograd(fwd_op, make_backward(bwd_op, n_tensors),
                                     setup_context=make_setup_context(n_tensors))
-    _EAGER[fwd_op] = eager_op
+    _EAGER[fwd_op] = (eager_op, eager_entry)
 
 
 def call(fwd_op: torch._ops.OpOverload, *args) -> tuple:
     """``fwd_op(*args)`` with autograd. In eager mode this runs its C++ eager twin: torch's Python
     kernel for a ``register_autograd`` formula costs ~5 us per call even when nothing needs a
     gradient, and a Python autograd node ~40 us per forward + backward; under torch.compile and
-    torch.func transforms it is the registered op."""
+    torch.func transforms it is the registered op. Arguments with ``__torch_function__`` overrides
+    (tensor subclasses, torch function modes) go through torch.ops, which dispatches those."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return fwd_op(*args)
-    return _EAGER[fwd_op](*args)
+    eager_op, entry = _EAGER[fwd_op]
+    if entry is None or torch._C._has_torch_function(args):
+        return eager_op(*args)
+    return entry(*args)

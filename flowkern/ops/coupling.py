@@ -104,7 +104,8 @@ if _CPP:
                     ("coupling_inv_packed", 4)):
         autograd.register(getattr(torch.ops.flowkern, _op).default,
                           getattr(torch.ops.flowkern, _op + "_bwd").default, _n,
-                          getattr(torch.ops.flowkern, _op + "_eager").default)
+                          getattr(torch.ops.flowkern, _op + "_eager").default,
+                          getattr(_extension.cpp_module(), _op + "_eager", None))
 
 
 def _compiled_forward(x, s_raw, t, a, b, cfg, check):
@@ -187,8 +188,9 @@ def coupling_forward(
     ``err`` (B,) is max |x_rebuilt - x| per sample, x rebuilt from y inside the same pass.
     """
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
-    return _run(x, backend, lambda: check_coupling_args(x, s_raw, t, a, b, cfg, "x"),
-                lambda be: be.forward(x, s_raw, t, a, b, cfg, bool(check)))
+    chosen = _select(x, backend, "x")
+    return _checked(chosen, chosen.forward, (x, s_raw, t, a, b, cfg, bool(check)),
+                    check_coupling_args, (x, s_raw, t, a, b, cfg, "x"))
 
 
 def coupling_inverse(
@@ -211,8 +213,8 @@ def coupling_inverse(
     z_a = (y_a - t) exp(-f(s_raw));  x = (z - b) / a.
     """
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
-    return _run(y, backend, lambda: check_coupling_args(y, s_raw, t, a, b, cfg, "y"),
-                lambda be: be.inverse(y, s_raw, t, a, b, cfg))
+    chosen = _select(y, backend, "y")
+    return _checked(chosen, chosen.inverse, (y, s_raw, t, a, b, cfg), check_coupling_args, (y, s_raw, t, a, b, cfg, "y"))
 
 
 def coupling_forward_packed(
@@ -262,35 +264,38 @@ def coupling_inverse_packed(
 
 def _packed(inverse: bool, inp, h, a, b, cfg: CouplingConfig, extra: tuple, backend: str | None) -> tuple:
     """Run the backend's packed op, or its unpacked op on the views of h."""
+    name = "y" if inverse else "x"
+    chosen = _select(inp, backend, name)
+    op = chosen.inverse_packed if inverse else chosen.forward_packed
+    if op is None:
+        check_packed_args(inp, h, a, b, cfg, name)
+        c_act = h.shape[1] // 2
+        return (chosen.inverse if inverse else chosen.forward)(inp, h[:, :c_act], h[:, c_act:], a, b, cfg, *extra)
+    return _checked(chosen, op, (inp, h, a, b, cfg, *extra), check_packed_args, (inp, h, a, b, cfg, name))
 
-    def run(be: backends.Backend) -> tuple:
-        packed_op = be.inverse_packed if inverse else be.forward_packed
-        if packed_op is None:
-            c_act = h.shape[1] // 2
-            return (be.inverse if inverse else be.forward)(inp, h[:, :c_act], h[:, c_act:], a, b, cfg, *extra)
-        return packed_op(inp, h, a, b, cfg, *extra)
 
-    return _run(inp, backend, lambda: check_packed_args(inp, h, a, b, cfg, "y" if inverse else "x"), run)
+def _select(inp, backend: str | None, name: str) -> backends.Backend:
+    if not isinstance(inp, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(inp).__name__}")
+    return backends.select(inp.device, backend)
 
 
-def _run(inp, backend: str | None, check: Callable[[], object], run: Callable[[backends.Backend], tuple]) -> tuple:
-    """``run`` on the selected backend, after ``check`` (the argument rules; raises naming the argument).
+def _checked(chosen: backends.Backend, op: Callable, args: tuple, check: Callable, check_args: tuple) -> tuple:
+    """``op(*args)`` after ``check(*check_args)`` (the argument rules of :mod:`.spec`, which raise
+    naming the argument).
 
     Backends whose ops check the same rules in C++ (``checks_args``) skip the Python check, which
     costs as much as their whole call at small shapes, unless the op raised: then ``check`` raises
     the canonical message (or, if the Python rules pass, the op's error is re-raised).
     """
-    if not isinstance(inp, torch.Tensor):
-        check()
-    chosen = backends.select(inp.device, backend)
     if not chosen.checks_args or torch.compiler.is_compiling():
-        check()
-        return run(chosen)
+        check(*check_args)
+        return op(*args)
     try:
-        return run(chosen)
+        return op(*args)
     except (TypeError, ValueError, RuntimeError) as e:
         failure = e
-    check()
+    check(*check_args)
     raise failure
 
 
