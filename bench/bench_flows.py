@@ -10,9 +10,9 @@ or separate s and t nets (CompVis).
 Every implementation steps with ``torch.optim.Adam(fused=True)`` (one pass over the 14-40 M
 parameters; the default multi-tensor Adam makes ~8 passes, which alone costs ~20% of the floor).
 
-GEMM floor: the sum of the measured ``torch.mm`` times of every matmul of the step
-(forward, grad input, grad weight of each Linear) — what a step costs if everything
-but the GEMMs were free. Bytes saved for backward: tensors packed by autograd during
+GEMM floor: every matmul of the step (forward, grad input, grad weight of each Linear) run
+back to back with ``torch.mm(out=)``, timed in the same rounds as the steps — what a step
+costs if everything but the GEMMs were free. Bytes saved for backward: tensors packed by autograd during
 the forward+loss (``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage).
 
 Run ``python bench/bench_flows.py [--quick]`` for the markdown table, or
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -168,12 +169,15 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
 
 
-def step_times(models: dict[str, tuple[nn.Module, object]], x, c, reps: int) -> dict[str, tuple[float, float]]:
+def step_times(models: dict[str, tuple[nn.Module, object]], x, c, reps: int,
+               extra: dict[str, Callable[[], object]] | None = None) -> dict[str, tuple[float, float | None]]:
     """Per model, median seconds of (the whole step, its forward + backward without the
-    optimizer). Steps run round-robin (one step of each model per round) so that load changes
-    on a shared machine hit every implementation alike."""
+    optimizer); per ``extra`` callable, (median seconds, None). Everything runs round-robin (one
+    step of each model and one call of each extra per round) so that load changes on a shared
+    machine hit every implementation and the floor alike."""
     opts = {name: make_optimizer(model) for name, (model, _) in models.items()}
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+    extra = extra or {}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in (*models, *extra)}
     for i in range(reps + 2):  # two warm-up rounds: data-dependent inits, allocator
         for name, (_, loss_fn) in models.items():
             t0 = time.perf_counter()
@@ -183,34 +187,32 @@ def step_times(models: dict[str, tuple[nn.Module, object]], x, c, reps: int) -> 
             opts[name].step()
             if i >= 2:
                 times[name].append((time.perf_counter() - t0, t1 - t0))
-    return {name: (statistics.median(t for t, _ in ts), statistics.median(t for _, t in ts))
+        for name, fn in extra.items():
+            t0 = time.perf_counter()
+            fn()
+            if i >= 2:
+                times[name].append((time.perf_counter() - t0, 0.0))
+    return {name: (statistics.median(t for t, _ in ts), None if name in extra else statistics.median(t for _, t in ts))
             for name, ts in times.items()}
 
 
-def _mm_time(m: int, k: int, n: int, reps: int) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    torch.mm(a, b)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def gemm_floor(model: nn.Module, batch: int, reps: int) -> tuple[float, float]:
-    """(seconds, GFLOP) of every Linear's forward, grad-input and grad-weight matmul."""
-    cache: dict[tuple[int, int, int], float] = {}
-    total = flops = 0.0
+def gemm_floor(model: nn.Module, batch: int) -> tuple[Callable[[], None], float]:
+    """(a callable running every Linear's forward, grad-input and grad-weight matmul once, back to
+    back on preallocated operands, and their GFLOP): the step's matmuls at the machine's GEMM
+    throughput, timed in the same rounds as the steps."""
+    shapes = []
     for mod in model.modules():
         if isinstance(mod, nn.Linear):
             i, o = mod.in_features, mod.out_features
-            for shape in ((batch, i, o), (batch, o, i), (o, batch, i)):
-                if shape not in cache:
-                    cache[shape] = _mm_time(*shape, reps)
-                total += cache[shape]
-                flops += 2.0 * shape[0] * shape[1] * shape[2]
-    return total, flops / 1e9
+            shapes += [(batch, i, o), (batch, o, i), (o, batch, i)]
+    operands = {s: (torch.randn(s[0], s[1]), torch.randn(s[1], s[2]), torch.empty(s[0], s[2])) for s in set(shapes)}
+    calls = [operands[s] for s in shapes]
+
+    def run() -> None:
+        for a, b, out in calls:
+            torch.mm(a, b, out=out)
+
+    return run, sum(2.0 * m * k * n for m, k, n in shapes) / 1e9
 
 
 def measure(cfg: Config, reps: int) -> list[dict]:
@@ -224,12 +226,12 @@ def measure(cfg: Config, reps: int) -> list[dict]:
               ("normflows 1.7.3", lambda: make_normflows(cfg)),
               ("nflows 0.14", lambda: make_nflows(cfg))]
     models = {name: built for name, make in makers if (built := make()) is not None}
-    floor = gemm_floor(next(iter(models.values()))[0], cfg.batch, max(reps, 41))  # few distinct shapes: cheap
-    times = step_times(models, x, c, reps)
+    floor_fn, gflop = gemm_floor(next(iter(models.values()))[0], cfg.batch)
+    times = step_times(models, x, c, reps, {"floor": floor_fn})
     for name, (model, loss_fn) in models.items():
         t, t_fb = times[name]
         rows.append(dict(config=cfg.name, impl=name, seconds=t, fwd_bwd=t_fb, bytes=saved_bytes(loss_fn, x, c)))
-    rows.append(dict(config=cfg.name, impl=f"GEMM floor ({floor[1]:.1f} GFLOP)", seconds=floor[0], fwd_bwd=None,
+    rows.append(dict(config=cfg.name, impl=f"GEMM floor ({gflop:.1f} GFLOP)", seconds=times["floor"][0], fwd_bwd=None,
                      bytes=None))
     return rows
 
