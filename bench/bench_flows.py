@@ -196,23 +196,32 @@ def step_times(models: dict[str, tuple[nn.Module, object]], x, c, reps: int,
             for name, ts in times.items()}
 
 
-def gemm_floor(model: nn.Module, batch: int) -> tuple[Callable[[], None], float]:
+def gemm_floor(model: nn.Module, batch: int, hot: bool = False) -> tuple[Callable[[], None], float]:
     """(a callable running every Linear's forward, grad-input and grad-weight matmul once, back to
-    back on preallocated operands, and their GFLOP): the step's matmuls at the machine's GEMM
-    throughput, timed in the same rounds as the steps."""
-    shapes = []
-    for mod in model.modules():
-        if isinstance(mod, nn.Linear):
-            i, o = mod.in_features, mod.out_features
-            shapes += [(batch, i, o), (batch, o, i), (o, batch, i)]
-    operands = {s: (torch.randn(s[0], s[1]), torch.randn(s[1], s[2]), torch.empty(s[0], s[2])) for s in set(shapes)}
-    calls = [operands[s] for s in shapes]
+    back with ``torch.mm(out=)``, and their GFLOP): the step's matmuls at the machine's GEMM
+    throughput, timed in the same rounds as the steps.
+
+    Each Linear gets its own operands in the step's layouts (x @ W^T, g @ W, g^T @ x), so every
+    weight and activation is read from memory as in the step (the weights alone are 56-170 MB,
+    far beyond cache). ``hot``: one set of contiguous operands per distinct shape, reused by every
+    Linear of that shape (the previous definition; its operands stay in cache, which overstates
+    the throughput a step can reach)."""
+    linears = [(mod.in_features, mod.out_features) for mod in model.modules() if isinstance(mod, nn.Linear)]
+    calls = []
+    if hot:
+        shapes = [s for i, o in linears for s in ((batch, i, o), (batch, o, i), (o, batch, i))]
+        operands = {s: (torch.randn(s[0], s[1]), torch.randn(s[1], s[2]), torch.empty(s[0], s[2])) for s in set(shapes)}
+        calls = [operands[s] for s in shapes]
+    else:
+        for i, o in linears:
+            x, w, g = torch.randn(batch, i), torch.randn(o, i), torch.randn(batch, o)
+            calls += [(x, w.t(), torch.empty(batch, o)), (g, w, torch.empty(batch, i)), (g.t(), x, torch.empty(o, i))]
 
     def run() -> None:
         for a, b, out in calls:
             torch.mm(a, b, out=out)
 
-    return run, sum(2.0 * m * k * n for m, k, n in shapes) / 1e9
+    return run, sum(6.0 * batch * i * o for i, o in linears) / 1e9
 
 
 def measure(cfg: Config, reps: int) -> list[dict]:
@@ -226,11 +235,14 @@ def measure(cfg: Config, reps: int) -> list[dict]:
               ("normflows 1.7.3", lambda: make_normflows(cfg)),
               ("nflows 0.14", lambda: make_nflows(cfg))]
     models = {name: built for name, make in makers if (built := make()) is not None}
-    floor_fn, gflop = gemm_floor(next(iter(models.values()))[0], cfg.batch)
-    times = step_times(models, x, c, reps, {"floor": floor_fn})
+    model = next(iter(models.values()))[0]
+    floor_fn, gflop = gemm_floor(model, cfg.batch)
+    times = step_times(models, x, c, reps, {"floor": floor_fn, "hot": gemm_floor(model, cfg.batch, hot=True)[0]})
     for name, (model, loss_fn) in models.items():
         t, t_fb = times[name]
         rows.append(dict(config=cfg.name, impl=name, seconds=t, fwd_bwd=t_fb, bytes=saved_bytes(loss_fn, x, c)))
+    rows.append(dict(config=cfg.name, impl=f"GEMM floor, hot operands ({gflop:.1f} GFLOP)", seconds=times["hot"][0],
+                     fwd_bwd=None, bytes=None))
     rows.append(dict(config=cfg.name, impl=f"GEMM floor ({gflop:.1f} GFLOP)", seconds=times["floor"][0], fwd_bwd=None,
                      bytes=None))
     return rows
