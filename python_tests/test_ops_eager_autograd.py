@@ -142,24 +142,26 @@ def test_bad_input_message_is_the_python_one():
         flowkern.coupling_forward_packed(x, h, [1.0] * 5, b, split=2, backend="cpu")
 
 
-class _FunctionLog(TorchFunctionMode):
+class _Log:
+    """A mode that records the ops it sees and runs them."""
+
     def __init__(self):
         super().__init__()
         self.seen = []
 
+    def _run(self, func, args, kwargs):
+        self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+class _FunctionLog(_Log, TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.seen.append(str(func))
-        return func(*args, **(kwargs or {}))
+        return self._run(func, args, kwargs)
 
 
-class _DispatchLog(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
+class _DispatchLog(_Log, TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.append(str(func))
-        return func(*args, **(kwargs or {}))
+        return self._run(func, args, kwargs)
 
 
 def test_public_api_calls_the_unboxed_entry_unless_torch_function_applies(monkeypatch):
