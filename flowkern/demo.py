@@ -191,6 +191,11 @@ def _run(args: argparse.Namespace) -> int:
             "colour_probe_on_ae_latent": _r(_probe_acc(z_tr, tr.colours, z_te, te.colours)),
         }
 
+    # The experts consume the global RNG only when trained, not when loaded from the cache:
+    # reseed so that every later stage (flow initialisations) is the same in a first and a
+    # second run.
+    torch.manual_seed(args.seed)
+
     # ---- IIN on the autoencoder latent ----
     with Stage(timings, "iin"):
         pairs = {}
