@@ -33,7 +33,7 @@ class DemoConfig:
     clf_epochs: int = 20
     train_copies: int = 8
     deform: float = 1.5  # copies 2..n of each training digit get a random small affine warp
-    iin_steps: int = 1500
+    iin_steps: int = 4000
     iin_blocks: int = 6
     iin_lr: float = 2e-3
     iin_noise: float = 0.2  # std of the noise added to the standardised latents / features while fitting an IIN
@@ -175,6 +175,10 @@ def _run(args: argparse.Namespace) -> int:
             f_tr, f_te = clf.features(tr.images), clf.features(te.images)
             logit_tr, logit_te = clf.head(f_tr), clf.head(f_te)
 
+        def encode_img(img: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return (ae.encode(img) - mu) / sd
+
         def decode(n: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return ae.decode(n * sd + mu)
@@ -208,8 +212,11 @@ def _run(args: argparse.Namespace) -> int:
                                 n_blocks=cfg.iin_blocks, hidden=cfg.hidden)
 
         def iin_pairs(gen: torch.Generator):
+            # every pair is rendered afresh (new warp, brightness, background, shift; labels kept) and
+            # encoded by the frozen AE: the IIN sees new latents at every step instead of fitting the
+            # fixed training latents
             a, b, f = tr.factor_pairs(cfg.batch, gen, (cfg.digit_pair_weight, 1.0))
-            return n_tr[a], n_tr[b], f
+            return encode_img(tr.rerender(a, gen, cfg.deform)), encode_img(tr.rerender(b, gen, cfg.deform)), f
 
         losses = fit_iin(iin, iin_pairs, cfg.iin_steps, lr=cfg.iin_lr, noise=cfg.iin_noise, seed=args.seed,
                          progress=True, desc="IIN")
@@ -263,10 +270,6 @@ def _run(args: argparse.Namespace) -> int:
 
         def nuisance(gr: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             return render(gr, random_nuisance(len(gr), gen))
-
-        def encode_img(img: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return (ae.encode(img) - mu) / sd
 
         concept = FactorTransformer(cfg.latent_dim, {"thickness": 2}, **kw)
 

@@ -113,3 +113,29 @@ def test_deform_augments_copies_but_keeps_first_and_labels():
     assert warped.images.min() >= 0 and warped.images.max() <= 1
     with pytest.raises(ValueError, match="strength"):
         random_deform(plain.gray[:2], torch.Generator(), -1.0)
+
+
+def _label_hue(images: torch.Tensor) -> torch.Tensor:
+    """Colour index whose hue matches each image's brightest pixel."""
+    flat = images.flatten(2)
+    rgb = flat[torch.arange(len(images)), :, flat.sum(1).argmax(1)]
+    return (rgb / rgb.norm(dim=1, keepdim=True) @ (COLOURS / COLOURS.norm(dim=1, keepdim=True)).T).argmax(1)
+
+
+def test_rerender_keeps_the_labels_and_draws_new_nuisances(test):
+    idx = torch.arange(0, len(test), 3)
+    fresh = test.rerender(idx, torch.Generator().manual_seed(3), deform=1.0)
+    assert fresh.shape == (len(idx), 3, 16, 16) and fresh.min() >= 0 and fresh.max() <= 1
+    assert (_label_hue(fresh) == test.colours[idx]).float().mean() > 0.99
+    assert ((fresh - test.images[idx]).abs().flatten(1).amax(1) > 0.05).float().mean() > 0.9
+    assert torch.equal(fresh, test.rerender(idx, torch.Generator().manual_seed(3), deform=1.0))  # seeded
+
+
+def test_rerender_bad_arguments(test):
+    g = torch.Generator()
+    with pytest.raises(TypeError, match="idx"):
+        test.rerender(torch.tensor([0.5]), g)
+    with pytest.raises(ValueError, match="idx"):
+        test.rerender(torch.tensor([len(test)]), g)
+    with pytest.raises(ValueError, match="strength"):
+        test.rerender(torch.tensor([0]), g, deform=-1.0)

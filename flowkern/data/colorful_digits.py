@@ -153,10 +153,27 @@ class ColorfulDigits(torch.utils.data.Dataset):
         self.nuisance = random_nuisance(len(self.source), g)
         self.colours = self.nuisance.colour
         self.images = render(self.gray, self.nuisance)
+        self._source_gray = gray
         self._by = {
             "digit": [torch.nonzero(self.digits == k).flatten() for k in range(10)],
             "colour": [torch.nonzero(self.colours == k).flatten() for k in range(len(COLOUR_NAMES))],
         }
+
+    def rerender(self, idx: torch.Tensor, generator: torch.Generator, deform: float = 1.0) -> torch.Tensor:
+        """Fresh renders (N, 3, S, S) of images ``idx``: the same source digit and colour label,
+        a new :func:`random_deform` warp of strength ``deform`` and new brightness, background and
+        shift (on-the-fly augmentation: ``digits[idx]`` and ``colours[idx]`` stay their labels)."""
+        if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.dim() != 1:
+            raise TypeError(f"idx must be a 1-d torch.long tensor, got {idx!r:.60}")
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise ValueError(f"idx must index the {len(self)} images, got values in "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+        gray = self._source_gray[self.source[idx]]
+        if deform != 0:
+            gray = random_deform(gray, generator, deform)
+        p = random_nuisance(len(idx), generator)
+        p.colour = self.colours[idx].clone()
+        return render(gray, p)
 
     def __len__(self) -> int:
         return len(self.digits)
