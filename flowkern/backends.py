@@ -29,6 +29,8 @@ __all__ = [
     "use",
     "set_default",
     "describe",
+    "choice_cache",
+    "forced",
 ]
 
 AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
@@ -67,12 +69,26 @@ _REGISTRY: dict[str, Backend] = {}
 _forced: list[str | None] = [os.environ.get("FLOWKERN_BACKEND") or None]
 
 
-_CHOICE: dict[tuple[str | None, str], Backend] = {}  # (name or None, device type) -> backend; cleared by register
+_CHOICE: dict[tuple[str | None, str], Backend] = {}  # (name or None, device type) -> backend
+_CHOICE_CACHES: list[dict] = [_CHOICE]  # every cache of what select chose; cleared by register
 
 
 def register(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
-    _CHOICE.clear()
+    for cache in _CHOICE_CACHES:
+        cache.clear()
+
+
+def choice_cache() -> dict:
+    """A new dict that :func:`register` clears: for callers that cache what :func:`select` chose."""
+    cache: dict = {}
+    _CHOICE_CACHES.append(cache)
+    return cache
+
+
+def forced() -> str | None:
+    """The backend forced by :func:`use` / :func:`set_default` (None: automatic choice)."""
+    return _forced[-1]
 
 
 def get(name: str) -> Backend:

@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import flowkern
-from flowkern.ops import autograd
+from flowkern.ops import autograd, coupling
 from flowkern.ops.spec import SCALE_IDS
 
 HAS_CPU = flowkern.backends.available("cpu")["cpu"] is None
@@ -172,13 +172,41 @@ def test_public_api_calls_the_unboxed_entry_unless_torch_function_applies(monkey
     assert entry is flowkern._C.coupling_fwd_packed_eager
     calls = []
     monkeypatch.setitem(autograd._EAGER, op, (eager_op, lambda *a: calls.append(1) or entry(*a)))
+    coupling._PLANS.clear()  # the fast path's plans hold the entry they found
+    try:
+        x, h = torch.randn(3, 4), torch.randn(3, 4)
+        y, _ = flowkern.coupling_forward_packed(x, h, split=2, backend="cpu")  # plans, then runs
+        y2, _ = flowkern.coupling_forward_packed(x, h, split=2, backend="cpu")  # from the plan
+        assert calls == [1, 1]
+        with _FunctionLog() as mode:
+            y_mode, _ = flowkern.coupling_forward_packed(x, h, split=2, backend="cpu")
+        assert calls == [1, 1] and "flowkern.coupling_fwd_packed_eager.default" in mode.seen
+        for v in (y2, y_mode):
+            torch.testing.assert_close(v, y, rtol=0, atol=0)
+    finally:
+        coupling._PLANS.clear()
+
+
+def test_fast_path_plans_follow_config_backend_and_registration():
+    """A plan is per (op, backend, forced backend, device type, config): bools are never served
+    from an int's plan, a forced backend is honoured, and registering a backend drops the plans;
+    a bad tensor under a planned config still gets the spec's message."""
     x, h = torch.randn(3, 4), torch.randn(3, 4)
-    y, _ = flowkern.coupling_forward_packed(x, h, split=2, backend="cpu")
-    assert calls == [1]
-    with _FunctionLog() as mode:
-        y_mode, _ = flowkern.coupling_forward_packed(x, h, split=2, backend="cpu")
-    assert calls == [1] and "flowkern.coupling_fwd_packed_eager.default" in mode.seen
-    torch.testing.assert_close(y_mode, y, rtol=0, atol=0)
+    y, ld = flowkern.coupling_forward_packed(x, h, split=2, scale="tanh", clamp=1.0)
+    assert coupling._PLANS[("fwd_packed", None, None, "cpu", 2, "first", "tanh", 1.0, 2 / torch.pi, 0.0)]
+    with pytest.raises(TypeError, match="split must be an int"):
+        flowkern.coupling_forward_packed(x, h, split=True)
+    with pytest.raises(ValueError, match="clamp must be a finite number"):
+        flowkern.coupling_forward_packed(x, h, split=2, clamp=True)
+    with pytest.raises(ValueError, match=r"h must have shape \(3, 4\)"):
+        flowkern.coupling_forward_packed(x, h[:, :3], split=2)
+    with flowkern.backends.use("reference"):
+        y_ref, ld_ref = flowkern.coupling_forward_packed(x, h, split=2)
+    assert coupling._PLANS[("fwd_packed", None, "reference", "cpu", 2, "first", "tanh", 1.0, 2 / torch.pi, 0.0)] is False
+    torch.testing.assert_close(y_ref, y)
+    torch.testing.assert_close(ld_ref, ld)
+    flowkern.backends.register(flowkern.backends.get("reference"))
+    assert not coupling._PLANS
 
 
 def test_dispatch_modes_see_the_backend_op_through_the_entry():

@@ -44,7 +44,8 @@ using at::vec::Vectorized;
 constexpr int64_t kTile = 1024;         // elements per tile (stack buffers of one thread)
 constexpr int64_t kChunkElems = 16384;    // elements per parallel task (at most)
 constexpr int64_t kMinChunkElems = 4096;  // ... and at least
-constexpr int64_t kParallelElems = 1 << 16;  // smaller calls run on the calling thread
+constexpr int64_t kParallelElems = 1 << 14;  // smaller calls run on the calling thread (the
+                                             // (256, 64) kernel: ~10.6 -> ~7.5 us on 2 threads)
 
 // err of the forward check: how y is rounded before it is inverted again
 enum CheckMode : int { kNoCheck = 0, kCheckExact = 1, kCheckBF16 = 2, kCheckHalf = 3 };

@@ -20,7 +20,7 @@ import torch
 
 from .spec import acc_dtype
 
-__all__ = ["make_setup_context", "make_backward", "register", "call"]
+__all__ = ["make_setup_context", "make_backward", "register", "eager_entry", "call"]
 
 
 def make_setup_context(n_tensors: int = 5) -> Callable:
@@ -67,6 +67,11 @@ def register(fwd_op: torch._ops.OpOverload, bwd_op: Callable, n_tensors: int,
     torch.library.register_autograd(fwd_op, make_backward(bwd_op, n_tensors),
                                     setup_context=make_setup_context(n_tensors))
     _EAGER[fwd_op] = (eager_op, eager_entry)
+
+
+def eager_entry(fwd_op: torch._ops.OpOverload) -> Callable | None:
+    """The unboxed entry of ``fwd_op``'s C++ eager twin (None if the extension lacks it)."""
+    return _EAGER[fwd_op][1]
 
 
 def call(fwd_op: torch._ops.OpOverload, *args) -> tuple:

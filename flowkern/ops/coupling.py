@@ -164,6 +164,56 @@ for _name, _why in (("cpu", _cpu_why), ("cuda", _cuda_why)):
                                        _compiled_inverse_packed, _compiled_forward_packed_grads, checks_args=True))
 
 
+# ---- the eager fast path ----------------------------------------------------------
+# (op kind, backend, forced backend, device type, split, passive, scale, clamp, atan_k, eps) ->
+# (unboxed C++ entry, schema args) once that config ran on a compiled backend, else False
+_PLANS: dict[tuple, tuple | bool] = backends.choice_cache()
+_NUMBER_TYPES = (int, float)
+
+
+def _eager(kind: str, tensors: tuple, inp, backend, split, passive, scale, clamp, atan_k, eps, extra: tuple):
+    """The op's outputs from its unboxed C++ entry (``autograd.call``'s eager route without
+    the per-call config validation and backend choice), or None: then the caller takes the
+    general path, which also raises every argument error with its canonical message."""
+    if torch.compiler.is_compiling():
+        return None
+    if (type(split) is not int or type(clamp) not in _NUMBER_TYPES or type(atan_k) not in _NUMBER_TYPES
+            or type(eps) not in _NUMBER_TYPES):  # bools compare equal to ints: never served from the cache
+        return None
+    try:
+        key = (kind, backend, backends.forced(), inp.device.type, split, passive, scale, clamp, atan_k, eps)
+        plan = _PLANS.get(key)
+    except (AttributeError, TypeError):  # inp not a tensor, unhashable arguments
+        return None
+    if plan is None:
+        plan = _PLANS[key] = _make_plan(kind, inp, backend, split, passive, scale, clamp, atan_k, eps)
+    if not plan or torch._C._are_functorch_transforms_active():
+        return None
+    args = (*tensors, *plan[1], *extra)
+    if torch._C._has_torch_function(args):
+        return None
+    try:
+        return plan[0](*args)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
+def _make_plan(kind, inp, backend, split, passive, scale, clamp, atan_k, eps) -> tuple | bool:
+    try:
+        cfg = make_config(split, passive, scale, clamp, atan_k, eps)
+        chosen = backends.select(inp.device, backend)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    if chosen.forward is not _compiled_forward:
+        return False
+    entry = autograd.eager_entry(getattr(torch.ops.flowkern, _OPS[kind]).default)
+    return (entry, cfg.schema_args) if entry is not None else False
+
+
+_OPS = {"fwd": "coupling_fwd", "inv": "coupling_inv", "fwd_packed": "coupling_fwd_packed",
+        "inv_packed": "coupling_inv_packed"}
+
+
 # ---- public API ---------------------------------------------------------------
 def coupling_forward(
     x: torch.Tensor,
@@ -187,6 +237,9 @@ def coupling_forward(
     logdet = prod(S) sum log|a| + sum f(s_raw)  (see :mod:`flowkern.ops.coupling_ref`).
     ``err`` (B,) is max |x_rebuilt - x| per sample, x rebuilt from y inside the same pass.
     """
+    out = _eager("fwd", (x, s_raw, t, a, b), x, backend, split, passive, scale, clamp, atan_k, eps, (bool(check),))
+    if out is not None:
+        return out if check else out[:2]
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
     chosen = _select(x, backend, "x")
     return _checked(chosen, chosen.forward, (x, s_raw, t, a, b, cfg, bool(check)),
@@ -212,6 +265,9 @@ def coupling_inverse(
 
     z_a = (y_a - t) exp(-f(s_raw));  x = (z - b) / a.
     """
+    out = _eager("inv", (y, s_raw, t, a, b), y, backend, split, passive, scale, clamp, atan_k, eps, ())
+    if out is not None:
+        return out
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
     chosen = _select(y, backend, "y")
     return _checked(chosen, chosen.inverse, (y, s_raw, t, a, b, cfg), check_coupling_args, (y, s_raw, t, a, b, cfg, "y"))
@@ -238,6 +294,9 @@ def coupling_forward_packed(
     Same values as ``coupling_forward(x, h[:, :C_a], h[:, C_a:], ...)``; the backward writes one
     grad_h instead of two per-view grads that autograd would scatter into zeros and add.
     """
+    out = _eager("fwd_packed", (x, h, a, b), x, backend, split, passive, scale, clamp, atan_k, eps, (bool(check),))
+    if out is not None:
+        return out if check else out[:2]
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
     return _packed(False, x, h, a, b, cfg, (bool(check),), backend)
 
@@ -258,6 +317,9 @@ def coupling_inverse_packed(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`coupling_inverse` with the packed subnet output h = [s_raw | t] (see
     :func:`coupling_forward_packed`)."""
+    out = _eager("inv_packed", (y, h, a, b), y, backend, split, passive, scale, clamp, atan_k, eps, ())
+    if out is not None:
+        return out
     cfg = make_config(split, passive, scale, clamp, atan_k, eps)
     return _packed(True, y, h, a, b, cfg, (), backend)
 
