@@ -449,9 +449,10 @@ def _report(m: dict) -> str:
         *[f"| {k} | {v if 'mse' in k else _pct(v)} |" for k, v in e.items()], "",
         "The writer split limits digit accuracy: the classifier's own test accuracy bounds any digit judgement.", "",
         "## IIN (factors digit / colour / residual of the AE latent)", "",
-        f"The IIN is fitted for {m['config']['iin_steps']} steps on the standardised AE latents plus Gaussian noise "
-        f"of std {m['config']['iin_noise']:g} (a smoothed density: without it the loss keeps falling on near-degenerate "
-        "latent directions while the factors generalise worse to the held-out writers).", "",
+        f"The IIN is fitted for {m['config']['iin_steps']} steps on pairs rendered afresh at every step (the pair's "
+        "source digits with a new warp, brightness, background and shift, labels kept), encoded by the frozen AE and "
+        f"standardised, plus Gaussian noise of std {m['config']['iin_noise']:g}: on the fixed training latents it "
+        "overfits them and its factors generalise worse to the held-out writers.", "",
         f"Factor sizes used: {iin['sizes_used']}; pair-correlation estimate: "
         f"{m['factor_size_estimate_ae']['sizes']} (scores {m['factor_size_estimate_ae']['scores']}).", "",
         "Probes are independently trained classifiers, fitted on the train-split factors and scored on the test "
