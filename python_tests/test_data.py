@@ -41,14 +41,16 @@ def test_writer_split_is_disjoint_and_complete():
     assert not set(ds_tr.source.tolist()) & set(ds_te.source.tolist())
 
 
+def _label_hue(images: torch.Tensor) -> torch.Tensor:
+    """Colour index whose hue matches each image's brightest pixel."""
+    flat = images.flatten(2)
+    rgb = flat[torch.arange(len(images)), :, flat.sum(1).argmax(1)]
+    return (rgb / rgb.norm(dim=1, keepdim=True) @ (COLOURS / COLOURS.norm(dim=1, keepdim=True)).T).argmax(1)
+
+
 def test_colour_label_matches_pixels(test):
     # The brightest pixel of each image has the hue of its colour label.
-    flat = test.images.flatten(2)
-    idx = flat.sum(1).argmax(1)
-    rgb = flat[torch.arange(len(test)), :, idx]
-    rgb = rgb / rgb.norm(dim=1, keepdim=True)
-    pal = COLOURS / COLOURS.norm(dim=1, keepdim=True)
-    assert ((rgb @ pal.T).argmax(1) == test.colours).float().mean() > 0.99
+    assert (_label_hue(test.images) == test.colours).float().mean() > 0.99
 
 
 @pytest.mark.parametrize("factor", FACTORS)
@@ -113,13 +115,6 @@ def test_deform_augments_copies_but_keeps_first_and_labels():
     assert warped.images.min() >= 0 and warped.images.max() <= 1
     with pytest.raises(ValueError, match="strength"):
         random_deform(plain.gray[:2], torch.Generator(), -1.0)
-
-
-def _label_hue(images: torch.Tensor) -> torch.Tensor:
-    """Colour index whose hue matches each image's brightest pixel."""
-    flat = images.flatten(2)
-    rgb = flat[torch.arange(len(images)), :, flat.sum(1).argmax(1)]
-    return (rgb / rgb.norm(dim=1, keepdim=True) @ (COLOURS / COLOURS.norm(dim=1, keepdim=True)).T).argmax(1)
 
 
 def test_rerender_keeps_the_labels_and_draws_new_nuisances(test):

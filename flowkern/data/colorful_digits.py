@@ -172,7 +172,7 @@ class ColorfulDigits(torch.utils.data.Dataset):
         if deform != 0:
             gray = random_deform(gray, generator, deform)
         p = random_nuisance(len(idx), generator)
-        p.colour = self.colours[idx].clone()
+        p.colour = self.colours[idx]  # indexing copies
         return render(gray, p)
 
     def __len__(self) -> int:
