@@ -79,7 +79,8 @@ def call(fwd_op: torch._ops.OpOverload, *args) -> tuple:
     kernel for a ``register_autograd`` formula costs ~5 us per call even when nothing needs a
     gradient, and a Python autograd node ~40 us per forward + backward; under torch.compile and
     torch.func transforms it is the registered op. Arguments with ``__torch_function__`` overrides
-    (tensor subclasses, torch function modes) go through torch.ops, which dispatches those."""
+    (tensor subclasses, torch function modes) go through torch.ops, which dispatches those.
+    ``flowkern.ops.coupling._eager`` repeats this routing inline (keep the two in step)."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return fwd_op(*args)
     eager_op, entry = _EAGER[fwd_op]
