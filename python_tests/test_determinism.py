@@ -59,6 +59,29 @@ def test_op_bitwise_across_runs_and_threads(backend, dtype):
     _assert_bitwise(runs)
 
 
+def test_rows_path_bitwise_across_threads_at_the_parallel_threshold():
+    """(307, 61) rows: 18,727 elements, above the kernels' 16,384-element parallel threshold (the
+    (256, 64) benchmark shape's side of it) with an odd batch and a prime channel count."""
+    if probe_backend("cpu") is not None:
+        pytest.skip(probe_backend("cpu"))
+    g = torch.Generator().manual_seed(7)
+    x, h = torch.randn(307, 61, generator=g), torch.randn(307, 62, generator=g)
+    a, b = 0.5 + torch.rand(61, generator=g), 0.1 * torch.randn(61, generator=g)
+    for v in (x, h, a, b):
+        v.requires_grad_(True)
+    runs = {}
+    for n in (1, 2):
+        with _threads(n):
+            y, logdet, err = flowkern.coupling_forward_packed(x, h, a, b, split=30, check=True, backend="cpu")
+            grads = torch.autograd.grad((y * y).sum() + logdet.sum(), [x, h, a, b])
+            x_inv, _ = flowkern.coupling_inverse_packed(y.detach(), h, a, b, split=30, backend="cpu")
+            runs[f"{n} thread(s)"] = [y, logdet, err, *grads, x_inv]
+    _assert_bitwise(runs)
+    ref_y, ref_ld = flowkern.coupling_forward_packed(x, h, a, b, split=30, backend="reference")
+    torch.testing.assert_close(runs["2 thread(s)"][0], ref_y)
+    torch.testing.assert_close(runs["2 thread(s)"][1], ref_ld)
+
+
 def _flow_grads(nn) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     flow = nn.build_flow(12, 3, 64)
