@@ -14,14 +14,18 @@ GEMM floor: every matmul of the step (forward, grad input, grad weight of each L
 back to back with ``torch.mm(out=)``, timed in the same rounds as the steps — what a step
 costs if everything but the GEMMs were free. Bytes saved for backward: tensors packed by autograd during
 the forward+loss (``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage).
+Page faults: minor faults per step (``getrusage``), i.e. fresh pages the kernel zero-filled
+because glibc gave the previous step's freed memory back; ``--keep-freed-memory`` runs every
+implementation with :func:`flowkern.heap.keep_freed_memory`.
 
-Run ``python bench/bench_flows.py [--quick]`` for the markdown table, or
+Run ``python bench/bench_flows.py [--quick] [--keep-freed-memory]`` for the markdown table, or
 ``pytest bench/bench_flows.py`` for the pytest-benchmark cases.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -169,30 +173,36 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def step_times(models: dict[str, tuple[nn.Module, object]], x, c, reps: int,
-               extra: dict[str, Callable[[], object]] | None = None) -> dict[str, tuple[float, float | None]]:
-    """Per model, median seconds of (the whole step, its forward + backward without the
-    optimizer); per ``extra`` callable, (median seconds, None). Everything runs round-robin (one
-    step of each model and one call of each extra per round) so that load changes on a shared
-    machine hit every implementation and the floor alike."""
+               extra: dict[str, Callable[[], object]] | None = None) -> dict[str, tuple[float, float | None, int]]:
+    """Per model, medians of (the whole step in seconds, its forward + backward without the
+    optimizer, the step's minor page faults — fresh pages the kernel mapped and zero-filled);
+    per ``extra`` callable, (median seconds, None, median faults). Everything runs round-robin
+    (one step of each model and one call of each extra per round) so that load changes on a
+    shared machine hit every implementation and the floor alike."""
     opts = {name: make_optimizer(model) for name, (model, _) in models.items()}
     extra = extra or {}
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in (*models, *extra)}
+    times: dict[str, list[tuple[float, float, int]]] = {name: [] for name in (*models, *extra)}
     for i in range(reps + 2):  # two warm-up rounds: data-dependent inits, allocator
         for name, (_, loss_fn) in models.items():
-            t0 = time.perf_counter()
+            f0, t0 = _minor_faults(), time.perf_counter()
             opts[name].zero_grad(set_to_none=True)
             loss_fn(x, c).backward()
             t1 = time.perf_counter()
             opts[name].step()
             if i >= 2:
-                times[name].append((time.perf_counter() - t0, t1 - t0))
+                times[name].append((time.perf_counter() - t0, t1 - t0, _minor_faults() - f0))
         for name, fn in extra.items():
-            t0 = time.perf_counter()
+            f0, t0 = _minor_faults(), time.perf_counter()
             fn()
             if i >= 2:
-                times[name].append((time.perf_counter() - t0, 0.0))
-    return {name: (statistics.median(t for t, _ in ts), None if name in extra else statistics.median(t for _, t in ts))
+                times[name].append((time.perf_counter() - t0, 0.0, _minor_faults() - f0))
+    return {name: (statistics.median(v[0] for v in ts), None if name in extra else statistics.median(v[1] for v in ts),
+                   int(statistics.median(v[2] for v in ts)))
             for name, ts in times.items()}
 
 
@@ -239,23 +249,24 @@ def measure(cfg: Config, reps: int) -> list[dict]:
     floor_fn, gflop = gemm_floor(model, cfg.batch)
     times = step_times(models, x, c, reps, {"floor": floor_fn, "hot": gemm_floor(model, cfg.batch, hot=True)[0]})
     for name, (model, loss_fn) in models.items():
-        t, t_fb = times[name]
-        rows.append(dict(config=cfg.name, impl=name, seconds=t, fwd_bwd=t_fb, bytes=saved_bytes(loss_fn, x, c)))
-    rows.append(dict(config=cfg.name, impl=f"GEMM floor, hot operands ({gflop:.1f} GFLOP)", seconds=times["hot"][0],
-                     fwd_bwd=None, bytes=None))
-    rows.append(dict(config=cfg.name, impl=f"GEMM floor ({gflop:.1f} GFLOP)", seconds=times["floor"][0], fwd_bwd=None,
-                     bytes=None))
+        t, t_fb, faults = times[name]
+        rows.append(dict(config=cfg.name, impl=name, seconds=t, fwd_bwd=t_fb, faults=faults,
+                         bytes=saved_bytes(loss_fn, x, c)))
+    for key, label in (("hot", "GEMM floor, hot operands"), ("floor", "GEMM floor")):
+        rows.append(dict(config=cfg.name, impl=f"{label} ({gflop:.1f} GFLOP)", seconds=times[key][0], fwd_bwd=None,
+                         faults=times[key][2], bytes=None))
     return rows
 
 
-def table(quick: bool) -> str:
-    """Markdown table of step time and bytes saved for backward per config and library."""
+def table(quick: bool, heap: str = "glibc defaults") -> str:
+    """Markdown table of step time, page faults and bytes saved for backward per config and library;
+    ``heap`` names the malloc settings the process runs with (see ``--keep-freed-memory``)."""
     configs, reps = (QUICK, 3) if quick else (CONFIGS, 9)
     lines = [f"threads: {torch.get_num_threads()}, torch {torch.__version__}, "
-             f"backend: {_backend_name()}", "",
+             f"backend: {_backend_name()}, heap: {heap}", "",
              "| config | implementation | step ms | x GEMM floor | x flowkern | fwd+bwd ms | fwd+bwd x floor "
-             "| saved for backward MiB | % of FrEIA bytes |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| page faults / step | saved for backward MiB | % of FrEIA bytes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for cfg in configs:
         rows = measure(cfg, reps)
         floor = rows[-1]["seconds"]
@@ -266,7 +277,7 @@ def table(quick: bool) -> str:
             pct = "" if r["bytes"] is None or not freia else f"{100 * r['bytes'] / freia:.2f}"
             fb = "" if r["fwd_bwd"] is None else f"{1e3 * r['fwd_bwd']:.1f} | {r['fwd_bwd'] / floor:.2f}"
             lines.append(f"| {cfg.name} | {r['impl']} | {1e3 * r['seconds']:.1f} | {r['seconds'] / floor:.2f} "
-                         f"| {r['seconds'] / base:.2f} | {fb or ' | '} | {mib} | {pct} |")
+                         f"| {r['seconds'] / base:.2f} | {fb or ' | '} | {r['faults']} | {mib} | {pct} |")
     return "\n".join(lines)
 
 
@@ -304,14 +315,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (~30 s)")
     parser.add_argument("--backend", default=None, help="force a flowkern op backend (e.g. reference)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="run with flowkern.heap.keep_freed_memory() (glibc keeps freed blocks for the next step)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.backend:
-        import flowkern
+    import flowkern
+    import flowkern.heap
 
+    if args.backend:
         flowkern.backends.set_default(args.backend)
-    print(table(args.quick))
+    heap = "glibc defaults"
+    if args.keep_freed_memory:
+        if not flowkern.heap.keep_freed_memory():
+            parser.error("--keep-freed-memory needs glibc")
+        heap = "flowkern.heap.keep_freed_memory()"
+    print(table(args.quick, heap))
 
 
 if __name__ == "__main__":
