@@ -25,8 +25,12 @@ Run ``python bench/bench_flows.py [--quick] [--keep-freed-memory]`` for the mark
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -259,8 +263,9 @@ def measure(cfg: Config, reps: int) -> list[dict]:
 
 
 def table(quick: bool, heap: str = "glibc defaults") -> str:
-    """Markdown table of step time, page faults and bytes saved for backward per config and library;
-    ``heap`` names the malloc settings the process runs with (see ``--keep-freed-memory``)."""
+    """Markdown table of step time, page faults and bytes saved for backward per config and library
+    (``heap`` names the malloc settings this process runs with, see ``--keep-freed-memory``), then
+    :func:`alone_table`."""
     configs, reps = (QUICK, 3) if quick else (CONFIGS, 9)
     lines = [f"threads: {torch.get_num_threads()}, torch {torch.__version__}, "
              f"backend: {_backend_name()}, heap: {heap}", "",
@@ -278,6 +283,43 @@ def table(quick: bool, heap: str = "glibc defaults") -> str:
             fb = "" if r["fwd_bwd"] is None else f"{1e3 * r['fwd_bwd']:.1f} | {r['fwd_bwd'] / floor:.2f}"
             lines.append(f"| {cfg.name} | {r['impl']} | {1e3 * r['seconds']:.1f} | {r['seconds'] / floor:.2f} "
                          f"| {r['seconds'] / base:.2f} | {fb or ' | '} | {r['faults']} | {mib} | {pct} |")
+    return "\n".join(lines) + "\n\n" + alone_table(quick)
+
+
+def alone_worker(cfg: Config, keep: bool, reps: int) -> dict:
+    """One flowkern standard model trained alone in this process (as a user trains it), each step
+    followed by the GEMM floor: medians of step seconds, floor seconds and page faults per step."""
+    import flowkern.heap
+
+    if keep and not flowkern.heap.keep_freed_memory():
+        raise RuntimeError("keep_freed_memory needs glibc")
+    torch.manual_seed(0)
+    x = torch.randn(cfg.batch, cfg.dim)
+    c = torch.randn(cfg.batch, cfg.cond_dim) if cfg.cond_dim else None
+    flow, loss_fn = make_flowkern(cfg, False)
+    floor_fn, _ = gemm_floor(flow, cfg.batch)
+    times = step_times({"flowkern": (flow, loss_fn)}, x, c, reps, {"floor": floor_fn})
+    return dict(step=times["flowkern"][0], floor=times["floor"][0], faults=times["flowkern"][2])
+
+
+def alone_table(quick: bool, rounds: int = 3) -> str:
+    """The IIN flow trained alone, glibc's default heap vs :func:`flowkern.heap.keep_freed_memory`,
+    in fresh processes alternating default / keep ``rounds`` times (in the round-robin table above
+    the models share one heap, which hides the page faults a single model pays)."""
+    cfg, reps = (QUICK[0], 5) if quick else (CONFIGS[0], 12)
+    runs: dict[str, list[dict]] = {"glibc defaults": [], "keep_freed_memory()": []}
+    for _ in range(rounds):
+        for mode in runs:
+            cmd = [sys.executable, os.path.abspath(__file__), "--alone-worker", str(int(mode != "glibc defaults")),
+                   *(["--quick"] if quick else [])]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            runs[mode].append(json.loads(out.strip().splitlines()[-1]))
+    lines = [f"{cfg.name} trained alone: median of {rounds} fresh processes per heap setting, run alternately", "",
+             "| heap | step ms | x GEMM floor | page faults / step |", "|---|---:|---:|---:|"]
+    for mode, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("step", "floor", "faults")}
+        ratio = statistics.median(r["step"] / r["floor"] for r in rs)
+        lines.append(f"| {mode} | {1e3 * med['step']:.1f} | {ratio:.2f} | {med['faults']:.0f} |")
     return "\n".join(lines)
 
 
@@ -317,9 +359,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="run with flowkern.heap.keep_freed_memory() (glibc keeps freed blocks for the next step)")
+    parser.add_argument("--alone-worker", type=int, choices=(0, 1), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.alone_worker is not None:
+        cfg, reps = (QUICK[0], 5) if args.quick else (CONFIGS[0], 12)
+        print(json.dumps(alone_worker(cfg, bool(args.alone_worker), reps)))
+        return
     import flowkern
     import flowkern.heap
 

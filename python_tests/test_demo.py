@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from flowkern import heap
 from flowkern.cli import main
 from flowkern.experts import train_autoencoder, train_classifier
 
@@ -37,6 +38,7 @@ def test_quick_run_writes_pictures_and_report(quick_run):
     assert m["text"] == {"skipped": "--no-text"}
     assert sorted(p.suffix for p in (out / "experts").iterdir()) == [".pt", ".pt"]
     assert m["timings_s"]["total"] > 0
+    assert m["config"]["heap"] == ("keep_freed_memory" if heap._glibc() is not None else "glibc defaults")
 
 
 def test_quick_run_metrics_above_quick_thresholds(quick_run):
