@@ -46,6 +46,11 @@ def test_initialized_flag_is_a_saved_buffer():
     x = torch.randn(10, 3) * 5
     torch.testing.assert_close(fresh(x)[0], m(x)[0])
     assert torch.equal(fresh.loc, m.loc)
+    # loading an uninitialised state re-arms the data-dependent init (the Python mirror follows the buffer)
+    m.load_state_dict(ActNorm(3).state_dict())
+    z, _ = m(x)
+    assert int(m.initialized) == 1
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
 
 
 def test_inverse_init_raises_unless_allowed():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..nn.base import InitFlag
 from ..ops import coupling_forward, coupling_inverse
 
 __all__ = [
@@ -63,7 +64,7 @@ class BasicFullyConnectedNet(nn.Module):
         return self.main(x)
 
 
-class ActNorm(nn.Module):
+class ActNorm(InitFlag, nn.Module):
     """CompVis ActNorm with ``loc``/``scale`` (1, C, 1, 1); data-dependent init on the first
     training call (reverse init only with ``allow_reverse_init``)."""
 
@@ -77,11 +78,7 @@ class ActNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(1, num_features, 1, 1))
         self.allow_reverse_init = allow_reverse_init
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
-        self._init_done = False  # Python mirror of the buffer: no tensor read once initialised
-        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_init_flag())
-
-    def _sync_init_flag(self) -> None:
-        self._init_done = bool(self.initialized.item() != 0)
+        self._track_init_flag()
 
     @torch.no_grad()
     def initialize(self, input: Tensor) -> None:
@@ -96,16 +93,11 @@ class ActNorm(nn.Module):
                 raise RuntimeError("Initializing ActNorm in reverse direction is disabled by default. "
                                    "Use allow_reverse_init=True to enable.")
             self.initialize(input if input.dim() == 4 else input[:, :, None, None])
-            self.initialized.fill_(1)
-            self._init_done = True
+            self._mark_initialized()
 
     def needs_init(self) -> bool:
         """CompVis' init rule: in training mode until the first initialisation."""
-        if not self.training:
-            return False
-        if not self._init_done:
-            self._sync_init_flag()
-        return not self._init_done
+        return self.training and not self._is_initialized()
 
     def affine(self) -> tuple[Tensor, Tensor]:
         """(a, b) of shape (C,) with ``h = x * a + b``."""

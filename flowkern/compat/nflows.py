@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from ..nn.base import InitFlag
 from ..ops import coupling_forward, coupling_inverse
 from ._fused import channel_view, split_permutation
 
@@ -53,7 +54,7 @@ def _check_rank(inputs: Tensor) -> None:
         raise ValueError(f"inputs must be a 2D or a 4D tensor, got shape {tuple(inputs.shape)}")
 
 
-class ActNorm(Transform):
+class ActNorm(InitFlag, Transform):
     r"""Per-feature :math:`y = e^{\ell} x + m`; data-dependent init on the first training call."""
 
     def __init__(self, features: int):
@@ -62,19 +63,11 @@ class ActNorm(Transform):
         self.register_buffer("initialized", torch.tensor(False, dtype=torch.bool))
         self.log_scale = nn.Parameter(torch.zeros(features))
         self.shift = nn.Parameter(torch.zeros(features))
-        self._init_done = False  # Python mirror of the buffer: no tensor read once initialised
-        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_init_flag())
-
-    def _sync_init_flag(self) -> None:
-        self._init_done = bool(self.initialized)
+        self._track_init_flag()
 
     def needs_init(self) -> bool:
         """nflows' init rule: in training mode until the first initialisation."""
-        if not self.training:
-            return False
-        if not self._init_done:
-            self._sync_init_flag()
-        return not self._init_done
+        return self.training and not self._is_initialized()
 
     @property
     def scale(self) -> Tensor:
@@ -104,8 +97,7 @@ class ActNorm(Transform):
         std = torch.where(std > 0, std, torch.ones_like(std))  # nflows: NaN for a constant feature
         self.log_scale.data = -torch.log(std)
         self.shift.data = -(inputs / std).mean(dim=0)
-        self.initialized.fill_(True)
-        self._init_done = True
+        self._mark_initialized()
 
 
 class AffineCouplingTransform(Transform):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.base import InitFlag
 from ..ops import coupling_forward, coupling_inverse
 from ._fused import channel_view, split_permutation
 
@@ -78,24 +79,20 @@ class AffineConstFlow(Flow):
         return (z - self.t) * torch.exp(-self.s), -self._n_shared(z) * torch.sum(self.s)
 
 
-class ActNorm(AffineConstFlow):
+class ActNorm(InitFlag, AffineConstFlow):
     """:class:`AffineConstFlow` with data-dependent init on the first call (either direction)."""
+
+    _init_buffer = "data_dep_init_done"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.data_dep_init_done_cpu = torch.tensor(0.0)
         self.register_buffer("data_dep_init_done", self.data_dep_init_done_cpu.clone())
-        self._init_done = False  # Python mirror of the buffer: no tensor read once initialised
-        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_init_flag())
-
-    def _sync_init_flag(self) -> None:
-        self._init_done = bool(self.data_dep_init_done > 0.0)
+        self._track_init_flag()
 
     def initialized(self) -> bool:
         """Whether the data-dependent init has run (the buffer is read until it has)."""
-        if not self._init_done:
-            self._sync_init_flag()
-        return self._init_done
+        return self._is_initialized()
 
     @torch.no_grad()
     def _init(self, z: Tensor, inverse: bool) -> None:
@@ -107,8 +104,7 @@ class ActNorm(AffineConstFlow):
         else:
             self.s.data = -torch.log(std)
             self.t.data = -mean * torch.exp(self.s)
-        self.data_dep_init_done.fill_(1.0)
-        self._init_done = True
+        self._mark_initialized()
 
     def forward(self, z):
         if not self.initialized():

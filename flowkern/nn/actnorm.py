@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..ops.spec import acc_dtype
-from .base import InvertibleModule, ParamGrads, add_param_grad, check_input
+from .base import InitFlag, InvertibleModule, ParamGrads, add_param_grad, check_input
 
 __all__ = ["ActNorm", "ActNormParams", "channel_stats"]
 
@@ -38,7 +38,7 @@ def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var.clamp_min(0.0).sqrt()
 
 
-class ActNormParams(nn.Module):
+class ActNormParams(InitFlag, nn.Module):
     """``loc``, ``scale`` (C,) and the ``initialized`` buffer, with data-dependent init."""
 
     def __init__(self, channels: int, allow_inverse_init: bool = False) -> None:
@@ -50,10 +50,11 @@ class ActNormParams(nn.Module):
         self.loc = nn.Parameter(torch.zeros(channels))
         self.scale = nn.Parameter(torch.ones(channels))
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self._track_init_flag()
 
     def maybe_initialize(self, v: torch.Tensor, inverse: bool) -> None:
         """Data-dependent init from ``v`` on the first training-mode call."""
-        if not self.training or bool(self.initialized):
+        if not self.training or self._is_initialized():
             return
         if inverse and not self.allow_inverse_init:
             raise RuntimeError(
@@ -64,7 +65,7 @@ class ActNormParams(nn.Module):
         with torch.no_grad():
             self.loc.copy_(-mean)
             self.scale.copy_(1.0 / (std + 1e-6))
-            self.initialized.fill_(1)
+            self._mark_initialized()
 
     def coefficients(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a, b) = (scale, scale * loc) in the dtype of ``like`` (autograd-tracked)."""

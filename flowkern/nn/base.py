@@ -21,6 +21,7 @@ from torch import nn
 from ..ops.spec import acc_dtype
 
 __all__ = [
+    "InitFlag",
     "InvertibleModule",
     "ParamGrads",
     "add_param_grad",
@@ -147,6 +148,32 @@ def add_param_grad(grads: ParamGrads, p: torch.Tensor, g: torch.Tensor | None) -
     if g is not None:
         key = id(p)
         grads[key] = g if key not in grads else grads[key] + g
+
+
+class InitFlag:
+    """Mixin for an ``nn.Module`` whose data-dependent init state is a buffer saved with the weights
+    (named by ``_init_buffer``). A Python bool mirrors it, so once initialised no call reads the
+    tensor — a host sync per call, and a graph break under ``torch.compile``; ``load_state_dict``
+    re-syncs the mirror (:meth:`_track_init_flag` registers the hook)."""
+
+    _init_buffer = "initialized"
+
+    def _track_init_flag(self) -> None:
+        self._init_done = False
+        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_init_flag())
+
+    def _sync_init_flag(self) -> None:
+        self._init_done = bool(getattr(self, self._init_buffer) != 0)
+
+    def _is_initialized(self) -> bool:
+        """Whether the init has run (the buffer is read until it has)."""
+        if not self._init_done:
+            self._sync_init_flag()
+        return self._init_done
+
+    def _mark_initialized(self) -> None:
+        getattr(self, self._init_buffer).fill_(1)
+        self._init_done = True
 
 
 class InvertibleModule(nn.Module):
