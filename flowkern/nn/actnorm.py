@@ -101,19 +101,19 @@ class ActNorm(ActNormParams, InvertibleModule):
 
     def invert_and_backprop(self, y: torch.Tensor, c: torch.Tensor | None, grad_y: torch.Tensor,
                             grad_logdet: torch.Tensor, grads: ParamGrads):
-        """Closed form of y = scale (x + loc), logdet = prod(S) sum log|scale|:
-        x = y / scale - loc;  grad_x = grad_y scale;
-        grad_scale = sum_{B,S} grad_y (x + loc) + prod(S) sum_B grad_logdet / scale;
-        grad_loc = scale sum_{B,S} grad_y."""
+        """Closed form of y = scale (x + loc), logdet = prod(S) sum log|scale| (x as :meth:`inverse`
+        rebuilds it; the init check is skipped: the forward ran):
+        grad_x = grad_y scale;  grad_scale = (sum_{B,S} grad_y y + prod(S) sum_B grad_logdet) / scale
+        (as y = scale (x + loc));  grad_loc = scale sum_{B,S} grad_y."""
         with torch.no_grad():
-            x, _ = self.inverse(y)
-            scale = _bcast(self.scale.to(y.dtype), y)
+            a, b = self.coefficients(y)
+            scale = _bcast(a, y)
+            x = (y - _bcast(b, y)) / scale
             dims = [0, *range(2, y.dim())]
             if self.scale.requires_grad:
                 acc = acc_dtype(y.dtype)
-                g_scale = (grad_y * (x + _bcast(self.loc.to(y.dtype), y))).sum(dims, dtype=acc)
-                g_scale += math.prod(y.shape[2:]) * grad_logdet.to(acc).sum() / self.scale.to(acc)
-                add_param_grad(grads, self.scale, g_scale.to(self.scale.dtype))
+                g_scale = (grad_y * y).sum(dims, dtype=acc) + math.prod(y.shape[2:]) * grad_logdet.sum(dtype=acc)
+                add_param_grad(grads, self.scale, (g_scale / self.scale.to(acc)).to(self.scale.dtype))
             if self.loc.requires_grad:
-                add_param_grad(grads, self.loc, (grad_y.sum(dims) * self.scale.to(y.dtype)).to(self.loc.dtype))
+                add_param_grad(grads, self.loc, (grad_y.sum(dims) * a).to(self.loc.dtype))
             return x, grad_y * scale, None
