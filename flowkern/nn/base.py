@@ -150,6 +150,10 @@ def add_param_grad(grads: ParamGrads, p: torch.Tensor, g: torch.Tensor | None) -
         grads[key] = g if key not in grads else grads[key] + g
 
 
+def _sync_init_flag_after_load(module: InitFlag, incompatible_keys: object) -> None:
+    module._sync_init_flag()  # a module-level function: a whole-model torch.save pickles the hook
+
+
 class InitFlag:
     """Mixin for an ``nn.Module`` whose data-dependent init state is a buffer saved with the weights
     (named by ``_init_buffer``). A Python bool mirrors it, so once initialised no call reads the
@@ -160,7 +164,7 @@ class InitFlag:
 
     def _track_init_flag(self) -> None:
         self._init_done = False
-        self.register_load_state_dict_post_hook(lambda module, keys: module._sync_init_flag())
+        self.register_load_state_dict_post_hook(_sync_init_flag_after_load)
 
     def _sync_init_flag(self) -> None:
         self._init_done = bool(getattr(self, self._init_buffer) != 0)
