@@ -104,11 +104,14 @@ def make_flowkern_compiled(cfg: Config):
     data-dependent init, a warm-up round) runs eagerly."""
     flow, loss = make_flowkern(cfg, False)
     compiled = torch.compile(loss, fullgraph=True)
-    calls = []
+    initialised = False
 
     def loss_fn(x, c):
-        calls.append(None)
-        return loss(x, c) if len(calls) == 1 else compiled(x, c)
+        nonlocal initialised
+        if initialised:
+            return compiled(x, c)
+        initialised = True
+        return loss(x, c)
 
     return flow, loss_fn
 
