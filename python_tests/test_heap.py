@@ -3,6 +3,7 @@ the settings are process-wide and glibc's mmap threshold adapts to what a proces
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -29,7 +30,8 @@ print(heap.release_freed_memory() in (True, False))
 
 
 def _probe(mode: str) -> list[str]:
-    proc = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's own defaults
+    proc = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()
 
