@@ -304,6 +304,11 @@ def table(quick: bool, heap: str = "glibc defaults") -> str:
     return "\n".join(lines) + "\n\n" + alone_table(quick)
 
 
+def _alone_config(quick: bool) -> tuple[Config, int]:
+    """The config trained alone and its timed steps."""
+    return (QUICK[0], 5) if quick else (CONFIGS[0], 12)
+
+
 def alone_worker(cfg: Config, keep: bool, reps: int) -> dict:
     """One flowkern standard model trained alone in this process (as a user trains it), each step
     followed by the GEMM floor: medians of step seconds, floor seconds and page faults per step."""
@@ -324,7 +329,7 @@ def alone_table(quick: bool, rounds: int = 3) -> str:
     """The IIN flow trained alone, glibc's default heap vs :func:`flowkern.heap.keep_freed_memory`,
     in fresh processes alternating default / keep ``rounds`` times (in the round-robin table above
     the models share one heap, which hides the page faults a single model pays)."""
-    cfg, reps = (QUICK[0], 5) if quick else (CONFIGS[0], 12)
+    cfg, _ = _alone_config(quick)
     runs: dict[str, list[dict]] = {"glibc defaults": [], "keep_freed_memory()": []}
     for _ in range(rounds):
         for mode in runs:
@@ -382,7 +387,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.alone_worker is not None:
-        cfg, reps = (QUICK[0], 5) if args.quick else (CONFIGS[0], 12)
+        cfg, reps = _alone_config(args.quick)
         print(json.dumps(alone_worker(cfg, bool(args.alone_worker), reps)))
         return
     import flowkern

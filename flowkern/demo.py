@@ -133,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .heap import keep_freed_memory
 
-    args.heap = "glibc defaults" if args.default_heap or not keep_freed_memory() else "keep_freed_memory"
+    heap = "glibc defaults" if args.default_heap or not keep_freed_memory() else "keep_freed_memory"
     with threadpool_limits(max(1, int(args.threads))):
-        return _run(args)
+        return _run(args, heap)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, heap: str) -> int:
     from .data import COLOUR_NAMES, FACTORS, ColorfulDigits, load_gray_digits, random_nuisance, render
     from .experts import (TEST_TEMPLATES, TRAIN_TEMPLATES, TextExpert, caption, text_available, train_autoencoder,
                           train_classifier)
@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    m: dict = {"config": {**asdict(cfg), "quick": bool(args.quick), "seed": args.seed, "heap": args.heap}}
+    m: dict = {"config": {**asdict(cfg), "quick": bool(args.quick), "seed": args.seed, "heap": heap}}
     g = torch.Generator().manual_seed(args.seed)
     kw = dict(n_blocks=cfg.n_blocks, hidden=cfg.hidden)
 
