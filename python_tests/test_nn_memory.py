@@ -177,3 +177,23 @@ def test_memory_saving_flow_under_torch_compile_matches_eager():
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     for g, p in zip(grads, flow.parameters()):
         torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_trainable_parameters_match_parameters_order():
+    """The fast walk the memory-saving step uses returns ``parameters()``'s trainable ones, in
+    its order, each once: frozen ones left out, shared submodules and None slots handled."""
+    from flowkern.nn.base import trainable_parameters
+
+    torch.manual_seed(8)
+    flow = build_flow(6, 3, 16, depth=1, embedder=MLPEmbedder(5, 3, hidden=8))
+    shared = nn.Linear(3, 3)
+    holder = nn.Module()
+    holder.first, holder.empty, holder.again, holder.flow = shared, None, shared, flow
+    next(iter(flow.parameters())).requires_grad_(False)
+    want = [p for p in holder.parameters() if p.requires_grad]
+    got = trainable_parameters(holder)
+    assert len(got) == len(want) and all(a is b for a, b in zip(got, want))
+    blocks = list(flow.blocks)
+    want_blocks = list(dict.fromkeys(p for b in blocks for p in b.parameters() if p.requires_grad))
+    got_blocks = trainable_parameters(*blocks)
+    assert len(got_blocks) == len(want_blocks) and all(a is b for a, b in zip(got_blocks, want_blocks))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from ..ops.spec import acc_dtype
-from .base import InvertibleModule, ParamGrads
+from .base import InvertibleModule, ParamGrads, trainable_parameters
 
 __all__ = ["InvertibleSequenceFunction", "memory_saving_forward"]
 
@@ -68,11 +68,4 @@ class InvertibleSequenceFunction(torch.autograd.Function):
 def memory_saving_forward(blocks: Sequence[InvertibleModule], x: torch.Tensor,
                           c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward through ``blocks`` keeping O(1) activations for backward (module docstring)."""
-    seen: set[int] = set()
-    params = []
-    for block in blocks:
-        for p in block.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
-    return InvertibleSequenceFunction.apply(tuple(blocks), x, c, *params)
+    return InvertibleSequenceFunction.apply(tuple(blocks), x, c, *trainable_parameters(*blocks))
