@@ -80,6 +80,11 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.reshape(1, -1, *([1] * (x.dim() - 2)))
 
 
+def _rebuild_x(y: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x = (y - b) / a, per channel: the inverse of y = x a + b."""
+    return (y - _bcast(b, y)) / _bcast(a, y)
+
+
 class ActNorm(ActNormParams, InvertibleModule):
     """Per-channel affine normalisation with data-dependent init (module docstring)."""
 
@@ -97,7 +102,7 @@ class ActNorm(ActNormParams, InvertibleModule):
         check_input(y, self.channels, "y")
         self.maybe_initialize(y, inverse=True)
         a, b = self.coefficients(y)
-        return (y - _bcast(b, y)) / _bcast(a, y), -self._logdet(y)
+        return _rebuild_x(y, a, b), -self._logdet(y)
 
     def invert_and_backprop(self, y: torch.Tensor, c: torch.Tensor | None, grad_y: torch.Tensor,
                             grad_logdet: torch.Tensor, grads: ParamGrads):
@@ -107,8 +112,7 @@ class ActNorm(ActNormParams, InvertibleModule):
         (as y = scale (x + loc));  grad_loc = scale sum_{B,S} grad_y."""
         with torch.no_grad():
             a, b = self.coefficients(y)
-            scale = _bcast(a, y)
-            x = (y - _bcast(b, y)) / scale
+            x = _rebuild_x(y, a, b)
             dims = [0, *range(2, y.dim())]
             if self.scale.requires_grad:
                 acc = acc_dtype(y.dtype)
@@ -116,4 +120,4 @@ class ActNorm(ActNormParams, InvertibleModule):
                 add_param_grad(grads, self.scale, (g_scale / self.scale.to(acc)).to(self.scale.dtype))
             if self.loc.requires_grad:
                 add_param_grad(grads, self.loc, (grad_y.sum(dims) * a).to(self.loc.dtype))
-            return x, grad_y * scale, None
+            return x, grad_y * _bcast(a, y), None
