@@ -293,10 +293,15 @@ def non_gemm_work(model: nn.Module, batch: int) -> Callable[[], None]:
     return run
 
 
-def measure(cfg: Config, reps: int) -> list[dict]:
+def _batch(cfg: Config) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The seeded input batch x and condition c (None without one) every step of ``cfg`` runs on."""
     torch.manual_seed(0)
     x = torch.randn(cfg.batch, cfg.dim)
-    c = torch.randn(cfg.batch, cfg.cond_dim) if cfg.cond_dim else None
+    return x, torch.randn(cfg.batch, cfg.cond_dim) if cfg.cond_dim else None
+
+
+def measure(cfg: Config, reps: int) -> list[dict]:
+    x, c = _batch(cfg)
     rows = []
     makers = [("flowkern", lambda: make_flowkern(cfg, False)),
               ("flowkern memory-saving", lambda: make_flowkern(cfg, True)),
@@ -358,9 +363,7 @@ def alone_worker(cfg: Config, keep: bool, reps: int) -> dict:
 
     if keep and not flowkern.heap.keep_freed_memory():
         raise RuntimeError("keep_freed_memory needs glibc")
-    torch.manual_seed(0)
-    x = torch.randn(cfg.batch, cfg.dim)
-    c = torch.randn(cfg.batch, cfg.cond_dim) if cfg.cond_dim else None
+    x, c = _batch(cfg)
     flow, loss_fn = make_flowkern(cfg, False)
     floor_fn, _ = gemm_floor(flow, cfg.batch)
     times = step_times({"flowkern": (flow, loss_fn)}, x, c, reps, {"floor": floor_fn})
