@@ -99,10 +99,10 @@ def test_autocast_bf16_through_layers(nn, layer):
 
 
 def test_exp_scale_overflow_check_names_the_layer(nn):
-    """With scale_fn='exp' a huge s_raw overflows fp16; an opt-in check must raise naming the layer."""
+    """With scale='exp' a huge s_raw overflows fp16; an opt-in check must raise naming the layer."""
     sub = torch.nn.Linear(3, 6).half()
     with torch.no_grad():
         sub.bias.fill_(20.0)  # exp(20) * |z| > fp16 max
-    coupling = nn.AffineCoupling(6, sub, scale_fn="exp").half()
+    coupling = nn.AffineCoupling(6, sub, scale="exp").half()
     with nn.detect_overflow(), pytest.raises(FloatingPointError, match="AffineCoupling"):
         coupling(torch.randn(4, 6).half())

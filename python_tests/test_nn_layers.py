@@ -33,10 +33,10 @@ CASES = {
     "actnorm_img": (lambda: ActNorm(3), (3, 2, 3), None),
     "coupling_odd_first": (lambda: AffineCoupling(7, MLP(3, 8, 16, 1)), (7,), None),
     "coupling_odd_second_atan": (
-        lambda: AffineCoupling(7, MLP(4, 6, 16, 1), passive="second", scale_fn="atan", clamp=1.5), (7,), None),
-    "coupling_split2_exp": (lambda: AffineCoupling(5, MLP(2, 6, 8, 1), split=2, scale_fn="exp"), (5,), None),
+        lambda: AffineCoupling(7, MLP(4, 6, 16, 1), passive="second", scale="atan", clamp=1.5), (7,), None),
+    "coupling_split2_exp": (lambda: AffineCoupling(5, MLP(2, 6, 8, 1), split=2, scale="exp"), (5,), None),
     "coupling_sigmoid_tuple": (
-        lambda: AffineCoupling(5, SeparateNets(MLP(2, 3, 8, 0), MLP(2, 3, 8, 0)), scale_fn="sigmoid", eps=1e-3),
+        lambda: AffineCoupling(5, SeparateNets(MLP(2, 3, 8, 0), MLP(2, 3, 8, 0)), scale="sigmoid", eps=1e-3),
         (5,), None),
     "coupling_img": (lambda: AffineCoupling(3, _conv_subnet(1, 4)), (3, 3, 2), None),
     "actnorm_coupling": (lambda: ActNormCoupling(5, MLP(2, 6, 8, 1)), (5,), None),
@@ -46,7 +46,7 @@ CASES = {
     "double": (lambda: DoubleAffineCoupling(7, 16, 1), (7,), None),
     "double_joint_net": (lambda: DoubleAffineCoupling(6, 16, 1, separate_nets=False), (6,), None),
     "double_cond": (lambda: DoubleAffineCoupling(5, 16, 1, cond_channels=3), (5,), (3,)),
-    "double_latent": (lambda: DoubleAffineCoupling(4, 8, 0, scale_fn="exp"), (4, 1, 1), None),
+    "double_latent": (lambda: DoubleAffineCoupling(4, 8, 0, scale="exp"), (4, 1, 1), None),
     "shuffle": (lambda: Shuffle(6, seed=3), (6,), None),
     "reverse_img": (lambda: Reverse(3), (3, 2, 2), None),
     "invconv_vec": (lambda: InvConv1x1(5), (5,), None),
@@ -180,7 +180,7 @@ def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="split"):
         AffineCoupling(4, MLP(1, 6, 4), split=4)
     with pytest.raises(ValueError, match="scale"):
-        AffineCoupling(4, MLP(2, 4, 4), scale_fn="relu")
+        AffineCoupling(4, MLP(2, 4, 4), scale="relu")
     with pytest.raises(ValueError, match="passive"):
         AffineCoupling(4, MLP(2, 4, 4), passive="middle")
     with pytest.raises(ValueError, match="cond_channels"):
@@ -200,7 +200,7 @@ def test_subnet_wrong_output_names_subnet():
 def test_double_coupling_is_compvis_block():
     """Reproduce CompVis DoubleVectorCouplingBlock's forward from its two couplings by hand."""
     torch.manual_seed(0)
-    m = DoubleAffineCoupling(6, 16, 1, scale_fn="exp").double()
+    m = DoubleAffineCoupling(6, 16, 1, scale="exp").double()
     x = torch.randn(4, 6, dtype=torch.float64)
     y, ld = m(x)
     logdet = 0

@@ -68,11 +68,11 @@ def test_gradients_equal_standard_mixed_image_layers(backend):
     conv = lambda i, o: nn.Sequential(nn.Conv2d(i, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, o, 3, padding=1))  # noqa
     blocks = [
         ActNorm(4),
-        ActNormCoupling(4, conv(2, 4), scale_fn="atan"),
+        ActNormCoupling(4, conv(2, 4), scale="atan"),
         InvConv1x1(4),
-        ConditionalAffineCoupling(4, 2, conv(4, 4), passive="second", scale_fn="exp"),
+        ConditionalAffineCoupling(4, 2, conv(4, 4), passive="second", scale="exp"),
         Reverse(4),
-        ActNormCoupling(4, conv(2, 4), scale_fn="sigmoid", eps=1e-4),
+        ActNormCoupling(4, conv(2, 4), scale="sigmoid", eps=1e-4),
     ]
     flow = ConditionalFlow(blocks).double()
     x, c = torch.randn(3, 4, 3, 5, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)

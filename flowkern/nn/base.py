@@ -69,7 +69,7 @@ def check_overflow(layer: nn.Module, inp: torch.Tensor, out: torch.Tensor, logde
         label = f"{name} ({type(layer).__name__})" if name else type(layer).__name__
         raise FloatingPointError(
             f"{direction} of layer {label} produced inf/NaN from finite input in {inp.dtype} "
-            f"({layer.extra_repr()}); use a clamped scale_fn (tanh, atan, sigmoid) or a wider dtype"
+            f"({layer.extra_repr()}); use a clamped scale (tanh, atan, sigmoid) or a wider dtype"
         )
 
 

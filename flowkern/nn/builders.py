@@ -20,7 +20,7 @@ def build_flow(
     depth: int = 2,
     cond_dim: int = 0,
     clamp: float = 2.0,
-    scale_fn: str = "tanh",
+    scale: str = "tanh",
     memory_saving: bool = False,
     embedder: nn.Module | None = None,
 ) -> Flow | ConditionalFlow:
@@ -49,7 +49,7 @@ def build_flow(
     for i in range(n_blocks):
         blocks += [
             ActNorm(dim),
-            DoubleAffineCoupling(dim, hidden, depth, cond_channels=cond_dim, clamp=clamp, scale_fn=scale_fn),
+            DoubleAffineCoupling(dim, hidden, depth, cond_channels=cond_dim, clamp=clamp, scale=scale),
             Shuffle(dim, seed=i),
         ]
     if cond_dim > 0:

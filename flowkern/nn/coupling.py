@@ -61,7 +61,7 @@ class AffineCoupling(InvertibleModule):
         subnet: nn.Module,
         *,
         clamp: float = 2.0,
-        scale_fn: str = "tanh",
+        scale: str = "tanh",
         passive: str = "first",
         split: int | None = None,
         atan_k: float = 2.0 / math.pi,
@@ -73,7 +73,7 @@ class AffineCoupling(InvertibleModule):
         if not callable(subnet):
             raise TypeError(f"subnet must be a callable nn.Module, got {type(subnet).__name__}")
         split = channels // 2 if split is None else split
-        self.cfg = make_config(split, passive, scale_fn, clamp, atan_k, eps)
+        self.cfg = make_config(split, passive, scale, clamp, atan_k, eps)
         if not 1 <= split <= channels - 1:
             raise ValueError(f"split must be in [1, {channels - 1}] for {channels} channels, got {split}")
         self.channels = channels
@@ -217,7 +217,7 @@ class AffineCoupling(InvertibleModule):
     def extra_repr(self) -> str:
         cfg = self.cfg
         return (f"channels={self.channels}, passive={'first' if cfg.passive_first else 'second'}, "
-                f"split={cfg.split}, scale_fn={cfg.scale!r}, clamp={cfg.clamp}")
+                f"split={cfg.split}, scale={cfg.scale!r}, clamp={cfg.clamp}")
 
 
 class ActNormCoupling(AffineCoupling):

@@ -39,7 +39,7 @@ class DoubleAffineCoupling(InvertibleModule):
         *,
         cond_channels: int = 0,
         clamp: float = 2.0,
-        scale_fn: str = "tanh",
+        scale: str = "tanh",
         separate_nets: bool = True,
     ) -> None:
         super().__init__()
@@ -58,7 +58,7 @@ class DoubleAffineCoupling(InvertibleModule):
                 subnet: nn.Module = SeparateNets(MLP(n_in, c_act, hidden, depth), MLP(n_in, c_act, hidden, depth))
             else:
                 subnet = MLP(n_in, 2 * c_act, hidden, depth)
-            kw = dict(clamp=clamp, scale_fn=scale_fn, passive=passive, split=self.half)
+            kw = dict(clamp=clamp, scale=scale, passive=passive, split=self.half)
             if cond_channels:
                 couplings.append(ConditionalAffineCoupling(channels, cond_channels, subnet, **kw))
             else:
