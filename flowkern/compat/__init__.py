@@ -9,11 +9,11 @@ return conventions and ``state_dict`` keys, so switching is one import line::
     from flowkern.compat.compvis import UnconditionalFlatCouplingFlow
 
 :func:`convert` turns an existing peer model (weights and all) into its flowkern
-equivalent. No peer library is imported. Deliberate differences are listed in
-``flowkern/compat/README.md``.
+equivalent; :func:`register_converter` adds converters for further peer classes. No peer
+library is imported. Deliberate differences are listed in ``flowkern/compat/README.md``.
 """
 
 from . import compvis, freia, nflows, normflows
-from .convert import convert
+from .convert import convert, register_converter
 
-__all__ = ["compvis", "freia", "nflows", "normflows", "convert"]
+__all__ = ["compvis", "freia", "nflows", "normflows", "convert", "register_converter"]

@@ -10,11 +10,15 @@ converted children, and any other module keeps its class with its children conve
 (FrEIA ``GraphINN`` node references included). No peer library is imported: peers are
 recognised by their class's module and name. Constructors run under
 :func:`~flowkern.compat._fused.frozen_rng`, so converting draws no random numbers.
+
+Classes outside the built-in tables are added with :func:`register_converter` (a registered
+converter takes precedence over the built-in one for the same class).
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable, Iterator
 
 import torch
@@ -23,7 +27,90 @@ from torch import nn
 from . import compvis, freia, nflows, normflows
 from ._fused import frozen_rng, params_dtype_device
 
-__all__ = ["convert"]
+__all__ = ["convert", "register_converter", "registered_converters"]
+
+# Registered converters: a class object, or a dotted name resolved against the already
+# imported packages when convert() runs (so registering imports no peer).
+_REGISTRY: dict[type | str, Callable[..., nn.Module]] = {}
+
+
+def register_converter(peer_class: type | str, fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Make :func:`convert` turn instances of ``peer_class`` into ``fn(module, **convert_kwargs)``.
+
+    ``peer_class`` is the peer's class object or its dotted name as the peer exposes it
+    (``"normflows.MultiscaleFlow"``, ``"normflows.flows.Squeeze"``,
+    ``"nflows.transforms.SqueezeTransform"``, ``"FrEIA.modules.HaarDownsampling"``) or as it is
+    defined (``f"{cls.__module__}.{cls.__qualname__}"``). A name is resolved only when a model is
+    converted and only through packages already in ``sys.modules``, so registering imports no
+    peer. Matching is by exact type (a subclass of ``peer_class`` is not matched). Registering
+    the same class again replaces the converter; a registered converter takes precedence over
+    convert()'s built-in one.
+
+    ``fn(module, **convert_kwargs) -> nn.Module`` is called with
+
+    * ``module``: a private deep copy of the peer module (the user's model is never touched);
+      ``fn`` may modify it and reuse its submodules in what it returns;
+    * ``convert_child``: a callable ``convert_child(submodule) -> nn.Module`` that converts a
+      submodule of ``module`` recursively (registry and built-ins, shared modules converted
+      once, FrEIA ``GraphINN`` node references updated) — use it for the children ``fn``
+      keeps, instead of calling :func:`convert` (which would copy them again);
+    * any further keyword arguments convert() passes (accept ``**kwargs`` for forward
+      compatibility).
+
+    It returns the converted module, with the peer's ``state_dict`` keys, dtype, device and
+    train/eval mode. Returns ``fn`` (so it can be used as a decorator via ``functools.partial``).
+    Raises ``TypeError`` if ``peer_class`` is neither a class nor a dotted name, or ``fn`` is
+    not callable.
+
+    Example::
+
+        def convert_squeeze(module, *, convert_child, **kwargs):
+            return MySqueeze()
+
+        register_converter("normflows.flows.Squeeze", convert_squeeze)
+    """
+    if isinstance(peer_class, str):
+        if "." not in peer_class or not all(part.isidentifier() for part in peer_class.split(".")):
+            raise TypeError(f"peer_class must be a class or a dotted name 'package.Class', got {peer_class!r}")
+    elif not isinstance(peer_class, type):
+        raise TypeError(f"peer_class must be a class or a dotted name, got {type(peer_class).__name__}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    _REGISTRY[peer_class] = fn
+    return fn
+
+
+def registered_converters() -> dict[type | str, Callable[..., nn.Module]]:
+    """A copy of the registry: ``{peer class or dotted name: fn}``."""
+    return dict(_REGISTRY)
+
+
+def _resolve(name: str) -> object | None:
+    """The object a dotted name refers to, through already imported modules only."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is None:
+            continue
+        obj: object = module
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                return None
+        return obj
+    return None
+
+
+def _registered(m: nn.Module) -> Callable[..., nn.Module] | None:
+    cls = type(m)
+    fn = _REGISTRY.get(cls)
+    if fn is not None:
+        return fn
+    qualified = f"{cls.__module__}.{cls.__qualname__}"
+    for key, fn in reversed(list(_REGISTRY.items())):  # the latest registration wins
+        if isinstance(key, str) and (key == qualified or _resolve(key) is cls):
+            return fn
+    return None
 
 
 def convert(peer_module: nn.Module) -> nn.Module:
@@ -43,8 +130,14 @@ def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
     """Convert ``m``, a private copy that may be modified and whose children may be reused."""
     if id(m) in replaced:
         return replaced[id(m)]
+    registered = _registered(m)
     builder = _builder(m)
-    if builder is not None:
+    if registered is not None:
+        new = registered(m, convert_child=lambda child: _convert_owned(child, replaced))
+        if not isinstance(new, nn.Module):
+            raise TypeError(f"the converter registered for {type(m).__qualname__} returned "
+                            f"{type(new).__name__}, not an nn.Module")
+    elif builder is not None:
         new = builder(m, lambda child: _convert_owned(child, replaced))
     else:
         new = m

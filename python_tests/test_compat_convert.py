@@ -1,0 +1,93 @@
+"""convert()'s converter registry: registered classes (by object or dotted name) are converted
+with the registered function, which can convert the children it keeps."""
+
+from __future__ import annotations
+
+import importlib
+
+import normflows as nf
+import pytest
+import torch
+from torch import nn
+
+from flowkern.compat import convert, register_converter
+from flowkern.compat import normflows as Kn
+
+conv_mod = importlib.import_module("flowkern.compat.convert")  # the module (the package's
+# `convert` attribute is the function)
+
+from .compat_support import assert_same, mlp
+
+
+@pytest.fixture
+def registry():
+    saved = dict(conv_mod._REGISTRY)
+    yield conv_mod._REGISTRY
+    conv_mod._REGISTRY.clear()
+    conv_mod._REGISTRY.update(saved)
+
+
+class Wrapper(nn.Module):
+    """A user container the built-in tables do not know."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, z):
+        return self.inner(z)
+
+
+class FlowkernWrapper(Wrapper):
+    pass
+
+
+def _masked_peer(d: int = 7) -> nn.Module:
+    b = torch.tensor([1.0 if i % 2 else 0.0 for i in range(d)])
+    return nf.flows.MaskedAffineFlow(b, mlp(d, d), mlp(d, d))
+
+
+@pytest.mark.parametrize("key", ["class", "qualname"])
+def test_registered_converter_runs_and_converts_children(registry, key):
+    torch.manual_seed(0)
+    peer = Wrapper(_masked_peer())
+    calls = []
+
+    def fn(module, *, convert_child, **kwargs):
+        calls.append(module)
+        assert module is not peer  # a private copy
+        return FlowkernWrapper(convert_child(module.inner))
+
+    register_converter(Wrapper if key == "class" else f"{Wrapper.__module__}.{Wrapper.__qualname__}", fn)
+    ours = convert(peer)
+    assert len(calls) == 1
+    assert type(ours) is FlowkernWrapper
+    assert isinstance(ours.inner, Kn.MaskedAffineFlow)
+    assert isinstance(peer.inner, nf.flows.MaskedAffineFlow)  # untouched
+    z = torch.randn(5, 7)
+    assert_same(peer(z), ours(z))
+
+
+def test_registered_name_resolves_through_the_peers_public_path(registry):
+    # nf.flows.Radial is defined in normflows.flows.radial: the public path resolves to it
+    peer = nf.flows.Radial((5,))
+    register_converter("normflows.flows.Radial", lambda m, **kw: nn.Identity())
+    assert isinstance(convert(nn.Sequential(peer)), nn.Sequential)
+    assert isinstance(convert(nn.Sequential(peer))[0], nn.Identity)
+
+
+def test_registered_converter_overrides_the_built_in_one(registry):
+    register_converter(nf.flows.MaskedAffineFlow, lambda m, **kw: nn.Identity())
+    assert isinstance(convert(_masked_peer()), nn.Identity)
+
+
+def test_register_converter_rejects_bad_arguments(registry):
+    with pytest.raises(TypeError):
+        register_converter("Radial", lambda m, **kw: m)
+    with pytest.raises(TypeError):
+        register_converter(3, lambda m, **kw: m)
+    with pytest.raises(TypeError):
+        register_converter(Wrapper, "not callable")
+    register_converter(Wrapper, lambda m, **kw: "not a module")
+    with pytest.raises(TypeError, match="not an nn.Module"):
+        convert(Wrapper(nn.Identity()))
