@@ -9,8 +9,12 @@ from .coupling import ActNormCoupling, AffineCoupling, SeparateNets
 from .double import DoubleAffineCoupling
 from .embedder import ConvEmbedder, Embedder, MLPEmbedder
 from .flow import ConditionalFlow, Flow
+from .graph import InvertibleProgram, ModuleNode, Node, run_program
+from .image import CheckerboardCoupling, ConvSubnet, GlowStep, OneHot, ZeroConv2d, bits_per_dim, dequantize
 from .invconv import InvConv1x1
+from .multiscale import AffinePrior, LearnedPrior, MultiScaleFlow, Split, build_glow, build_realnvp
 from .permute import Permute, Reverse, Shuffle
+from .squeeze import Squeeze, channel_mask, checkerboard_mask
 from .subnets import MLP
 
 __all__ = [
@@ -34,4 +38,24 @@ __all__ = [
     "build_flow",
     "collect_check_errors",
     "detect_overflow",
+    "Squeeze",
+    "checkerboard_mask",
+    "channel_mask",
+    "ConvSubnet",
+    "ZeroConv2d",
+    "GlowStep",
+    "CheckerboardCoupling",
+    "OneHot",
+    "dequantize",
+    "bits_per_dim",
+    "Split",
+    "AffinePrior",
+    "LearnedPrior",
+    "MultiScaleFlow",
+    "build_glow",
+    "build_realnvp",
+    "InvertibleProgram",
+    "Node",
+    "ModuleNode",
+    "run_program",
 ]

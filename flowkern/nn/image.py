@@ -1,0 +1,385 @@
+r"""Image flow layers: Glow's step on the fused op, RealNVP's checkerboard coupling, the conv
+subnet, a one-hot class embedder and the training helpers image flows need.
+
+**Glow step** (Kingma & Dhariwal 2018, Sec. 3): actnorm, invertible 1x1 convolution, affine
+coupling with the sigmoid scale,
+
+.. math:: u = W(a \odot x + b) = W' x + b',\quad W' = W\,\mathrm{diag}(a),\ b' = W b,\qquad
+          (s_{raw}, t) = \mathrm{NN}(u_p),\quad y_a = u_a \odot \sigma(s_{raw} + 2) + t,
+
+    \log|\det J| = HW\,(\textstyle\sum_c \log|a_c| + \log|\det W|) + \sum \log\sigma(s_{raw} + 2).
+
+:class:`GlowStep` folds the actnorm into the 1x1 convolution (one conv with the rescaled weight
+W' and bias b') and runs the coupling as one fused op call (``scale="sigmoid"``). Its
+memory-saving step rebuilds x with the inverse of the C x C matrix W' and computes the
+conv's grads in closed form (grad_x = W'^T grad_u, grad_W' = sum grad_u x^T), then back to the
+LU factors and actnorm parameters through the small matrices only.
+
+**Checkerboard coupling** (Dinh et al. 2017, Sec. 3.4): with RealNVP's checkerboard mask b,
+:math:`y = b \odot x + (1-b) \odot (x \odot e^{f(s)} + t)`, :math:`(s, t) = \mathrm{NN}(b \odot x)`.
+:class:`CheckerboardCoupling` takes the image in :class:`~flowkern.nn.Squeeze` ``"checkerboard"``
+order, where the two colours are the channel halves: the masked image the subnet sees is
+rebuilt at full resolution, the subnet's outputs at the active pixels are gathered, and the
+coupling is a channel split of the squeezed tensor, run by the fused op.
+
+References: D. P. Kingma, P. Dhariwal, *Glow: Generative Flow with Invertible 1x1 Convolutions*,
+NeurIPS 2018; L. Dinh, J. Sohl-Dickstein, S. Bengio, *Density estimation using Real NVP*, ICLR 2017.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import check_bool, check_int, check_number
+from .actnorm import ActNorm, ActNormParams
+from .base import InvertibleModule, ParamGrads, add_param_grad, check_input, trainable_parameters
+from .conditional import ConditionalAffineCoupling, broadcast_condition
+from .coupling import AffineCoupling
+from .invconv import InvConv1x1
+from .squeeze import squeeze2x2, unsqueeze2x2
+
+__all__ = [
+    "ConvSubnet",
+    "ZeroConv2d",
+    "GlowStep",
+    "CheckerboardCoupling",
+    "OneHot",
+    "dequantize",
+    "bits_per_dim",
+]
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def autocast_off(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Disable autocast around the flow's main path (it stays in the input dtype, so the layer
+    stays invertible to that precision; only subnets run in the autocast dtype)."""
+    dev = t.device.type
+    return torch.autocast(dev, enabled=False) if torch.is_autocast_enabled(dev) else contextlib.nullcontext()
+
+
+# ---- subnet -----------------------------------------------------------------------------------
+class _SubnetActNorm(ActNormParams):
+    """Actnorm inside a subnet: y = scale * (x + loc), data-dependent init, no log-det."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.maybe_initialize(x, inverse=False)
+        a, b = self.coefficients(x)
+        shape = (1, -1, *([1] * (x.dim() - 2)))
+        return torch.addcmul(b.reshape(shape), x, a.reshape(shape))
+
+
+class ZeroConv2d(nn.Conv2d):
+    r"""Glow's ``conv2d_zeros``: a zero-initialised 3x3 convolution whose output is scaled by
+    :math:`e^{3\,\text{logs}}` (``logs`` per output channel, zero-initialised), so the layer it ends
+    starts as the identity and learns its output scale quickly.
+
+    Args:
+        in_channels, out_channels: channel counts.
+        kernel_size: odd kernel size (padding keeps the spatial shape).
+        logscale_factor: the factor 3 of Glow (0 disables the learned output scale).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 logscale_factor: float = 3.0) -> None:
+        kernel_size = check_int("kernel_size", kernel_size, minimum=1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same-size padding), got {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.logscale_factor = check_number("logscale_factor", logscale_factor, minimum=0.0)
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+        self.logs = nn.Parameter(torch.zeros(out_channels)) if self.logscale_factor else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = super().forward(x)
+        if self.logs is None:
+            return h
+        return h * torch.exp(self.logs * self.logscale_factor).reshape(1, -1, 1, 1)
+
+
+class ConvSubnet(nn.Sequential):
+    """Glow's coupling network: 3x3 conv -> ReLU -> 1x1 conv -> ReLU -> 3x3 conv, the last layer
+    zero-initialised (the coupling starts as the identity), optionally actnorm after the first two
+    convolutions (Glow's ``conv2d`` with actnorm, which then has no bias).
+
+    Args:
+        in_channels: channels the subnet sees (passive half, plus condition channels).
+        out_channels: 2 x active channels ([s_raw | t] for the fused op's packed form).
+        hidden: width of the hidden layers.
+        actnorm: actnorm after the hidden convolutions.
+        kernel_size: size of the first and last kernels (odd).
+
+    Reference: Kingma & Dhariwal 2018, Sec. 3.3 and the ``f`` network of the reference code.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, actnorm: bool = False,
+                 kernel_size: int = 3) -> None:
+        in_channels = check_int("in_channels", in_channels, minimum=1)
+        out_channels = check_int("out_channels", out_channels, minimum=1)
+        hidden = check_int("hidden", hidden, minimum=1)
+        actnorm = check_bool("actnorm", actnorm)
+        kernel_size = check_int("kernel_size", kernel_size, minimum=1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same-size padding), got {kernel_size}")
+        pad = kernel_size // 2
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, kernel_size, padding=pad, bias=not actnorm)]
+        if actnorm:
+            layers.append(_SubnetActNorm(hidden))
+        layers += [nn.ReLU(inplace=True), nn.Conv2d(hidden, hidden, 1, bias=not actnorm)]
+        if actnorm:
+            layers.append(_SubnetActNorm(hidden))
+        last = nn.Conv2d(hidden, out_channels, kernel_size, padding=pad)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        layers += [nn.ReLU(inplace=True), last]
+        super().__init__(*layers)
+        self.in_channels, self.out_channels, self.hidden = in_channels, out_channels, hidden
+
+
+# ---- Glow step --------------------------------------------------------------------------------
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y[:, i] = sum_j weight[i, j] x[:, j] (+ bias[i]) at every position of x (B, C, *S)."""
+    if x.dim() == 4:
+        return F.conv2d(x, weight[:, :, None, None], bias)
+    y = torch.tensordot(weight, x, dims=([1], [1])).movedim(0, 1)
+    return y if bias is None else y + bias.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+class GlowStep(InvertibleModule):
+    r"""One step of Glow: ActNorm -> InvConv1x1 -> affine coupling with Glow's sigmoid(s + 2)
+    scale, the first two folded into one 1x1 convolution (module docstring).
+
+    Args:
+        channels: C of the (B, C, H, W) input (>= 2).
+        hidden: width of the default :class:`ConvSubnet` (ignored when ``subnet`` is given).
+        subnet: network mapping the passive half (plus condition channels) to
+            (B, 2 x active channels, H, W) = [s_raw | t], or to a pair (s_raw, t).
+        cond_channels: channels of a condition c (vector (B, cond) or map (B, cond, H, W)) the
+            coupling's subnet sees beside the passive half; 0 for none.
+        actnorm_in_subnet: actnorm inside the default subnet.
+        seed: seed of the 1x1 convolution's random orthogonal init.
+        scale, clamp, eps, passive, split: the coupling's options (:class:`AffineCoupling`);
+            Glow is ``scale="sigmoid"``.
+
+    Reference: Kingma & Dhariwal 2018, Table 1 and Sec. 3.
+    """
+
+    def __init__(self, channels: int, hidden: int = 512, *, subnet: nn.Module | None = None,
+                 cond_channels: int = 0, actnorm_in_subnet: bool = False, seed: int = 0,
+                 scale: str = "sigmoid", clamp: float = 2.0, eps: float = 0.0, passive: str = "first",
+                 split: int | None = None) -> None:
+        super().__init__()
+        channels = check_int("channels", channels, minimum=2)
+        cond_channels = check_int("cond_channels", cond_channels, minimum=0)
+        split = channels // 2 if split is None else check_int("split", split, minimum=1, maximum=channels - 1)
+        c_pas = split if passive == "first" else channels - split
+        if subnet is None:
+            subnet = ConvSubnet(c_pas + cond_channels, 2 * (channels - c_pas), check_int("hidden", hidden, minimum=1),
+                                actnorm=actnorm_in_subnet)
+        self.channels = channels
+        self.actnorm = ActNorm(channels)
+        self.invconv = InvConv1x1(channels, seed=check_int("seed", seed))
+        kw = dict(scale=scale, clamp=clamp, eps=eps, passive=passive, split=split)
+        self.coupling = (ConditionalAffineCoupling(channels, cond_channels, subnet, **kw) if cond_channels
+                         else AffineCoupling(channels, subnet, **kw))
+
+    # W' = W diag(a), b' = W b, and the per-position log-det sum log|a| + log|det W|
+    def folded(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The folded 1x1 convolution ``(W', b')`` in ``like``'s dtype and its per-position log-det."""
+        a, b = self.actnorm.coefficients(like)
+        W = self.invconv.weight().to(like.dtype)
+        acc = _acc(like.dtype)
+        ld = torch.log(torch.abs(self.actnorm.scale.to(acc))).sum() + self.invconv.log_s.to(acc).sum()
+        return W * a, W @ b, ld
+
+    @staticmethod
+    def _inverse_matrix(w: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.inv(w.double()).to(w.dtype)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = coupling(W' x + b'); log-det as in the module docstring."""
+        check_input(x, self.channels, "x")
+        self.actnorm.maybe_initialize(x, inverse=False)
+        with autocast_off(x):
+            w, b, ld = self.folded(x)
+            u = conv1x1(x, w, b)
+        y, ld_c = self.coupling(u, c)
+        return y, ld_c + math.prod(x.shape[2:]) * ld
+
+    def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """u = coupling^{-1}(y); x = W'^{-1} (u - b')."""
+        check_input(y, self.channels, "y")
+        u, ld_c = self.coupling.inverse(y, c)
+        self.actnorm.maybe_initialize(u, inverse=True)
+        with autocast_off(u):
+            w, b, ld = self.folded(u)
+            x = conv1x1(u - b.reshape(1, -1, *([1] * (u.dim() - 2))), self._inverse_matrix(w))
+        return x, ld_c - math.prod(y.shape[2:]) * ld
+
+    def invert_and_backprop(self, y: torch.Tensor, c: torch.Tensor | None, grad_y: torch.Tensor,
+                            grad_logdet: torch.Tensor, grads: ParamGrads):
+        """The coupling's own step (one subnet evaluation), then the folded convolution in closed
+        form: x = W'^{-1}(u - b'), grad_x = W'^T grad_u, grad_W' = sum grad_u x^T,
+        grad_b' = sum grad_u, back to the actnorm and LU parameters through (W', b', ld) only."""
+        u, grad_u, grad_c = self.coupling.invert_and_backprop(y, c, grad_y, grad_logdet, grads)
+        with torch.enable_grad(), autocast_off(u):
+            w, b, ld = self.folded(u)
+        n_pix = math.prod(u.shape[2:])
+        with torch.no_grad(), autocast_off(u):
+            wd, bd = w.detach(), b.detach()
+            x = conv1x1(u - bd.reshape(1, -1, *([1] * (u.dim() - 2))), self._inverse_matrix(wd))
+            grad_x = conv1x1(grad_u, wd.T)
+            C = self.channels
+            gu, xf = grad_u.reshape(u.shape[0], C, -1), x.reshape(u.shape[0], C, -1)
+            g_w = torch.einsum("bin,bjn->ij", gu, xf)
+            g_b = gu.sum((0, 2))
+            g_ld = (n_pix * grad_logdet.sum()).to(ld.dtype)
+        params = trainable_parameters(self.actnorm, self.invconv)
+        if params:
+            with torch.enable_grad():
+                got = torch.autograd.grad((w, b, ld), params, (g_w, g_b, g_ld), allow_unused=True)
+            for p, g in zip(params, got):
+                add_param_grad(grads, p, g)
+        return x, grad_x, grad_c
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
+
+
+# ---- RealNVP checkerboard coupling -------------------------------------------------------------
+class _CheckerboardNet(nn.Module):
+    """Wraps a full-resolution subnet: input the masked image (built by the coupling), output the
+    packed [s_raw | t] at the active pixels in the squeezed layout."""
+
+    def __init__(self, net: nn.Module, channels: int, parity: int) -> None:
+        super().__init__()
+        self.net, self.channels, self.parity = net, channels, parity
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        h = self.net(v)
+        C = self.channels
+        if h.dim() != 4 or h.shape[1] != 2 * C or h.shape[2:] != v.shape[2:]:
+            raise ValueError(f"the checkerboard subnet must map (B, *, H, W) to (B, {2 * C}, H, W) "
+                             f"= [s | t] at full resolution, got {tuple(h.shape)} from {tuple(v.shape)}")
+        # active colour: odd (i + j) for parity 0, even for parity 1 (Squeeze's checkerboard offsets)
+        offsets = ((0, 1), (1, 0)) if self.parity == 0 else ((0, 0), (1, 1))
+        s = [h[:, :C, i::2, j::2] for i, j in offsets]
+        t = [h[:, C:, i::2, j::2] for i, j in offsets]
+        return torch.cat(s + t, 1)
+
+
+class CheckerboardCoupling(AffineCoupling):
+    r"""RealNVP's checkerboard-masked affine coupling, on the fused op.
+
+    The input is an image (B, C, H, W) in :class:`~flowkern.nn.Squeeze` ``"checkerboard"``
+    layout, i.e. (B, 4C, H/2, W/2); the result equals RealNVP's masked coupling on the
+    unsqueezed image with mask ``checkerboard_mask(H, W, parity)`` (module docstring).
+
+    Args:
+        channels: C of the unsqueezed image.
+        subnet: full-resolution network (B, C [+ cond_channels], H, W) -> (B, 2C, H, W) = [s | t]
+            (e.g. ``ConvSubnet(C, 2 * C, hidden)``); it sees b * x (zeros at the active pixels).
+        parity: 0: the even pixels (i + j even) are passive, 1: the odd ones.
+        cond_channels: channels of a condition c concatenated to the subnet input (0: none).
+        scale, clamp, atan_k, eps: the scale function (:class:`AffineCoupling`; RealNVP uses a
+            bounded scale, here ``"tanh"`` with ``clamp``).
+
+    Reference: Dinh et al. 2017, Sec. 3.4 and Fig. 3.
+    """
+
+    def __init__(self, channels: int, subnet: nn.Module, parity: int = 0, *, cond_channels: int = 0,
+                 scale: str = "tanh", clamp: float = 2.0, atan_k: float = 2.0 / math.pi, eps: float = 0.0) -> None:
+        channels = check_int("channels", channels, minimum=1)
+        parity = check_int("parity", parity, minimum=0, maximum=1)
+        super().__init__(4 * channels, _CheckerboardNet(subnet, channels, parity), scale=scale, clamp=clamp,
+                         passive="first" if parity == 0 else "second", split=2 * channels, atan_k=atan_k, eps=eps)
+        self.image_channels, self.parity = channels, parity
+        self.cond_channels = check_int("cond_channels", cond_channels, minimum=0)
+
+    def _subnet_input(self, z_p: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """b * x at full resolution: the passive colour in place, zeros at the active pixels."""
+        zeros = torch.zeros_like(z_p)
+        masked = unsqueeze2x2(torch.cat((z_p, zeros) if self.parity == 0 else (zeros, z_p), 1), "checkerboard")
+        if self.cond_channels:
+            masked = torch.cat((masked, broadcast_condition(c, masked, self.cond_channels)), 1)
+        return masked
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, image_channels={self.image_channels}, parity={self.parity}"
+
+
+# ---- class condition ----------------------------------------------------------------------------
+class OneHot(nn.Module):
+    """Class labels (B,) (integers in [0, num_classes)) -> one-hot vectors (B, num_classes) in the
+    model's dtype; float (B, num_classes) input (soft labels, already one-hot) passes through.
+    Use as the ``embedder`` of a class-conditional :class:`~flowkern.nn.MultiScaleFlow`."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = self.out_dim = check_int("num_classes", num_classes, minimum=1)
+        self.register_buffer("_dtype_ref", torch.zeros(0), persistent=False)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        if not isinstance(c, torch.Tensor):
+            raise TypeError(f"c must be a torch.Tensor of class labels, got {type(c).__name__}")
+        if c.is_floating_point():
+            if c.dim() != 2 or c.shape[1] != self.num_classes:
+                raise ValueError(f"c must be labels (B,) or one-hot (B, {self.num_classes}), got {tuple(c.shape)}")
+            return c.to(self._dtype_ref.dtype)
+        if c.dim() != 1:
+            raise ValueError(f"c must be class labels of shape (B,), got {tuple(c.shape)}")
+        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= self.num_classes):
+            raise ValueError(f"c must hold labels in [0, {self.num_classes}), got min {int(c.min())}, max {int(c.max())}")
+        return F.one_hot(c.long(), self.num_classes).to(self._dtype_ref.dtype)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}"
+
+
+# ---- training helpers ---------------------------------------------------------------------------
+def dequantize(x: torch.Tensor, n_bits: int = 8, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    r"""Uniform dequantisation of integer images: :math:`(k + u) / 2^{n}`, u ~ U[0, 1), in [0, 1).
+
+    Args:
+        x: integer pixel values in [0, 2^n_bits) (uint8 images, or integer-valued floats).
+        n_bits: bits per pixel of the data (8 for ordinary images; fewer after reducing depth).
+        generator: random generator for u.
+        dtype: output dtype.
+
+    Reference: L. Theis, A. van den Oord, M. Bethge, *A note on the evaluation of generative
+    models*, ICLR 2016; Dinh et al. 2017, Sec. 4.1."""
+    n_bits = check_int("n_bits", n_bits, minimum=1, maximum=16)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of pixel values, got {type(x).__name__}")
+    k = x.to(dtype)
+    bins = 2 ** n_bits
+    if k.numel() and (float(k.min()) < 0 or float(k.max()) > bins - 1):
+        raise ValueError(f"x must hold integer pixel values in [0, {bins - 1}] for n_bits={n_bits}, "
+                         f"got range [{float(k.min())}, {float(k.max())}]")
+    u = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
+    return (k + u) / bins
+
+
+def bits_per_dim(log_prob: torch.Tensor, num_dims: int, n_bits: int = 8) -> torch.Tensor:
+    r"""Bits per dimension of dequantised data in a unit-width range ([0, 1) as from
+    :func:`dequantize`, or [-1/2, 1/2)): :math:`(-\log p(x) + D \log 2^{n}) / (D \log 2)`.
+
+    The :math:`D \log 2^n` term is the discretisation: the density of x in the unit cube becomes
+    the probability mass of the 2^n-level pixel bins (a lower bound on the discrete likelihood).
+
+    Args:
+        log_prob: log p(x) per sample (nats), e.g. ``model.log_prob(x)``.
+        num_dims: D, the number of dimensions per sample (C * H * W).
+        n_bits: bits per pixel of the data."""
+    num_dims = check_int("num_dims", num_dims, minimum=1)
+    n_bits = check_int("n_bits", n_bits, minimum=1, maximum=16)
+    return (-log_prob / num_dims + n_bits * math.log(2.0)) / math.log(2.0)
