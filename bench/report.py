@@ -1,49 +1,289 @@
-"""Print the benchmark tables as markdown: ``python bench/report.py [--quick] [--out FILE]``.
+"""Regenerate docs/benchmarks.md: ``python bench/report.py [--quick] [--out FILE] [--no-ab]``.
 
-Runs bench_ops.table and appends the tables of the optional modules bench_flows, bench_peers and
-bench_gpu when they exist and expose ``table(quick: bool) -> str``.
+Runs every benchmark section and writes one markdown file: the machine, the command and the date,
+then per section its method and its table. Sections (``--sections``, comma-separated):
+
+  op      bench_ops.table          the fused coupling op on CPU against the reference, compiled, floor
+  flows   bench_flows.table        flow training steps beside the peers and the GEMM floor
+  ab      bench/ab.py              before / after, flow training steps, alternating fresh processes
+  heap    bench/ab.py              glibc defaults vs the MALLOC_* variables, same steps
+  peers   bench_peers.table        converted peer models
+  image   bench_image.main(argv)   image flows, when bench/bench_image.py exists and has main(argv)
+  gpu     bench_gpu.table          the op on CUDA and Triton (a one-line note without a GPU)
+
+The full run writes docs/benchmarks.md; ``--quick`` (small sizes, a smoke test) only prints unless
+``--out`` is given. A section whose optional dependency is missing says so in its place; a
+section that fails is printed with its error, the file is written to build/benchmarks.failed.md
+instead of FILE, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import importlib
+import io
 import os
+import platform
+import subprocess
 import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["MODULES", "build_report", "main"]
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
+FAILED_OUT = ROOT / "build" / "benchmarks.failed.md"
 
-MODULES = ("bench_ops", "bench_flows", "bench_peers", "bench_gpu")
+__all__ = ["SECTIONS", "build_report", "machine", "main"]
+
+OP_METHOD = """\
+One call of the fused coupling op (tanh scale, actnorm on, split C/2; s_raw and t the halves of one
+subnet output h). "flowkern cpu" takes h whole (`coupling_forward_packed`, as the layers call it),
+"cpu, views" passes `h[:, :C_a]` and `h[:, C_a:]`; "reference" is the eager PyTorch reference,
+"compiled ref" the reference under `torch.compile`. The floor of a pass is the larger of its bytes
+moved / copy bandwidth and its transcendental evaluations / `torch.exp` throughput, each measured on
+that many bytes / elements (a `copy_` of the same bytes, `torch.exp` on as many elements). Each
+round calls every implementation and both floor halves once, in a fresh seeded random order (a fixed
+order would favour whichever implementation follows its own kind); cells are medians over rounds.
+The warm-block line times the (256, 64) rows in blocks of ~1 ms per implementation instead; the
+per-call line times each pass at shape (1, 64) in its own loop."""
+
+FLOWS_METHOD = """\
+One NLL training step (zero_grad, forward + loss, backward, `torch.optim.Adam(fused=True)` step),
+batch 256, float32. IIN: D = 64, 12 x [ActNorm, double affine coupling, shuffle], FrEIA GLOW-style
+subnets Linear(32, 512), 2 x Linear(512, 512), Linear(512, 64) with LeakyReLU; CompVis: the same
+with separate s and t nets; cINN: D = 128, 20 blocks, hidden 1024, a 128-d condition. FrEIA,
+normflows and nflows build the same architecture where they can. Every model and floor runs
+round-robin (one step of each per round, two warm-up rounds), cells are medians. GEMM floor: every
+matmul of the step (each Linear's x W^T, g W, g^T x) run back to back with `torch.mm(out=)` on its
+own operands; "hot operands": one operand set per distinct shape, reused (stays in cache). "GEMM
+floor + Adam, bias-grad and LeakyReLU passes" adds the memory-bound work every implementation does
+besides its GEMMs, with ATen's kernels on the step's shapes: a bound for any step built on ATen's
+GEMMs. "flowkern, torch.compile": standard mode under `torch.compile(fullgraph=True)`. Page faults:
+minor faults per step (`getrusage`). Saved for backward: tensors packed by autograd during forward
++ loss (`saved_tensors_hooks`, one count per storage)."""
+
+AB_METHOD = """\
+The same flow training steps (IIN, CompVis and cINN configs above; standard and memory-saving
+modes) on two source trees: "before" is the commit before issue 17's op-layer rebuild, "after" the
+tree being measured. `bench/ab.py` exports a revision to `build/ab/<commit>/` and builds its CPU
+extension there once; one script, `bench/ab_worker.py`, times both trees (`PYTHONPATH` selects the
+tree), using only the `flowkern.nn` layers both have. Each measurement is a fresh process training
+one model in one mode alone; processes alternate before / after per round, model and mode. A
+process reports the median of its timed steps; a cell is the median over rounds, "after / before"
+the ratio of those medians, the per-round ratios each pair an after process with the before process
+run just before it. The acceptance bound is after / before <= 1.03."""
+
+HEAP_METHOD = """\
+The after tree's training steps with glibc's default heap against the variables in the caption in the
+process environment, alternating fresh processes as above. glibc reads them at start-up:
+`MALLOC_MMAP_THRESHOLD_` serves blocks below it from the heap instead of a fresh mapping (and turns
+off the threshold's adaptation), `MALLOC_TRIM_THRESHOLD_` keeps up to that much free memory at the
+top of the heap instead of returning it, `MALLOC_TOP_PAD_` is the extra each heap growth asks for.
+With glibc's defaults the memory a step's backward frees goes back to the system and the next
+forward faults it in again page by page; with the variables it stays in the heap."""
+
+PEERS_METHOD = """\
+Small FrEIA, normflows and nflows models and their `flowkern.compat.convert` conversions: the
+median forward + backward step and the bytes saved for backward, peer vs conversion, and the loss
+difference between the two (float32 rounding)."""
+
+IMAGE_METHOD = ""  # bench_image's module docstring, first paragraph (see _image)
+
+GPU_METHOD = """\
+The fused op on CUDA tensors: the cuda and triton backends beside the reference, fp32 and bf16,
+`triton.testing.do_bench` medians. Achieved bandwidth counts the bytes the fused op must move once
+(forward: read x, s_raw, t, write y; backward: read grad_y, x, s_raw, write grad_x, grad_s_raw,
+grad_t), against the device's peak (2 x memory clock x bus width) where the driver reports it."""
 
 
-def build_report(quick: bool) -> str:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    parts = ["# flowkern benchmarks" + (" (quick)" if quick else "")]
-    for name in MODULES:
+def _module(name: str):
+    for path in (ROOT, BENCH):  # the bench modules, and this checkout's flowkern whether installed or not
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    return importlib.import_module(name)
+
+
+def _table_of(name: str) -> Callable[[argparse.Namespace], str]:
+    return lambda args: _module(name).table(args.quick)
+
+
+def _ab(heap: bool) -> Callable[[argparse.Namespace], str]:
+    def run(args: argparse.Namespace) -> str:
+        ab = _module("ab")
+        return ab.report(args.before, args.after, rounds=args.ab_rounds, steps=args.ab_steps, quick=args.quick,
+                         ab=not heap, heap=heap)
+    return run
+
+
+def _image(args: argparse.Namespace) -> str | None:
+    """bench_image.main(argv)'s table: its return value if a string, else what it printed."""
+    if not (BENCH / "bench_image.py").exists():
+        return None
+    module = _module("bench_image")
+    main = getattr(module, "main", None)
+    if not callable(main):
+        return None
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        ret = main(["--quick"] if args.quick else [])
+    method = (module.__doc__ or "").strip().split("\n\n")[0]
+    return "\n\n".join(p for p in (method, (ret if isinstance(ret, str) else buf.getvalue()).strip()) if p)
+
+
+# key, heading, method, producer (None from a producer: the section is left out)
+SECTIONS: list[tuple[str, str, str, Callable[[argparse.Namespace], str | None]]] = [
+    ("op", "The op (CPU)", OP_METHOD, _table_of("bench_ops")),
+    ("flows", "Flow training steps (CPU)", FLOWS_METHOD, _table_of("bench_flows")),
+    ("ab", "Before / after: flow training steps (CPU)", AB_METHOD, _ab(heap=False)),
+    ("heap", "glibc heap settings: flow training steps (CPU)", HEAP_METHOD, _ab(heap=True)),
+    ("peers", "Converted peer models (CPU)", PEERS_METHOD, _table_of("bench_peers")),
+    ("image", "Image flows", IMAGE_METHOD, _image),
+    ("gpu", "GPU", GPU_METHOD, _table_of("bench_gpu")),
+]
+OPTIONAL = {"flows", "peers", "image", "gpu"}  # a missing dependency (ImportError) is noted, not an error
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _isa() -> str:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "?"
+    return ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_tile") if f in flags)
+
+
+def _memory_gib() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+        return f"{kib / 2**20:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        return "?"
+
+
+def machine() -> list[tuple[str, str]]:
+    """(field, value) rows describing the machine, software and environment of this run."""
+    import torch
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    rows = [("CPU", f"{_cpu_model()}, {os.cpu_count()} logical CPUs ({usable} usable); {_isa()}"),
+            ("memory", _memory_gib()),
+            ("OS", f"{platform.system()} {platform.release()} ({platform.machine()})"),
+            ("torch", f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+                      f"{torch.get_num_threads()} intra-op threads"),
+            ("Python", platform.python_version())]
+    gpu = "none"
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        gpu = f"{p.name} ({torch.cuda.device_count()}), {p.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    rows.append(("GPU", gpu))
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(("MALLOC_", "OMP_", "MKL_", "FLOWKERN_")) or k in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    rows.append(("environment", ", ".join(f"`{k}={v}`" for k, v in sorted(env.items())) or "no allocator, OpenMP or "
+                 "flowkern variables set"))
+    if hasattr(os, "getloadavg"):
+        rows.append(("load average at start", " / ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1 / 5 / 15 min)"))
+    return rows
+
+
+def _header(argv: list[str], quick: bool) -> str:
+    commit = _run(["git", "rev-parse", "--short=9", "HEAD"]) or "?"
+    if _run(["git", "status", "--porcelain", "--untracked-files=no"]):
+        commit += ", with uncommitted changes"
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [("command", f"`{' '.join(['python', 'bench/report.py', *argv])}`" + (" (quick sizes)" if quick else "")),
+            ("date", date), ("commit", commit), *machine()]
+    return "\n".join(["# flowkern benchmarks", "",
+                      "Generated by `make bench` (`python bench/report.py`); edit `bench/report.py` and the "
+                      "`bench/bench_*.py` modules, not this file. Times are wall-clock medians on CPU unless a "
+                      "section says otherwise; the method of each table is stated above it.", "",
+                      "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def build_report(args: argparse.Namespace, argv: list[str]) -> tuple[str, list[str]]:
+    """(the markdown, the keys of the sections that failed)."""
+    parts, failed = [_header(argv, args.quick)], []
+    for key, heading, method, produce in SECTIONS:
+        if key not in args.sections:
+            continue
+        print(f"[report] {key} ...", file=sys.stderr, flush=True)
         try:
-            module = importlib.import_module(name)
+            body = produce(args)
         except ImportError as e:
-            if name == "bench_ops":
+            if key not in OPTIONAL:
                 raise
-            parts.append(f"## {name}\n\nskipped: {e}")
+            body = f"Not run: {e}."
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - every section's failure is reported, then fails the run
+            traceback.print_exc()
+            failed.append(key)
+            body = f"**Failed**: {type(e).__name__}: {e}"
+        if body is None:
             continue
-        if not callable(getattr(module, "table", None)):
-            continue
-        parts.append(f"## {name}\n\n{module.table(quick)}")
-    return "\n\n".join(parts) + "\n"
+        parts.append("\n\n".join(p for p in (f"## {heading}", method, body.strip()) if p))
+    return "\n\n".join(parts) + "\n", failed
 
 
-def main(argv: list[str] | None = None) -> None:
+def _sections(s: str) -> list[str]:
+    keys = [k for k, *_ in SECTIONS]
+    items = [x for x in s.split(",") if x]
+    bad = [x for x in items if x not in keys]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(keys)}, got {s!r}")
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer shapes and repetitions (~1 minute)")
-    p.add_argument("--out", help="also write the markdown to this file")
+    p.add_argument("--quick", action="store_true", help="small sizes and few repetitions (a smoke test; prints only)")
+    p.add_argument("--out", help=f"write the markdown here (default {DEFAULT_OUT.relative_to(ROOT)}, "
+                   "none with --quick)")
+    p.add_argument("--sections", type=_sections, default=[k for k, *_ in SECTIONS],
+                   help="comma-separated subset of " + ",".join(k for k, *_ in SECTIONS))
+    p.add_argument("--no-ab", action="store_true", help="leave out the ab and heap sections")
+    p.add_argument("--before", default=None, help="ab: the before revision or tree (default: bench/ab.py's, b5b51df)")
+    p.add_argument("--after", default=None, help="ab: the after revision or tree (default: this checkout)")
+    p.add_argument("--ab-rounds", type=int, default=None, help="ab, heap: alternating rounds (default 5; 2 quick)")
+    p.add_argument("--ab-steps", type=int, default=None, help="ab, heap: timed steps per process (default 6; 3 quick)")
     args = p.parse_args(argv)
-    report = build_report(args.quick)
+    if args.no_ab:
+        args.sections = [k for k in args.sections if k not in ("ab", "heap")]
+    if args.before is None:
+        args.before = _module("ab").BEFORE
+    report, failed = build_report(args, argv)
     print(report)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(report)
+    out = Path(args.out) if args.out else (None if args.quick else DEFAULT_OUT)
+    if failed and out is not None:
+        print(f"[report] sections failed: {', '.join(failed)}; not overwriting {out}, wrote {FAILED_OUT}",
+              file=sys.stderr)
+        out = FAILED_OUT
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)
+        print(f"[report] wrote {out}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
