@@ -78,11 +78,12 @@ the ratio of those medians, the per-round ratios each pair an after process with
 run just before it. The acceptance bound is after / before <= 1.03."""
 
 HEAP_METHOD = """\
-The after tree's training steps with glibc's default heap against the variables in the caption in the
-process environment, alternating fresh processes as above. glibc reads them at start-up:
-`MALLOC_MMAP_THRESHOLD_` serves blocks below it from the heap instead of a fresh mapping (and turns
-off the threshold's adaptation), `MALLOC_TRIM_THRESHOLD_` keeps up to that much free memory at the
-top of the heap instead of returning it, `MALLOC_TOP_PAD_` is the extra each heap growth asks for.
+The after tree's training steps with glibc's default heap against the variables in the table's
+caption set in the process environment, alternating fresh processes as above. glibc reads them at
+start-up: `MALLOC_MMAP_THRESHOLD_` serves blocks below it from the heap instead of a fresh mapping
+(and turns off the threshold's adaptation), `MALLOC_TRIM_THRESHOLD_` keeps up to that much free
+memory at the top of the heap instead of returning it, `MALLOC_TOP_PAD_` is the extra each heap
+growth asks for.
 With glibc's defaults the memory a step's backward frees goes back to the system and the next
 forward faults it in again page by page; with the variables it stays in the heap."""
 
