@@ -31,8 +31,10 @@ install: setup
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import flowkern; print(flowkern.backends.describe())"
 
+# glibc keeps freed training memory for the next step instead of returning it to the system and
+# page-faulting it back (mmap threshold at its 32 MiB maximum, trim threshold 1 GiB); docs/interpretation.md
 demo: install
-	$(PY) -m flowkern.cli demo --out $(OUT)
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 $(PY) examples/interpretation/run.py --out $(OUT)
 
 test: install
 	$(PY) -m pytest python_tests $(PYTEST_ARGS)

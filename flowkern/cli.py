@@ -1,7 +1,8 @@
-"""``flowkern`` command line: ``demo``, ``check``, ``backends``.
+"""``flowkern`` command line: ``check``, ``backends``.
 
 Each sub-command lives in the module that owns it and exposes
-``add_arguments(parser)`` and ``run(args) -> int``.
+``add_arguments(parser)`` and ``run(args) -> int``. The interpretation demo is an example, not a
+sub-command: ``make demo`` runs ``examples/interpretation/run.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import sys
 __all__ = ["main"]
 
 COMMANDS = {
-    "demo": ("flowkern.demo", "train experts, IIN, invariance cINN and Net2Net; write pictures + metrics"),
     "check": ("flowkern.check", "certify the invertibility of a saved model and print the report"),
     "backends": ("flowkern.backends", "list the op backends and why any is unavailable"),
 }

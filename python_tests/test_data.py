@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowkern.data import (COLOURS, FACTORS, ColorfulDigits, NuisanceParams, load_gray_digits, random_deform, render,
-                           writer_split)
+from .interpretation_example import EXAMPLE_DIR  # noqa: F401  (before the example's modules: puts them on sys.path)
+
+from colorful_digits import (COLOURS, FACTORS, ColorfulDigits, NuisanceParams, load_gray_digits,  # noqa: E402
+                             random_deform, render, writer_split)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +90,12 @@ def test_bad_arguments():
         writer_split(100, "val")
     with pytest.raises(ValueError, match="size"):
         load_gray_digits(12)
+    with pytest.raises(ValueError, match="test_blocks"):
+        writer_split(100, "train", test_blocks=13)
     with pytest.raises(ValueError, match="copies"):
         ColorfulDigits("train", copies=0)
+    with pytest.raises(TypeError, match="copies"):
+        ColorfulDigits("train", copies=2.0)
     with pytest.raises(ValueError, match="factor"):
         ColorfulDigits("test", copies=1).labels("style")
 

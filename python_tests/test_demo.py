@@ -1,35 +1,65 @@
-"""`flowkern demo --quick` end to end (files + lower quick-run thresholds) and expert caching."""
+"""The interpretation example end to end, run as ``make demo`` runs it (``examples/interpretation/run.py
+--quick`` with the Makefile's glibc variables): files, stages, the quick-run thresholds; expert
+caching; and the demo's absence from the ``flowkern`` package."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from flowkern import heap
-from flowkern.cli import main
-from flowkern.experts import train_autoencoder, train_classifier
+from flowkern.cli import main as cli_main
 
+from .interpretation_example import EXAMPLE_DIR, RUN_SCRIPT
+
+from experts import train_autoencoder, train_classifier  # noqa: E402
+from run import MALLOC_ENV  # noqa: E402
+
+REPO = EXAMPLE_DIR.parents[1]
 PICTURES = ("iin_swap_digit.png", "iin_swap_colour.png", "iin_interp_digit.png", "iin_interp_colour.png",
             "sketch_examples.png", "sketch_thickness_swap.png", "invariance_samples.png",
             "net2net_class_samples.png")
+STAGES = ("data", "experts", "iin", "sketch", "invariances", "net2net_logits")
+
+
+def demo_recipe_env() -> dict[str, str]:
+    """The ``VAR=value`` assignments that prefix the command of the Makefile's ``demo:`` recipe."""
+    recipe = re.search(r"^demo:.*\n\t(.+)$", (REPO / "Makefile").read_text(), re.M)
+    assert recipe, "Makefile has no demo: recipe"
+    assert "examples/interpretation/run.py" in recipe.group(1)
+    return dict(re.findall(r"(\w+)=(\S+)\s", recipe.group(1).split("$(PY)")[0]))
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    before = torch.get_num_threads()
-    try:
-        assert main(["demo", "--out", str(out), "--quick", "--no-text"]) == 0
-    finally:
-        torch.set_num_threads(before)
-    return out, json.loads((out / "metrics.json").read_text())
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
+    env.update(demo_recipe_env())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, str(RUN_SCRIPT), "--out", str(out), "--quick", "--no-text"],
+                          env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out, json.loads((out / "metrics.json").read_text()), done.stdout
+
+
+def test_make_demo_sets_glibc_heap_variables_the_run_records(quick_run):
+    """glibc ignores an mmap threshold above 32 MiB (HEAP_MAX_SIZE / 2 on 64-bit) without a word."""
+    _, m, _ = quick_run
+    env = demo_recipe_env()
+    assert set(env) == {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}
+    assert 0 < int(env["MALLOC_MMAP_THRESHOLD_"]) <= 32 << 20
+    assert int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2 * int(env["MALLOC_MMAP_THRESHOLD_"])
+    assert m["config"]["malloc_env"] == env
 
 
 def test_quick_run_writes_pictures_and_report(quick_run):
-    out, m = quick_run
+    out, m, stdout = quick_run
     for name in PICTURES:
         assert (out / name).stat().st_size > 500, name
     report = (out / "report.md").read_text()
@@ -37,12 +67,13 @@ def test_quick_run_writes_pictures_and_report(quick_run):
     assert set(PICTURES) <= embedded
     assert m["text"] == {"skipped": "--no-text"}
     assert sorted(p.suffix for p in (out / "experts").iterdir()) == [".pt", ".pt"]
-    assert m["timings_s"]["total"] > 0
-    assert m["config"]["heap"] == ("keep_freed_memory" if heap._glibc() is not None else "glibc defaults")
+    assert list(m["timings_s"]) == [*STAGES, "total"] and m["timings_s"]["total"] > 0
+    announced = re.findall(r"^\[demo\] (\w+) \.\.\.$", stdout, re.M)
+    assert announced == list(STAGES)
 
 
 def test_quick_run_metrics_above_quick_thresholds(quick_run):
-    _, m = quick_run
+    _, m, _ = quick_run
     iin = m["iin"]
     assert m["experts"]["classifier_test_acc"] > 0.7
     assert m["experts"]["colour_judge_test_acc"] > 0.95
@@ -76,3 +107,13 @@ def test_experts_are_cached(tmp_path):
     clf = train_classifier(x, y, epochs=1, cache=tmp_path / "clf.pt")
     clf2 = train_classifier(x, y, epochs=1, seed=3, cache=tmp_path / "clf.pt")
     assert torch.equal(clf.predict(x), clf2.predict(x))
+
+
+def test_the_demo_is_not_part_of_the_package(capsys):
+    for name in ("flowkern.demo", "flowkern.data", "flowkern.experts", "flowkern.viz"):
+        spec = importlib.util.find_spec(name)
+        # origin None: a namespace package, i.e. a leftover __pycache__ folder of an old checkout
+        assert spec is None or spec.origin is None, name
+    with pytest.raises(SystemExit):
+        cli_main(["demo", "--quick"])
+    assert "invalid choice: 'demo'" in capsys.readouterr().err

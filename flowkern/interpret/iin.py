@@ -26,8 +26,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
+from .._checks import check_choice, check_int, check_number
 from ..nn import build_flow
-from ..translate.training import train_steps
+from ..training import train_steps
 
 __all__ = ["FactorTransformer", "FactorLoss", "PairFn", "estimate_factor_sizes", "fit_iin",
            "pair_correlation_scores", "sketch_pairs"]
@@ -44,8 +45,7 @@ def _sizes(dim: int, factor_sizes: Mapping[str, int]) -> dict[str, int]:
     for name, n in factor_sizes.items():
         if name == RESIDUAL:
             raise ValueError(f"factor_sizes must not name {RESIDUAL!r}: it takes the remaining dimensions")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"factor_sizes[{name!r}] must be a positive int, got {n!r}")
+        check_int(f"factor_sizes[{name!r}]", n, minimum=1)
     rest = dim - sum(factor_sizes.values())
     if rest < 0:
         raise ValueError(f"factor_sizes sum to {sum(factor_sizes.values())} > dim={dim}")
@@ -87,22 +87,17 @@ class FactorTransformer(nn.Module):
             raise ValueError(f"factors is missing {missing}")
         return self.flow.inverse(torch.cat([factors[k] for k in self.names], 1))[0]
 
-    def _check_factor(self, factor: str) -> None:
-        if factor not in self.slices:
-            raise ValueError(f"factor must be one of {self.names}, got {factor!r}")
-
     def swap(self, z_a: torch.Tensor, z_b: torch.Tensor, factor: str) -> torch.Tensor:
         """Representation of a with factor ``factor`` taken from b: T^{-1}(T(z_a) with part F of T(z_b))."""
-        self._check_factor(factor)
+        check_choice("factor", factor, self.names)
         u = self.flow(z_a)[0].clone()
         u[:, self.slices[factor]] = self.flow(z_b)[0][:, self.slices[factor]]
         return self.flow.inverse(u)[0]
 
     def interpolate(self, z_a: torch.Tensor, z_b: torch.Tensor, factor: str, steps: int = 7) -> torch.Tensor:
         """(steps, B, dim): factor F moved linearly from a's to b's value, all other factors of a kept."""
-        self._check_factor(factor)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+        check_choice("factor", factor, self.names)
+        steps = check_int("steps", steps, minimum=2)
         ua, ub = self.flow(z_a)[0], self.flow(z_b)[0]
         s = self.slices[factor]
         out = []
@@ -185,8 +180,7 @@ def fit_iin(model: FactorTransformer, pair_fn: PairFn, steps: int, *, rho: float
     cannot spend its capacity on the near-degenerate directions of an autoencoder latent (without it
     the loss keeps falling while the factors generalise worse).
     """
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
+    noise = check_number("noise", noise, minimum=0)
     loss_fn = FactorLoss(model.sizes, rho)
 
     def pair_loss(g: torch.Generator) -> torch.Tensor:

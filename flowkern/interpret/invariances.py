@@ -1,31 +1,40 @@
 r"""Invariances of a model's representation (Rombach, Esser, Ommer, ECCV 2020, "Making Sense of CNNs").
 
-A conditional INN models :math:`p(z_{AE} \mid z_\Phi)`: the autoencoder latent of an image given the
-representation :math:`z_\Phi = \Phi(x)` of the model under study. Everything the cINN can still vary
-for a fixed :math:`z_\Phi` is, by construction, information the model is invariant to. Sampling
-:math:`z_{AE} = \tau^{-1}(v \mid z_\Phi)`, :math:`v \sim N(0, I)`, and decoding shows it as images.
-The second step interprets :math:`z_\Phi` itself with an IIN (:mod:`flowkern.interpret.iin`).
+A conditional INN :math:`\tau` models :math:`p(z_{AE} \mid z_\Phi)`: the autoencoder latent of an
+image given the representation :math:`z_\Phi = \Phi(x)` of the model under study. Everything
+the cINN can still vary for a fixed :math:`z_\Phi` is, by construction, information the model is
+invariant to. Sampling
+
+.. math:: z_{AE} = \tau^{-1}(v \mid z_\Phi), \qquad v \sim N(0, I),
+
+and decoding the samples shows that information as images. The cINN is any conditional sampler of
+:math:`p(z_{AE} \mid z_\Phi)`: flowkern's is :class:`flowkern.translate.Net2Net` with target the
+autoencoder latent and condition the representation (the same cINN translates between networks),
+trained on pairs :math:`(z_{AE}(x), \Phi(x))`. The second step interprets :math:`z_\Phi` itself
+with an IIN (:mod:`flowkern.interpret.iin`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from ..translate.net2net import Net2Net
+from .._checks import check_int
 
-__all__ = ["InvarianceExplainer"]
+__all__ = ["sample_invariances"]
 
 
-class InvarianceExplainer(Net2Net):
-    """cINN over (B, ae_dim) autoencoder latents conditioned on a (B, rep_dim) model representation."""
+@torch.no_grad()
+def sample_invariances(sample: Callable[[torch.Tensor], torch.Tensor], rep: torch.Tensor, n: int) -> torch.Tensor:
+    r"""(B, n, D): ``n`` latents :math:`z_{AE} = \tau^{-1}(v \mid z_\Phi)` per row :math:`z_\Phi` of
+    ``rep`` (B, rep_dim), i.e. ``n`` inputs the model cannot tell apart (module docstring).
 
-    def __init__(self, ae_dim: int, rep_dim: int, **kwargs) -> None:
-        super().__init__(ae_dim, rep_dim, **kwargs)
-
-    @torch.no_grad()
-    def invariances(self, rep: torch.Tensor, n: int, temperature: float = 1.0) -> torch.Tensor:
-        """(B, n, ae_dim): n latents per representation row that the model cannot tell apart."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        rep_n = rep.repeat_interleave(n, 0)
-        return self.translate(rep_n, temperature).view(rep.shape[0], n, -1)
+    ``sample(c)`` draws one (D,) latent per row of the (M, rep_dim) condition ``c``, e.g.
+    ``lambda c: net2net.translate(c, temperature)``; it is called once, on every row of ``rep``
+    repeated ``n`` times (``rep.repeat_interleave(n, 0)``).
+    """
+    n = check_int("n", n, minimum=1)
+    if not isinstance(rep, torch.Tensor) or rep.dim() != 2:
+        raise ValueError(f"rep must be a (B, rep_dim) tensor, got {getattr(rep, 'shape', rep)!r}")
+    return sample(rep.repeat_interleave(n, 0)).view(rep.shape[0], n, -1)

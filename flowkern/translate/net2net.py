@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..nn import MLPEmbedder, build_flow
-from .training import train_steps
+from ..training import train_steps
 
 __all__ = ["Net2Net", "BatchFn"]
 

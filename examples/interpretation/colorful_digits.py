@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flowkern._checks import check_choice, check_int, check_number
+
 __all__ = [
     "COLOURS",
     "COLOUR_NAMES",
@@ -64,10 +66,8 @@ def load_gray_digits(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 
 def writer_split(n: int, split: str, test_blocks: int = 3) -> np.ndarray:
     """Indices of ``split`` ('train' | 'test') under the contiguous writer-block proxy."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if not 0 < test_blocks < N_WRITER_BLOCKS:
-        raise ValueError(f"test_blocks must be in [1, {N_WRITER_BLOCKS - 1}], got {test_blocks!r}")
+    check_choice("split", split, ("train", "test"))
+    check_int("test_blocks", test_blocks, 1, N_WRITER_BLOCKS - 1)
     block = np.minimum(np.arange(n) * N_WRITER_BLOCKS // n, N_WRITER_BLOCKS - 1)
     is_test = block >= N_WRITER_BLOCKS - test_blocks
     return np.flatnonzero(is_test if split == "test" else ~is_test)
@@ -76,8 +76,7 @@ def writer_split(n: int, split: str, test_blocks: int = 3) -> np.ndarray:
 def random_deform(gray: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
     """Small random affine warps of (N, 1, S, S) intensities (augmentation of the writer style):
     rotation +-12 deg, scale 0.9-1.1, shear +-0.15, each times ``strength``; bilinear, zero fill."""
-    if not strength >= 0:
-        raise ValueError(f"strength must be >= 0, got {strength!r}")
+    strength = check_number("strength", strength, minimum=0)
     n = gray.shape[0]
     u = (torch.rand(n, 3, generator=generator) * 2 - 1) * strength
     ang, scale, shear = u[:, 0] * math.radians(12), 1 + 0.1 * u[:, 1], 0.15 * u[:, 2]
@@ -139,8 +138,7 @@ class ColorfulDigits(torch.utils.data.Dataset):
     def __init__(self, split: str = "train", *, size: int = 16, copies: int | None = None,
                  seed: int = 0, test_blocks: int = 3, deform: float = 0.0) -> None:
         copies = (4 if split == "train" else 2) if copies is None else copies
-        if not isinstance(copies, int) or copies < 1:
-            raise ValueError(f"copies must be a positive int, got {copies!r}")
+        check_int("copies", copies, minimum=1)
         gray, labels = load_gray_digits(size)
         idx = torch.from_numpy(writer_split(len(labels), split, test_blocks))
         g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
@@ -183,8 +181,7 @@ class ColorfulDigits(torch.utils.data.Dataset):
 
     def labels(self, factor: str) -> torch.Tensor:
         """Labels of ``factor`` ('digit' | 'colour') for every image."""
-        if factor not in FACTORS:
-            raise ValueError(f"factor must be one of {FACTORS}, got {factor!r}")
+        check_choice("factor", factor, FACTORS)
         return self.digits if factor == "digit" else self.colours
 
     def pair_indices(self, n: int, factor: str, generator: torch.Generator

@@ -1,4 +1,7 @@
-"""The one seeded optimisation loop shared by the flows (IIN, Net2Net, invariances) and the experts."""
+"""The one seeded optimisation loop under every trained model of flowkern's interpretation layer:
+the IIN (:mod:`flowkern.interpret`), Net2Net (:mod:`flowkern.translate`) and any expert trained
+beside them. It imports nothing else of flowkern but the argument checks, so both layers (and an
+example's experts) build on it without importing each other."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from ._checks import check_choice, check_int
 
 __all__ = ["EpochBatches", "LossFn", "train_steps"]
 
@@ -18,16 +23,13 @@ class EpochBatches:
     """Callable ``generator -> index batch`` walking a fresh random permutation of ``range(n)`` per epoch."""
 
     def __init__(self, n: int, batch_size: int) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.n, self.batch_size = n, batch_size
+        self.n = check_int("n", n, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self._queue: list[torch.Tensor] = []
 
     def steps(self, epochs: int) -> int:
-        """Number of batches in ``epochs`` epochs."""
-        return epochs * math.ceil(self.n / self.batch_size)
+        """Number of batches in ``epochs`` epochs: ``epochs * ceil(n / batch_size)``."""
+        return check_int("epochs", epochs, minimum=0) * math.ceil(self.n / self.batch_size)
 
     def __call__(self, generator: torch.Generator) -> torch.Tensor:
         if not self._queue:
@@ -44,10 +46,8 @@ def train_steps(model: nn.Module, loss_fn: LossFn, steps: int, *, lr: float = 1e
     ``torch`` and the batch generator ``g`` are seeded with ``seed``; the model is left in eval mode.
     Returns the loss of every step.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if schedule not in ("cosine", "onecycle"):
-        raise ValueError(f"schedule must be 'cosine' or 'onecycle', got {schedule!r}")
+    steps = check_int("steps", steps, minimum=1)
+    schedule = check_choice("schedule", schedule, ("cosine", "onecycle"))
     from tqdm import tqdm
 
     torch.manual_seed(seed)
