@@ -206,7 +206,7 @@ def _factor_probes(ctx: Context, train_factors: dict[str, torch.Tensor], test_fa
 
 
 def iin_factors(ctx: Context, ex: Experts) -> dict:
-    """IIN on the autoencoder latent (Esser et al. 2020, §3): a flow T maps z to factors
+    """IIN on the autoencoder latent (Esser et al. 2020): a flow T maps z to factors
     (digit, colour, residual) and is fitted with the correlated-pair objective on pairs sharing the
     digit or the colour (:class:`flowkern.interpret.FactorLoss`). Factor sizes are estimated from
     pair correlations (reported beside the sizes used).
@@ -279,7 +279,7 @@ def _iin_pictures(ctx: Context, ex: Experts, iin: FactorTransformer) -> None:
 
 
 def sketch_concept(ctx: Context, ex: Experts) -> dict:
-    """A concept defined by a sketch (Esser et al. 2020, §3): two examples of one test digit, thin and
+    """A concept defined by a sketch (Esser et al. 2020): two examples of one test digit, thin and
     3x3-dilated, differ only in stroke thickness. Pairs are two nuisance variations (colour,
     background, shift) of one example, so they share exactly the thickness; half of each batch are
     unpaired training latents (plain NLL). Judged by a probe reading the example (thin / thick) from
