@@ -159,13 +159,24 @@ def test_flowkern_modules_inside_freia_containers_and_graph_convert():
     assert_same(graph(x), converted(x))
 
 
-def test_bad_arguments_raise_clear_errors():
+@pytest.mark.parametrize("lib", [Fm, Km], ids=["FrEIA", "flowkern"])
+def test_bad_arguments_raise_the_peers_error_kinds(lib):
+    """The same exception types as FrEIA (flowkern's assert-equivalents are also ValueErrors)."""
     with pytest.raises(ValueError, match="split_len"):
-        Km.GLOWCouplingBlock([(4,)], subnet_constructor=mlp, split_len=0)
+        lib.GLOWCouplingBlock([(4,)], subnet_constructor=mlp, split_len=5)
     with pytest.raises(ValueError, match="clamp activation"):
-        Km.GLOWCouplingBlock([(4,)], subnet_constructor=mlp, clamp_activation="RELU")
-    with pytest.raises(ValueError, match="subnet_constructor"):
-        Km.RNVPCouplingBlock([(4,)])
+        lib.GLOWCouplingBlock([(4,)], subnet_constructor=mlp, clamp_activation="RELU")
+    with pytest.raises(TypeError):
+        lib.RNVPCouplingBlock([(4,)])
+    with pytest.raises(AssertionError):
+        lib.AllInOneBlock([(4, 3, 3)], [(2, 5, 5)], subnet_constructor=conv_net)
+    with pytest.raises(ValueError, match="Global affine"):
+        lib.AllInOneBlock([(4,)], subnet_constructor=mlp, global_affine_type="RELU")
+
+
+def test_assert_equivalents_are_value_errors_too():
+    with pytest.raises(AssertionError):  # FrEIA's `if init_data:` fails on tensors before its assert
+        Km.ActNorm([(3,)], init_data=torch.randn(4, 5))
     with pytest.raises(ValueError, match="dims_c"):
         Km.AllInOneBlock([(4, 3, 3)], [(2, 5, 5)], subnet_constructor=conv_net)
     with pytest.raises(ValueError, match="init data"):

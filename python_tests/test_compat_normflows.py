@@ -79,8 +79,88 @@ def test_masked_affine_flow_matches(shape):
     peer = nf.flows.MaskedAffineFlow(b, t, s)
     ours = K.MaskedAffineFlow(b, copy.deepcopy(t), copy.deepcopy(s))
     _check_flow(peer, ours, torch.randn(5, *shape))
-    with pytest.raises(ValueError, match="binary"):
-        K.MaskedAffineFlow(0.5 * b, t, s)
+    assert ours.fused
+
+
+MASKS = {
+    "all-zeros": lambda n: torch.zeros(n),
+    "all-ones": lambda n: torch.ones(n),
+    "core-test": lambda n: torch.tensor([float(j) if j % 2 == 1 else 0.0 for j in range(n)]),  # 0, 1, 0, 3, ...
+    "fractional": lambda n: torch.linspace(0, 1, n),
+    "negative": lambda n: torch.where(torch.arange(n) % 2 == 0, -1.0, 1.0),
+    "binary-int": lambda n: (torch.arange(n) % 3 == 0).long(),
+}
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 3, 5)], ids=str)
+@pytest.mark.parametrize("mask", list(MASKS))
+def test_masked_affine_flow_any_mask_gives_normflows_numbers(mask, shape):
+    """Every mask normflows accepts: the fused op for binary splits, normflows' formula otherwise."""
+    n = torch.Size(shape).numel()
+    b = MASKS[mask](n).reshape(shape)
+    torch.manual_seed(0)
+    s = nn.Sequential(nn.Flatten(), mlp(n, n), nn.Tanh(), nn.Unflatten(1, shape))
+    t = nn.Sequential(nn.Flatten(), mlp(n, n), nn.Unflatten(1, shape))
+    peer = nf.flows.MaskedAffineFlow(b, t, s)
+    ours = K.MaskedAffineFlow(b, copy.deepcopy(t), copy.deepcopy(s))
+    assert ours.fused == (mask == "binary-int")
+    assert list(peer.state_dict()) == list(ours.state_dict())
+    z = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2))
+    assert_same(peer(z), ours(z))
+    assert_same(peer.inverse(z), ours.inverse(z))
+    assert_same_grads(peer, ours, peer, ours, [z])
+    assert_same_grads(peer, ours, peer.inverse, ours.inverse, [z])
+    if mask == "all-ones":  # the identity, with a zero log-det
+        torch.testing.assert_close(ours(z)[0], z)
+        assert ours(z)[1].abs().max() == 0
+
+
+def test_masked_affine_flow_without_nets_and_after_loading_another_mask():
+    b = (torch.arange(5) % 2).float()
+    peer, ours = nf.flows.MaskedAffineFlow(b), K.MaskedAffineFlow(b)
+    z = torch.randn(3, 5)
+    assert_same(peer(z), ours(z))
+    # loading a general mask into a fused layer switches it to the general formula
+    other = K.MaskedAffineFlow(torch.tensor([0.0, 2.0, 0.0, 1.0, 3.0]), mlp(5, 5), mlp(5, 5))
+    peer2 = nf.flows.MaskedAffineFlow(torch.tensor([0.0, 2.0, 0.0, 1.0, 3.0]), copy.deepcopy(other.t),
+                                      copy.deepcopy(other.s))
+    fused = K.MaskedAffineFlow(b, copy.deepcopy(other.t), copy.deepcopy(other.s))
+    assert fused.fused
+    fused.load_state_dict(other.state_dict())
+    assert not fused.fused
+    assert_same(peer2(z), fused(z))
+
+
+def test_masked_affine_flow_nonfinite_coefficients_become_nan_like_normflows():
+    class Inf(nn.Module):
+        def forward(self, x):
+            return torch.where(x > 0, torch.inf, 0.0)
+
+    b = torch.tensor([0.0, 2.0, 0.0])
+    z = torch.tensor([[1.0, 1.0, -1.0]])
+    yp, _ = nf.flows.MaskedAffineFlow(b, Inf())(z)
+    yo, _ = K.MaskedAffineFlow(b, Inf())(z)
+    torch.testing.assert_close(yo, yp, equal_nan=True)
+    assert torch.isnan(yo).any()
+
+
+def test_reverse_alpha_div_matches_normflows():
+    peer = _glow_model()
+    x = torch.randn(16, 6)
+    peer.log_prob(x)  # actnorm init
+    target = copy.deepcopy(peer)  # a target near q, so the importance weights are finite
+    with torch.no_grad():
+        for p in target.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    peer.p = target
+    ours = convert(peer)
+    for kwargs in ({}, {"alpha": 0.5}, {"alpha": 2.0}, {"alpha": 0.7, "dreg": True}):
+        torch.manual_seed(5)
+        lp = peer.reverse_alpha_div(9, **kwargs)
+        torch.manual_seed(5)
+        lo = ours.reverse_alpha_div(9, **kwargs)
+        assert torch.isfinite(lp)
+        torch.testing.assert_close(lo, lp, atol=1e-4, rtol=1e-4)
 
 
 def test_actnorm_permute_and_1x1conv_match():

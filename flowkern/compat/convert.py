@@ -7,27 +7,41 @@ bottom-up: known peer classes become the same-named class of :mod:`flowkern.comp
 state-dict keys are checked to be identical), containers (``SequenceINN``,
 ``NormalizingFlow``, ``CompositeTransform``, CompVis flows) are rebuilt around their
 converted children, and any other module keeps its class with its children converted
-(FrEIA ``GraphINN`` node references included). No peer library is imported: peers are
-recognised by their class's module and name. Constructors run under
+(FrEIA ``GraphINN`` node references included). Peers are recognised by their class's
+module and name; convert imports no peer itself (the adapter module of a peer, and so the
+peer, is imported only when a model of that peer is converted). Constructors run under
 :func:`~flowkern.compat._fused.frozen_rng`, so converting draws no random numbers.
 
 Classes outside the built-in tables are added with :func:`register_converter` (a registered
-converter takes precedence over the built-in one for the same class).
+converter takes precedence over the built-in one for the same class). A peer flow class
+that neither knows is left as the peer's module (its children still converted) and listed
+in the report: ``convert(model, report=True)`` returns ``(converted, ConvertReport)``, and
+without ``report=True`` a ``UserWarning`` carries the same one-line report.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import importlib
 import sys
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
+from types import ModuleType
 
 import torch
 from torch import nn
 
-from . import compvis, freia, nflows, normflows
 from ._fused import frozen_rng, params_dtype_device
 
-__all__ = ["convert", "register_converter", "registered_converters"]
+__all__ = ["convert", "register_converter", "registered_converters", "ConvertReport"]
+
+
+def _adapter(peer: str) -> ModuleType:
+    """flowkern's adapter module for ``peer`` ('freia', 'normflows', 'nflows', 'compvis'),
+    imported on first use (it imports the peer, which a model being converted already has)."""
+    return importlib.import_module(f"{__package__}.{peer}")
 
 # Registered converters: a class object, or a dotted name resolved against the already
 # imported packages when convert() runs (so registering imports no peer).
@@ -113,37 +127,103 @@ def _registered(m: nn.Module) -> Callable[..., nn.Module] | None:
     return None
 
 
-def convert(peer_module: nn.Module) -> nn.Module:
-    """Return the flowkern equivalent of ``peer_module`` (same numbers and state-dict keys)."""
+@dataclasses.dataclass
+class ConvertReport:
+    """What :func:`convert` did: peer classes converted and peer classes left as they were.
+
+    ``converted`` and ``unconverted`` count modules by the peer class's qualified name
+    (``module.QualName``); ``unconverted`` lists the peer flow classes convert() does not know
+    (no built-in or registered converter), which stay the peer's modules in the result.
+    Peer modules that are not flow layers (base distributions, subnets, FrEIA's ``GraphINN``,
+    whose nodes are converted) are neither. ``str(report)`` is one line.
+    """
+
+    converted: Counter = dataclasses.field(default_factory=Counter)
+    unconverted: Counter = dataclasses.field(default_factory=Counter)
+
+    @property
+    def complete(self) -> bool:
+        """True when no peer flow class was left unconverted."""
+        return not self.unconverted
+
+    def __str__(self) -> str:
+        def listing(counts: Counter) -> str:
+            return ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
+
+        line = f"convert: {sum(self.converted.values())} converted"
+        if self.converted:
+            line += f" ({listing(self.converted)})"
+        if self.unconverted:
+            line += (f"; {sum(self.unconverted.values())} left as the peer's modules (no converter): "
+                     f"{listing(self.unconverted)}")
+        else:
+            line += "; none left unconverted"
+        return line
+
+
+def convert(peer_module: nn.Module, report: bool = False):
+    """Return the flowkern equivalent of ``peer_module`` (same numbers and state-dict keys).
+
+    With ``report=True`` return ``(converted, ConvertReport)``. Peer flow classes with no
+    converter are kept as the peer's modules (children converted) and listed in the report;
+    without ``report=True`` they are named in a ``UserWarning``. Raises ``TypeError`` if
+    ``peer_module`` is not an ``nn.Module``.
+    """
     if not isinstance(peer_module, nn.Module):
         raise TypeError(f"peer_module must be a torch.nn.Module, got {type(peer_module).__name__}")
     replaced: dict[int, nn.Module] = {}
-    root = _convert_owned(copy.deepcopy(peer_module), replaced)
+    record = ConvertReport()
+    root = _convert_owned(copy.deepcopy(peer_module), replaced, record)
     for module in root.modules():  # FrEIA GraphINN keeps module references in its nodes
         for node in getattr(module, "node_list", None) or ():
             if id(getattr(node, "module", None)) in replaced:
                 node.module = replaced[id(node.module)]
+    if report:
+        return root, record
+    if record.unconverted:
+        warnings.warn(f"{record} (convert(model, report=True) returns this report)", UserWarning, stacklevel=2)
     return root
 
 
-def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module]) -> nn.Module:
+_PEER_ROOTS = ("FrEIA", "normflows", "nflows")
+# Peer modules that are not flow layers (left as they are, not reported): base and target
+# distributions, subnets, utilities, nflows' Flow distributions (their transform is converted)
+# and FrEIA's GraphINN, whose nodes' modules are converted.
+_NOT_FLOW_LAYERS = ("normflows.distributions", "normflows.nets", "normflows.utils", "nflows.distributions",
+                    "nflows.nn", "nflows.utils", "nflows.flows", "FrEIA.framework.graph_inn")
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module], record: ConvertReport) -> nn.Module:
     """Convert ``m``, a private copy that may be modified and whose children may be reused."""
     if id(m) in replaced:
         return replaced[id(m)]
+
+    def conv(child: nn.Module) -> nn.Module:
+        return _convert_owned(child, replaced, record)
+
     registered = _registered(m)
-    builder = _builder(m)
+    builder = None if registered is not None else _builder(m)
     if registered is not None:
-        new = registered(m, convert_child=lambda child: _convert_owned(child, replaced))
+        new = registered(m, convert_child=conv)
         if not isinstance(new, nn.Module):
             raise TypeError(f"the converter registered for {type(m).__qualname__} returned "
                             f"{type(new).__name__}, not an nn.Module")
     elif builder is not None:
-        new = builder(m, lambda child: _convert_owned(child, replaced))
+        new = builder(m, conv)
     else:
         new = m
         for name, child in list(m._modules.items()):
             if child is not None:
-                m._modules[name] = _convert_owned(child, replaced)
+                m._modules[name] = conv(child)
+    name = _qualified(type(m))
+    if registered is not None or builder is not None:
+        record.converted[name] += 1
+    elif name.split(".")[0] in _PEER_ROOTS and not name.startswith(_NOT_FLOW_LAYERS):
+        record.unconverted[name] += 1
     replaced[id(m)] = new
     return new
 
@@ -193,7 +273,7 @@ def _build(cls, peer: nn.Module, *args, **kwargs) -> nn.Module:
 def _clamp_activation(f) -> str | Callable:
     """FrEIA stores its clamp as a function; recover the name by evaluating it."""
     u = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)
-    for kind, g in freia._CLAMP_FNS.items():
+    for kind, g in _adapter("freia")._CLAMP_FNS.items():
         try:
             if torch.equal(f(u), g(u)):
                 return kind
@@ -203,16 +283,16 @@ def _clamp_activation(f) -> str | Callable:
 
 
 def _freia_actnorm(m, conv):
-    new = _build(freia.ActNorm, m, [m.dims_in], m.dims_c)
+    new = _build(_adapter("freia").ActNorm, m, [m.dims_in], m.dims_c)
     new.init_on_next_batch = m.init_on_next_batch
     return new
 
 
-def _freia_coupling(cls, subnet_names):
+def _freia_coupling(cls_name: str, subnet_names: list[str]):
     def build(m, conv):
         subnets = _handout([getattr(m, n) for n in subnet_names])
-        return _build(cls, m, m.dims_in, m.dims_c, subnet_constructor=subnets, clamp=m.clamp,
-                      clamp_activation=_clamp_activation(m.f_clamp), split_len=m.split_len1)
+        return _build(getattr(_adapter("freia"), cls_name), m, m.dims_in, m.dims_c, subnet_constructor=subnets,
+                      clamp=m.clamp, clamp_activation=_clamp_activation(m.f_clamp), split_len=m.split_len1)
 
     return build
 
@@ -223,66 +303,85 @@ def _freia_all_in_one(m, conv):
     else:
         probe = m.global_scale_activation(torch.zeros(1))
         affine_type = "EXP" if torch.equal(probe, torch.ones(1)) else "SIGMOID"
-    return _build(freia.AllInOneBlock, m, m.dims_in, m.dims_c, subnet_constructor=_handout([m.subnet]),
+    return _build(_adapter("freia").AllInOneBlock, m, m.dims_in, m.dims_c, subnet_constructor=_handout([m.subnet]),
                   affine_clamping=m.clamp, gin_block=m.GIN, global_affine_type=affine_type,
                   learned_householder_permutation=m.householder, reverse_permutation=m.reverse_pre_permute)
 
 
 def _freia_sequence(m, conv):
-    new = freia.SequenceINN(*m.shapes[0], force_tuple_output=m.force_tuple_output)
+    new = _adapter("freia").SequenceINN(*m.shapes[0], force_tuple_output=m.force_tuple_output)
     new.shapes = list(m.shapes)
     new.conditions = list(m.conditions)
     new.module_list = nn.ModuleList([conv(x) for x in m.module_list])
     return new.train(m.training)
 
 
+def _freia_permute(m, conv):
+    return _build(_adapter("freia").PermuteRandom, m, m.dims_in, m.dims_c)
+
+
 _FREIA = {
     "ActNorm": _freia_actnorm,
-    "PermuteRandom": lambda m, conv: _build(freia.PermuteRandom, m, m.dims_in, m.dims_c),
-    "GLOWCouplingBlock": _freia_coupling(freia.GLOWCouplingBlock, ["subnet1", "subnet2"]),
-    "RNVPCouplingBlock": _freia_coupling(freia.RNVPCouplingBlock,
-                                         ["subnet_s1", "subnet_t1", "subnet_s2", "subnet_t2"]),
-    "AffineCouplingOneSided": _freia_coupling(freia.AffineCouplingOneSided, ["subnet"]),
+    "PermuteRandom": _freia_permute,
+    "GLOWCouplingBlock": _freia_coupling("GLOWCouplingBlock", ["subnet1", "subnet2"]),
+    "RNVPCouplingBlock": _freia_coupling("RNVPCouplingBlock", ["subnet_s1", "subnet_t1", "subnet_s2", "subnet_t2"]),
+    "AffineCouplingOneSided": _freia_coupling("AffineCouplingOneSided", ["subnet"]),
     "AllInOneBlock": _freia_all_in_one,
     "SequenceINN": _freia_sequence,
 }
 
 
 # ---- normflows ---------------------------------------------------------------------
-def _nf_affine_const(cls):
+def _nf_affine_const(cls_name: str):
     def build(m, conv):
-        return _build(cls, m, tuple(m.s.shape[1:]), scale=isinstance(m.s, nn.Parameter),
-                      shift=isinstance(m.t, nn.Parameter))
+        return _build(getattr(_adapter("normflows"), cls_name), m, tuple(m.s.shape[1:]),
+                      scale=isinstance(m.s, nn.Parameter), shift=isinstance(m.t, nn.Parameter))
 
     return build
 
 
 def _nf_coupling_block(m, conv):
     coupling = m.flows[1]
-    return _build(normflows.AffineCouplingBlock, m, coupling.param_map, coupling.scale, coupling.scale_map,
-                  m.flows[0].mode)
+    return _build(_adapter("normflows").AffineCouplingBlock, m, coupling.param_map, coupling.scale,
+                  coupling.scale_map, m.flows[0].mode)
 
 
 def _nf_masked(m, conv):
     s = m.s if isinstance(m.s, nn.Module) else None
     t = m.t if isinstance(m.t, nn.Module) else None
-    return _build(normflows.MaskedAffineFlow, m, m.b[0].detach().cpu(), t, s)
+    return _build(_adapter("normflows").MaskedAffineFlow, m, m.b[0].detach().cpu(), t, s)
 
 
 def _nf_flow(m, conv):
-    return normflows.NormalizingFlow(m.q0, [conv(f) for f in m.flows], m.p).train(m.training)
+    return _adapter("normflows").NormalizingFlow(m.q0, [conv(f) for f in m.flows], m.p).train(m.training)
+
+
+def _nf_split(cls_name: str):
+    return lambda m, conv: _build(getattr(_adapter("normflows"), cls_name), m, m.mode)
+
+
+def _nf_coupling(m, conv):
+    return _build(_adapter("normflows").AffineCoupling, m, m.param_map, m.scale, m.scale_map)
+
+
+def _nf_permute(m, conv):
+    return _build(_adapter("normflows").Permute, m, m.num_channels, m.mode)
+
+
+def _nf_conv1x1(m, conv):
+    return _build(_adapter("normflows").Invertible1x1Conv, m, m.num_channels, m.use_lu)
 
 
 _NORMFLOWS = {
-    "ActNorm": _nf_affine_const(normflows.ActNorm),
-    "AffineConstFlow": _nf_affine_const(normflows.AffineConstFlow),
-    "Split": lambda m, conv: _build(normflows.Split, m, m.mode),
-    "Merge": lambda m, conv: _build(normflows.Merge, m, m.mode),
-    "AffineCoupling": lambda m, conv: _build(normflows.AffineCoupling, m, m.param_map, m.scale, m.scale_map),
+    "ActNorm": _nf_affine_const("ActNorm"),
+    "AffineConstFlow": _nf_affine_const("AffineConstFlow"),
+    "Split": _nf_split("Split"),
+    "Merge": _nf_split("Merge"),
+    "AffineCoupling": _nf_coupling,
     "AffineCouplingBlock": _nf_coupling_block,
     "MaskedAffineFlow": _nf_masked,
-    "Permute": lambda m, conv: _build(normflows.Permute, m, m.num_channels, m.mode),
-    "Invertible1x1Conv": lambda m, conv: _build(normflows.Invertible1x1Conv, m, m.num_channels, m.use_lu),
+    "Permute": _nf_permute,
+    "Invertible1x1Conv": _nf_conv1x1,
     "NormalizingFlow": _nf_flow,
 }
 
@@ -293,17 +392,32 @@ def _nfl_coupling(m, conv):
     mask[m.transform_features.cpu()] = 1
     uncond = m.unconditional_transform
     factory = None if uncond is None else (lambda features: conv(uncond))
-    return _build(nflows.AffineCouplingTransform, m, mask, _handout([m.transform_net]), factory)
+    return _build(_adapter("nflows").AffineCouplingTransform, m, mask, _handout([m.transform_net]), factory)
+
+
+def _nfl_actnorm(m, conv):
+    return _build(_adapter("nflows").ActNorm, m, m.log_scale.numel())
+
+
+def _nfl_permutation(m, conv):
+    return _build(_adapter("nflows").Permutation, m, m._permutation.clone(), m._dim)
+
+
+def _nfl_sized_permutation(cls_name: str):
+    return lambda m, conv: _build(getattr(_adapter("nflows"), cls_name), m, len(m._permutation), m._dim)
+
+
+def _nfl_composite(m, conv):
+    return _adapter("nflows").CompositeTransform([conv(t) for t in m._transforms]).train(m.training)
 
 
 _NFLOWS = {
-    "ActNorm": lambda m, conv: _build(nflows.ActNorm, m, m.log_scale.numel()),
+    "ActNorm": _nfl_actnorm,
     "AffineCouplingTransform": _nfl_coupling,
-    "Permutation": lambda m, conv: _build(nflows.Permutation, m, m._permutation.clone(), m._dim),
-    "RandomPermutation": lambda m, conv: _build(nflows.RandomPermutation, m, len(m._permutation), m._dim),
-    "ReversePermutation": lambda m, conv: _build(nflows.ReversePermutation, m, len(m._permutation), m._dim),
-    "CompositeTransform": lambda m, conv: nflows.CompositeTransform(
-        [conv(t) for t in m._transforms]).train(m.training),
+    "Permutation": _nfl_permutation,
+    "RandomPermutation": _nfl_sized_permutation("RandomPermutation"),
+    "ReversePermutation": _nfl_sized_permutation("ReversePermutation"),
+    "CompositeTransform": _nfl_composite,
 }
 
 
@@ -337,6 +451,7 @@ def _compvis_build(m, conv):
     for attr, value in _COMPVIS_DEFAULTS.get(name, {}).items():
         if not hasattr(m, attr):
             setattr(m, attr, value)
+    compvis = _adapter("compvis")
     m.__class__ = getattr(compvis, name)
     if isinstance(m, compvis.ActNorm):
         m._sync_init_flag()

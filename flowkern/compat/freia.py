@@ -2,15 +2,28 @@ r"""FrEIA 0.2 drop-in modules on flowkern's fused coupling op.
 
 Same class names, constructor and call signatures, return conventions and
 ``state_dict`` keys as ``FrEIA.modules`` / ``FrEIA.framework``; replace
-``import FrEIA.modules as Fm`` by ``import flowkern.compat.freia as Fm``. FrEIA is not
-imported: the modules follow its duck-typed ``InvertibleModule`` protocol
-(``forward(x_tuple, c=[], rev=False, jac=True) -> (tuple, log_jac_det)``,
-``output_dims``), which FrEIA's ``SequenceINN`` and ``GraphINN`` accept as they are.
+``import FrEIA.modules as Fm`` by ``import flowkern.compat.freia as Fm``. When FrEIA is
+installed, importing this module imports it and every module here subclasses
+``FrEIA.modules.InvertibleModule`` (``InvertibleModule`` below *is* FrEIA's class), so
+``isinstance`` checks, FrEIA's ``SequenceINN`` / ``GraphINN`` and user code see FrEIA modules.
+Without FrEIA, a stand-in base with the same protocol
+(``forward(x_tuple, c=[], rev=False, jac=True) -> (tuple, log_jac_det)``, ``output_dims``)
+is used. ``import flowkern`` itself imports no peer.
+
+Instances can be given where FrEIA's containers expect a class: FrEIA 0.2's
+``SequenceINN.append(instance)`` and ``Node(inputs, instance, {})`` call the "class" with the
+input dims, and an instance called with dims returns itself (after checking that the dims
+and ``dims_c`` are the ones it was built for), as FrEIA's development version does with an
+``isinstance(module, InvertibleModule)`` check. :class:`SequenceINN` here accepts instances
+directly.
 
 FrEIA's soft clamp :math:`s = \alpha\, f(u)` maps onto the op's scale functions:
 ATAN :math:`0.636\,\alpha \arctan u` is the op's ``atan`` with ``clamp=1, atan_k=0.636 α``
 (no copy of u); TANH :math:`\alpha\tanh u` and SIGMOID :math:`2\alpha(\sigma(u) - 1/2) =
-\alpha\tanh(u/2)` are the op's ``tanh`` on :math:`\alpha u` resp. :math:`\alpha u / 2`.
+\alpha\tanh(u/2)` are the op's ``tanh`` on :math:`\alpha u` resp. :math:`\alpha u / 2`; a
+custom clamp function is evaluated in PyTorch and passed as the op's ``exp`` scale.
+Degenerate splits the op cannot express (``split_len`` 0 or all channels, an
+``AllInOneBlock`` on one channel) run FrEIA's formula in PyTorch.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ from torch import Tensor, nn
 
 from ..ops import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from ._fused import cat_cond, channel_view
+from ._peer import PeerError, peer_class
 
 __all__ = [
     "InvertibleModule",
@@ -46,31 +60,85 @@ _CLAMP_FNS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-class InvertibleModule(nn.Module):
-    """FrEIA's module protocol: ``forward(x_or_z, c=[], rev=False, jac=True)`` returns
-    ``(outputs_tuple, log|det J|)``, with ``-log|det J|`` when ``rev=True``."""
+_FREIA_BASE = peer_class("FrEIA.modules", "InvertibleModule")
+#: True when the modules here subclass FrEIA's own ``InvertibleModule``.
+PEER_BASE = _FREIA_BASE is not None
 
-    def __init__(self, dims_in: Iterable[tuple[int, ...]], dims_c: Iterable[tuple[int, ...]] | None = None):
-        super().__init__()
-        self.dims_in = list(dims_in)
-        self.dims_c = list(dims_c) if dims_c is not None else []
+if _FREIA_BASE is not None:
+    InvertibleModule = _FREIA_BASE
+else:
+    class InvertibleModule(nn.Module):  # type: ignore[no-redef]
+        """Stand-in for FrEIA's ``InvertibleModule`` (FrEIA not installed):
+        ``forward(x_or_z, c=[], rev=False, jac=True)`` returns ``(outputs_tuple, log|det J|)``,
+        with ``-log|det J|`` when ``rev=True``."""
 
-    def forward(self, x_or_z: Iterable[Tensor], c: Iterable[Tensor] | None = None,
-                rev: bool = False, jac: bool = True) -> tuple[tuple[Tensor, ...], Tensor]:
-        raise NotImplementedError(f"{self.__class__.__name__} does not provide forward(...)")
+        def __init__(self, dims_in: Iterable[tuple[int, ...]], dims_c: Iterable[tuple[int, ...]] | None = None):
+            super().__init__()
+            self.dims_in = list(dims_in)
+            self.dims_c = list(dims_c) if dims_c is not None else []
 
-    def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-        raise NotImplementedError(f"{self.__class__.__name__} does not provide output_dims(...)")
+        def forward(self, x_or_z: Iterable[Tensor], c: Iterable[Tensor] | None = None,
+                    rev: bool = False, jac: bool = True) -> tuple[tuple[Tensor, ...], Tensor]:
+            raise NotImplementedError(f"{self.__class__.__name__} does not provide forward(...) method")
+
+        def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+            raise NotImplementedError(f"{self.__class__.__name__} does not provide output_dims(...)")
+
+
+def _is_dims(value) -> bool:
+    """Whether ``value`` is a list of shapes (FrEIA's ``dims_in``), not a tuple of tensors."""
+    return (isinstance(value, (list, tuple)) and len(value) > 0
+            and all(isinstance(d, (list, tuple)) and all(isinstance(n, int) for n in d) for d in value))
+
+
+def _shapes(dims) -> list[tuple[int, ...]]:
+    return [tuple(d) for d in dims]
+
+
+class _Adapter(InvertibleModule):
+    """Base of flowkern's FrEIA modules: records the dims it was built for, so that an
+    instance can stand where FrEIA's containers expect a class (see the module docstring)."""
+
+    def __init__(self, dims_in, dims_c=None):
+        super().__init__(dims_in, dims_c)
+        self._built_dims = (_shapes(dims_in), _shapes(dims_c or []))
+
+    @property
+    def __name__(self) -> str:  # FrEIA's Node.__str__ prints module_type.__name__
+        return type(self).__name__
+
+    def __call__(self, *args, **kwargs):
+        if args and _is_dims(args[0]):
+            return self._as_built(args[0], *args[1:], **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def _as_built(self, dims_in, *args, dims_c=None, **kwargs):
+        """``instance(dims_in, dims_c=...)``, as FrEIA 0.2's containers build a module: the
+        instance itself, if it was built for these dims (``ValueError`` otherwise)."""
+        name = type(self).__name__
+        if args or kwargs:
+            raise ValueError(f"You try to append an instantiated {name}, but also provided constructor "
+                             f"arguments {list(kwargs) or list(args)}; pass them to its constructor instead.")
+        built_in, built_c = self._built_dims
+        if _shapes(dims_in) != built_in:
+            raise ValueError(f"You passed an instance of {name} which expects a {built_in} input, but the "
+                             f"output of the previous layer is of shape {_shapes(dims_in)}.")
+        if _shapes(dims_c or []) != built_c:
+            raise ValueError(f"You passed an instance of {name} built with dims_c={built_c}, but the "
+                             f"container gives it conditions of shape {_shapes(dims_c or [])}.")
+        return self
 
 
 def _check_condition_dims(dims_in: list, dims_c: list) -> None:
+    """FrEIA asserts that conditions have the input's non-channel shape (``PeerError`` is
+    both its ``AssertionError`` and a ``ValueError``)."""
     for i, dc in enumerate(dims_c):
         if tuple(dc[1:]) != tuple(dims_in[0][1:]):
-            raise ValueError(f"dims_c[{i}] = {tuple(dc)} must have the non-channel shape of "
+            raise PeerError(f"dims_c[{i}] = {tuple(dc)} must have the non-channel shape of "
                              f"dims_in[0] = {tuple(dims_in[0])}")
 
 
-class ActNorm(InvertibleModule):
+class ActNorm(_Adapter):
     r"""Glow ActNorm with log-scale: :math:`y = x\,e^{s} + b`, log-det :math:`\prod S \sum s`.
 
     Data-dependent init on the first call (zero mean, unit std per channel) unless
@@ -94,7 +162,7 @@ class ActNorm(InvertibleModule):
     @torch.no_grad()
     def _initialize_with_data(self, data: Tensor) -> None:
         if tuple(data.shape[1:]) != tuple(self.dims_in):
-            raise ValueError(f"init data must have shape (B, {', '.join(map(str, self.dims_in))}), "
+            raise PeerError(f"init data must have shape (B, {', '.join(map(str, self.dims_in))}), "
                              f"got {tuple(data.shape)}")
         flat = data.transpose(0, 1).reshape(self.dims_in[0], -1)
         std = flat.std(dim=-1)
@@ -113,7 +181,7 @@ class ActNorm(InvertibleModule):
 
     def output_dims(self, input_dims):
         if len(input_dims) != 1:
-            raise ValueError("ActNorm can only use 1 input")
+            raise PeerError("Can only use 1 input")  # FrEIA: assert
         return input_dims
 
     def affine(self) -> tuple[Tensor, Tensor]:
@@ -121,7 +189,7 @@ class ActNorm(InvertibleModule):
         return self.scale.reshape(-1).exp(), self.bias.reshape(-1)
 
 
-class PermuteRandom(InvertibleModule):
+class PermuteRandom(_Adapter):
     """Fixed random channel permutation (numpy RNG, seeded like FrEIA's)."""
 
     def __init__(self, dims_in, dims_c=None, seed: int | None = None):
@@ -142,7 +210,7 @@ class PermuteRandom(InvertibleModule):
         return input_dims
 
 
-class _BaseCouplingBlock(InvertibleModule):
+class _BaseCouplingBlock(_Adapter):
     """Split rule, conditions and soft clamp of FrEIA's coupling blocks."""
 
     def __init__(self, dims_in, dims_c=[], clamp: float = 2.0,
@@ -157,9 +225,6 @@ class _BaseCouplingBlock(InvertibleModule):
         elif not 0 <= split_len <= self.channels:
             raise ValueError(f"Integer split_len must be in range 0 <= split_len <= {self.channels}, "
                              f"but is: {split_len}")
-        if not 1 <= split_len <= self.channels - 1:
-            raise ValueError(f"split_len must leave at least one channel on each side "
-                             f"(1..{self.channels - 1} of {self.channels}), got {split_len}")
         self.split_len1 = split_len
         self.split_len2 = self.channels - split_len
         self.clamp = clamp
@@ -188,6 +253,19 @@ class _BaseCouplingBlock(InvertibleModule):
     def _cond(self, c) -> list[Tensor]:
         return list(c) if self.conditional and c is not None else []
 
+    @property
+    def _fusable(self) -> bool:
+        """Whether the split leaves a channel on each side (what the op can express);
+        otherwise FrEIA's formula runs in PyTorch."""
+        return 1 <= self.split_len1 <= self.channels - 1
+
+    def _affine_exact(self, v: Tensor, s_raw: Tensor, t: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
+        """FrEIA's affine step in PyTorch: ``v e^s + t`` (``(v - t) e^{-s}`` reversed) with
+        ``s = clamp * f_clamp(s_raw)``, log-det summed over all non-batch dims."""
+        s = self.clamp * self.f_clamp(s_raw)
+        j = torch.sum(s, dim=tuple(range(1, self.ndims + 1)))
+        return ((v - t) * torch.exp(-s), -j) if rev else (torch.exp(s) * v + t, j)
+
     def output_dims(self, input_dims):
         if len(input_dims) != 1:
             raise ValueError("Can only use 1 input")
@@ -203,7 +281,26 @@ class _TwoSidedCoupling(_BaseCouplingBlock):
         raise NotImplementedError
 
     def forward(self, x, c=[], rev=False, jac=True):
+        if not self._fusable:
+            return self._exact(x[0], self._cond(c), rev)
         return self._fused(x[0], self._cond(c), rev)
+
+    def _exact(self, x: Tensor, c: Sequence[Tensor], rev: bool):
+        """FrEIA's two couplings in PyTorch (for splits the op cannot express)."""
+        L1 = self.split_len1
+        x1, x2 = x[:, :L1], x[:, L1:]
+
+        def couple(v, side, u):
+            s_raw, t, _ = self._coefficients(side, u)
+            return self._affine_exact(v, s_raw, t, rev)
+
+        if not rev:
+            y1, j1 = couple(x1, 2, cat_cond(x2, c))
+            y2, j2 = couple(x2, 1, cat_cond(y1, c))
+        else:
+            y2, j2 = couple(x2, 1, cat_cond(x1, c))
+            y1, j1 = couple(x1, 2, cat_cond(y2, c))
+        return (torch.cat((y1, y2), 1),), j1 + j2
 
     def _coupling(self, inverse: bool, inp: Tensor, side: int, u: Tensor, a=None, b=None, **op_kw):
         """One coupling; the packed op when the scale leaves u_s as the subnet gave it."""
@@ -239,7 +336,7 @@ class GLOWCouplingBlock(_TwoSidedCoupling):
                  split_len: float | int = 0.5):
         super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len=split_len)
         if subnet_constructor is None:
-            raise ValueError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
+            raise TypeError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
         self.subnet1 = subnet_constructor(self.split_len1 + self.condition_length, self.split_len2 * 2)
         self.subnet2 = subnet_constructor(self.split_len2 + self.condition_length, self.split_len1 * 2)
 
@@ -256,7 +353,7 @@ class RNVPCouplingBlock(_TwoSidedCoupling):
                  split_len: float | int = 0.5):
         super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len=split_len)
         if subnet_constructor is None:
-            raise ValueError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
+            raise TypeError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
         self.subnet_s1 = subnet_constructor(self.split_len1 + self.condition_length, self.split_len2)
         self.subnet_t1 = subnet_constructor(self.split_len1 + self.condition_length, self.split_len2)
         self.subnet_s2 = subnet_constructor(self.split_len2 + self.condition_length, self.split_len1)
@@ -276,11 +373,20 @@ class AffineCouplingOneSided(_BaseCouplingBlock):
                  split_len: float | int = 0.5):
         super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len=split_len)
         if subnet_constructor is None:
-            raise ValueError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
+            raise TypeError("subnet_constructor must be a callable (channels_in, channels_out) -> nn.Module")
         self.subnet = subnet_constructor(self.split_len1 + self.condition_length, 2 * self.split_len2)
 
     def forward(self, x, c=[], rev=False, jac=True):
+        if not self._fusable:
+            return self._exact(x[0], self._cond(c), rev)
         return self._fused(x[0], self._cond(c), rev)
+
+    def _exact(self, x: Tensor, c: Sequence[Tensor], rev: bool):
+        """FrEIA's one-sided coupling in PyTorch (for splits the op cannot express)."""
+        x1, x2 = x[:, : self.split_len1], x[:, self.split_len1:]
+        h = self.subnet(cat_cond(x1, c))
+        y2, j = self._affine_exact(x2, h[:, : self.split_len2], h[:, self.split_len2:], rev)
+        return (torch.cat((x1, y2), 1),), j
 
     def _fused(self, x, c, rev, a=None, b=None):
         L1 = self.split_len1
@@ -299,7 +405,7 @@ class AffineCouplingOneSided(_BaseCouplingBlock):
         return (out,), j
 
 
-class AllInOneBlock(InvertibleModule):
+class AllInOneBlock(_Adapter):
     r"""FrEIA's all-in-one block: affine coupling, global affine ('ActNorm'), permutation.
 
     :math:`y = V R\,(\Psi(s_g) \odot \mathrm{Coupling}(x) + t_g)`. The global affine is
@@ -318,11 +424,9 @@ class AllInOneBlock(InvertibleModule):
         channels = dims_in[0][0]
         self.input_rank = len(dims_in[0]) - 1
         self.sum_dims = tuple(range(1, 2 + self.input_rank))
-        _check_condition_dims(self.dims_in, self.dims_c)
+        _check_condition_dims(self.dims_in, self.dims_c[:1])  # FrEIA asserts on the first condition only
         self.conditional = len(self.dims_c) > 0
         self.condition_channels = sum(dc[0] for dc in self.dims_c)
-        if channels < 2:
-            raise ValueError(f"AllInOneBlock needs at least 2 channels, got dims_in={dims_in}")
         self.splits = [channels - channels // 2, channels // 2]
         try:
             self.permute_function = {0: F.linear, 1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[self.input_rank]
@@ -407,6 +511,8 @@ class AllInOneBlock(InvertibleModule):
                 self.w_perm_inv = self.w_perm.transpose(0, 1).contiguous()
         x = x[0]
         cond = list(c) if self.conditional else []
+        if self.splits[1] == 0:  # one channel: nothing for the op to couple
+            return self._exact(x, cond, rev)
         L1 = self.splits[0]
         offset = self.global_offset.reshape(-1)
         g = (torch.ones_like(offset) if self.GIN
@@ -429,6 +535,37 @@ class AllInOneBlock(InvertibleModule):
             out = self.permute_function(out, self.w_perm)
         return (out,), logdet
 
+    def _exact(self, x: Tensor, cond: list[Tensor], rev: bool):
+        """FrEIA's all-in-one block step by step in PyTorch (for a split the op cannot
+        express): [pre-permute], coupling on the second part, global affine, permutation."""
+        if self.GIN:
+            scale, global_jac = 1.0, 0.0
+        else:
+            scale = self.global_scale_activation(self.global_scale)
+            global_jac = torch.sum(torch.log(scale))
+        if rev:
+            x = (self.permute_function(x, self.w_perm_inv) - self.global_offset) / scale
+        elif self.reverse_pre_permute:
+            x = self.permute_function(x, self.w_perm_inv)
+        L1 = self.splits[0]
+        x1, x2 = x[:, :L1], x[:, L1:]
+        a = 0.1 * self.subnet(cat_cond(x1, cond))
+        ch = x2.shape[1]
+        s = self.clamp * torch.tanh(a[:, :ch])
+        if self.GIN:
+            s = s - torch.mean(s, dim=self.sum_dims, keepdim=True)
+        if rev:
+            x2, j = (x2 - a[:, ch:]) * torch.exp(-s), -torch.sum(s, dim=self.sum_dims)
+        else:
+            x2, j = x2 * torch.exp(s) + a[:, ch:], torch.sum(s, dim=self.sum_dims)
+        out = torch.cat((x1, x2), 1)
+        if not rev:
+            out = self.permute_function(out * scale + self.global_offset, self.w_perm)
+        elif self.reverse_pre_permute:
+            out = self.permute_function(out, self.w_perm)
+        n_pixels = out[0, :1].numel()
+        return (out,), j + (-1) ** rev * n_pixels * global_jac
+
     def output_dims(self, input_dims):
         return input_dims
 
@@ -436,7 +573,7 @@ class AllInOneBlock(InvertibleModule):
 _FOLDABLE = (_TwoSidedCoupling, AffineCouplingOneSided)
 
 
-class SequenceINN(InvertibleModule):
+class SequenceINN(_Adapter):
     """A chain of invertible modules (FrEIA's ``SequenceINN``). An ``ActNorm`` directly
     followed by a GLOW / RNVP / one-sided coupling runs as one fused op (actnorm folded
     into the op's a, b)."""
@@ -449,16 +586,31 @@ class SequenceINN(InvertibleModule):
         self.force_tuple_output = force_tuple_output
 
     def append(self, module_class, cond: int | None = None, cond_shape=None, **kwargs) -> None:
-        """Append ``module_class(dims_in, **kwargs)`` (with ``dims_c=[cond_shape]`` if ``cond`` is set)."""
+        """Append ``module_class(dims_in, **kwargs)`` (with ``dims_c=[cond_shape]`` if ``cond`` is
+        set), or an ``InvertibleModule`` instance built for the current output shape (as FrEIA's
+        development version does; ``ValueError`` if its dims differ or ``kwargs`` are given)."""
         dims_in = [self.shapes[-1]]
-        self.conditions.append(cond)
         if cond is not None:
             kwargs["dims_c"] = [cond_shape]
-        module = module_class(dims_in, **kwargs)
-        self.module_list.append(module)
+        if isinstance(module_class, nn.Module):
+            module = module_class
+            if isinstance(module, _Adapter):
+                module._as_built(dims_in, **kwargs)
+            else:  # another library's FrEIA module: FrEIA's own checks
+                if [tuple(d) for d in module.dims_in] != _shapes(dims_in):
+                    raise ValueError(f"You passed an instance of {type(module).__name__} which expects a "
+                                     f"{module.dims_in} input, but the output of the previous layer is of "
+                                     f"shape {dims_in}.")
+                if set(kwargs) - {"dims_c"}:
+                    raise ValueError(f"You try to append an instantiated {type(module).__name__}, but also "
+                                     f"provided constructor arguments {sorted(kwargs)}.")
+        else:
+            module = module_class(dims_in, **kwargs)
         output_dims = module.output_dims(dims_in)
         if len(output_dims) != 1:
-            raise ValueError(f"{module_class.__name__} has more than one output")
+            raise PeerError(f"{type(module).__name__} has more than one output")  # FrEIA: assert
+        self.conditions.append(cond)
+        self.module_list.append(module)
         self.shapes.append(output_dims[0])
 
     def __getitem__(self, item):
@@ -480,7 +632,7 @@ class SequenceINN(InvertibleModule):
             return False
         norm, coupling = self.module_list[i_norm], self.module_list[i_coupling]
         return (isinstance(norm, ActNorm) and not norm.init_on_next_batch
-                and self.conditions[i_norm] is None and isinstance(coupling, _FOLDABLE))
+                and self.conditions[i_norm] is None and isinstance(coupling, _FOLDABLE) and coupling._fusable)
 
     def _conds(self, i: int, c) -> list[Tensor]:
         return [] if self.conditions[i] is None else [c[self.conditions[i]]]

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ..nn.base import InitFlag
 from ..ops import coupling_forward, coupling_inverse
 from ._fused import channel_view, split_permutation
+from ._peer import peer_class
 
 __all__ = [
     "Transform",
@@ -34,14 +35,22 @@ __all__ = [
 SIGMOID_EPS = 1e-3
 
 
-class Transform(nn.Module):
-    """Base class: ``forward(inputs, context=None)`` / ``inverse`` -> ``(outputs, logabsdet)``."""
+_NFLOWS_BASE = peer_class("nflows.transforms.base", "Transform")
+#: True when the transforms here subclass nflows' own ``Transform``.
+PEER_BASE = _NFLOWS_BASE is not None
 
-    def forward(self, inputs, context=None):
-        raise NotImplementedError()
+if _NFLOWS_BASE is not None:
+    Transform = _NFLOWS_BASE
+else:
+    class Transform(nn.Module):  # type: ignore[no-redef]
+        """Stand-in for nflows' ``Transform`` (nflows not installed):
+        ``forward(inputs, context=None)`` / ``inverse`` -> ``(outputs, logabsdet)``."""
 
-    def inverse(self, inputs, context=None):
-        raise NotImplementedError("inverse not available")
+        def forward(self, inputs, context=None):
+            raise NotImplementedError()
+
+        def inverse(self, inputs, context=None):
+            raise NotImplementedError("inverse not available")
 
 
 def _check_positive_int(name: str, value, exc=ValueError) -> None:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..nn.base import InitFlag
 from ..ops import coupling_forward, coupling_inverse
 from ._fused import channel_view, split_permutation
+from ._peer import peer_class
 
 __all__ = [
     "Flow",
@@ -42,14 +43,22 @@ SCALE_MAPS = ("exp", "sigmoid", "sigmoid_inv")
 SPLIT_MODES = ("channel", "channel_inv", "checkerboard", "checkerboard_inv")
 
 
-class Flow(nn.Module):
-    """Base class: ``forward(z) -> (z', log_det)`` and ``inverse(z') -> (z, log_det)``."""
+_NORMFLOWS_BASE = peer_class("normflows.flows.base", "Flow")
+#: True when the flows here subclass normflows' own ``Flow``.
+PEER_BASE = _NORMFLOWS_BASE is not None
 
-    def forward(self, z):
-        raise NotImplementedError("Forward pass has not been implemented.")
+if _NORMFLOWS_BASE is not None:
+    Flow = _NORMFLOWS_BASE
+else:
+    class Flow(nn.Module):  # type: ignore[no-redef]
+        """Stand-in for normflows' ``Flow`` (normflows not installed): ``forward(z) -> (z', log_det)``
+        and ``inverse(z') -> (z, log_det)``."""
 
-    def inverse(self, z):
-        raise NotImplementedError("This flow has no algebraic inverse.")
+        def forward(self, z):
+            raise NotImplementedError("Forward pass has not been implemented.")
+
+        def inverse(self, z):
+            raise NotImplementedError("This flow has no algebraic inverse.")
 
 
 class AffineConstFlow(Flow):
@@ -281,20 +290,19 @@ class AffineCouplingBlock(Flow):
 class MaskedAffineFlow(Flow):
     r"""RealNVP masked affine flow :math:`f(z) = b z + (1 - b)(z e^{s(bz)} + t(bz))`.
 
-    The binary mask b selects the passive features; they are gathered to the front of a
-    (B, features) view so the op splits them off.
+    Any mask normflows accepts works, with normflows' numbers. A binary mask with at least
+    one 1 (passive) and one 0 (active) feature is a split the fused op expresses: the passive
+    features are gathered to the front of a (B, features) view and copied exactly. Any other
+    mask (all zeros, all ones, values other than 0 and 1, as in normflows' own tests) runs
+    normflows' formula in PyTorch, including its replacement of non-finite s, t by NaN.
     """
 
     def __init__(self, b: Tensor, t: nn.Module | None = None, s: nn.Module | None = None):
         super().__init__()
-        if not bool(((b == 0) | (b == 1)).all()):
-            raise ValueError("b must be a binary (0/1) mask")
-        if not 0 < int(b.sum()) < b.numel():
-            raise ValueError("b must mark at least one passive (1) and one active (0) feature")
         self.b_cpu = b.view(1, *b.size())
         self.register_buffer("b", self.b_cpu)
         self._set_index(b)
-        self.register_load_state_dict_post_hook(lambda module, keys: module._set_index(module.b[0]))
+        self.register_load_state_dict_post_hook(_reindex_mask)
         if s is None:
             self.s = torch.zeros_like
         else:
@@ -305,27 +313,55 @@ class MaskedAffineFlow(Flow):
             self.add_module("t", t)
 
     def _set_index(self, b: Tensor) -> None:
+        """The fused layout of a binary mask (``self.fused``), or the general formula."""
         flat = b.reshape(-1)
-        active = torch.nonzero(flat == 0).flatten()
-        perm, perm_inv = split_permutation(torch.nonzero(flat == 1).flatten(), active)
+        passive = flat == 1
+        n_passive = int(passive.sum())
+        self.fused = bool((passive | (flat == 0)).all()) and 0 < n_passive < flat.numel()
+        self.n_passive = n_passive
+        if self.fused:
+            active = torch.nonzero(~passive).flatten()
+            perm, perm_inv = split_permutation(torch.nonzero(passive).flatten(), active)
+        else:
+            active = perm = perm_inv = torch.zeros(0, dtype=torch.long, device=b.device)
         self.register_buffer("perm", perm, persistent=False)
         self.register_buffer("perm_inv", perm_inv, persistent=False)
         self.register_buffer("active", active, persistent=False)
-        self.n_passive = int(flat.sum())
+
+    def _coefficients(self, z_masked: Tensor) -> tuple[Tensor, Tensor]:
+        return self.s(z_masked), self.t(z_masked)
 
     def _run(self, z: Tensor, inverse: bool):
         z_masked = self.b * z
-        s = self.s(z_masked).flatten(1)[:, self.active]
-        t = self.t(z_masked).flatten(1)[:, self.active]
+        s, t = self._coefficients(z_masked)
+        if not self.fused:
+            return self._exact(z, z_masked, s, t, inverse)
+        s = s.flatten(1)[:, self.active]
+        t = t.flatten(1)[:, self.active]
         op = coupling_inverse if inverse else coupling_forward
         y, log_det = op(z.flatten(1)[:, self.perm], s, t, split=self.n_passive, scale="exp")
         return y[:, self.perm_inv].reshape(z.shape), log_det
+
+    def _exact(self, z: Tensor, z_masked: Tensor, s: Tensor, t: Tensor, inverse: bool):
+        """normflows' formula for any mask b (non-finite s, t become NaN, as there)."""
+        s = torch.where(torch.isfinite(s), s, torch.nan)
+        t = torch.where(torch.isfinite(t), t, torch.nan)
+        keep = 1 - self.b
+        dims = list(range(1, self.b.dim()))
+        if inverse:
+            return z_masked + keep * (z - t) * torch.exp(-s), -torch.sum(keep * s, dim=dims)
+        return z_masked + keep * (z * torch.exp(s) + t), torch.sum(keep * s, dim=dims)
 
     def forward(self, z):
         return self._run(z, inverse=False)
 
     def inverse(self, z):
         return self._run(z, inverse=True)
+
+
+def _reindex_mask(module: MaskedAffineFlow, incompatible_keys) -> None:
+    """After ``load_state_dict``: the layout of the loaded mask (module-level, so it pickles)."""
+    module._set_index(module.b[0])
 
 
 class Permute(Flow):
@@ -480,6 +516,25 @@ class NormalizingFlow(nn.Module):
             log_q = self.log_prob(z)
             _set_requires_grad(self, True)
         return torch.mean(log_q) - beta * torch.mean(self.p.log_prob(z))
+
+    def reverse_alpha_div(self, num_samples: int = 1, alpha: float = 1, dreg: bool = False):
+        r"""Alpha divergence of q from the target ``p``, estimated on samples of q, as normflows:
+        :math:`\mathrm{sign}(\alpha - 1)\,\mathrm{logsumexp}(\alpha(\log p - \log q))`, or with
+        ``dreg`` the doubly reparametrised estimator (arXiv 1810.04152)."""
+        z, log_q = self.sample(num_samples)
+        log_p = self.p.log_prob(z)
+        if not dreg:
+            sign = (alpha > 1) - (alpha < 1)
+            return sign * torch.logsumexp(alpha * (log_p - log_q), 0)
+        w_const = torch.exp(log_p - log_q).detach()
+        _set_requires_grad(self, False)
+        log_q = self.log_prob(z)
+        _set_requires_grad(self, True)
+        w = torch.exp(log_p - log_q)
+        w_alpha = w_const**alpha
+        w_alpha = w_alpha / torch.mean(w_alpha)
+        weights = (1 - alpha) * w_alpha + alpha * w_alpha**2
+        return -alpha * torch.mean(weights * torch.log(w))
 
     def save(self, path):
         torch.save(self.state_dict(), path)

@@ -1,0 +1,41 @@
+"""Loading a peer's base class lazily, so the adapters are the peer's types when it is installed.
+
+``import flowkern`` imports no peer; ``import flowkern.compat.<peer>`` imports that peer (if it
+is installed) to subclass its base class, so ``isinstance(adapter, peer.Base)`` holds and the
+peer's own containers treat the adapters as their own modules. Without the peer, the adapters
+subclass a stand-in with the same protocol, defined in the adapter module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+__all__ = ["peer_class", "PeerError"]
+
+
+def peer_class(module: str, name: str) -> type | None:
+    """The class ``module.name`` of an installed peer, or ``None`` when the peer is absent.
+
+    A peer that is installed but fails to import for another reason (a broken install) is
+    treated as absent, with a warning naming the error, so flowkern's adapters still work.
+    """
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a broken peer install must not break flowkern
+        warnings.warn(f"flowkern.compat: {module} is installed but failed to import ({exc!r}); "
+                      "the adapters use flowkern's stand-in base class", RuntimeWarning, stacklevel=3)
+        return None
+    cls = getattr(mod, name, None)
+    return cls if isinstance(cls, type) else None
+
+
+class PeerError(ValueError, AssertionError):
+    """A ``ValueError`` that is also the ``AssertionError`` a peer raises for the same input.
+
+    FrEIA checks some arguments with ``assert`` (condition shapes, ``output_dims`` input
+    count); the adapters raise this, so code catching the peer's ``AssertionError`` and code
+    catching flowkern's usual ``ValueError`` both work.
+    """
