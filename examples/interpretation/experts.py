@@ -73,8 +73,8 @@ def load_or_train(model: nn.Module, cache: str | Path | None, fit: Callable[[], 
 
 
 def train_autoencoder(images: torch.Tensor, *, latent_dim: int = 32, width: int = 32, epochs: int = 30,
-                      batch_size: int = 128, lr: float = 2e-3, noise: float = 0.05, z_penalty: float = 1e-3, seed: int = 0,
-                      cache: str | Path | None = None, progress: bool = False) -> ConvAutoencoder:
+                      batch_size: int = 128, lr: float = 2e-3, noise: float = 0.05, z_penalty: float = 1e-3,
+                      seed: int = 0, cache: str | Path | None = None, progress: bool = False) -> ConvAutoencoder:
     """Fit ``min E||dec(enc(x) + noise*eps) - x||^2 + z_penalty * E||enc(x)||^2`` (Adam, one-cycle LR).
 
     The latent noise and the weak penalty keep the latent compact and the decoder smooth, so that

@@ -1,5 +1,6 @@
 """The stages of the interpretation demo on ColorfulDigits, each the experiment of one paper section.
 
+- :func:`load_data`: ColorfulDigits, train and held-out test writers.
 - :func:`train_experts`: the frozen experts every method reads (an image autoencoder, a digit
   classifier) and the independent judges.
 - :func:`iin_factors`: IIN (Esser, Rombach, Ommer, CVPR 2020, "A Disentangling Invertible
@@ -18,7 +19,8 @@ Each returns the metrics of its section. Every number is measured on the held-ou
 (test split) with judges trained independently of the flows (:mod:`judges`): digit = the classifier
 expert on images, colour = a logistic regression on pooled image colours; factor probes (logistic
 regression, 10-NN, MLP) are fitted on train factors. The stages run in the order above and share
-one pair generator (:attr:`Context.pairs`), so their numbers depend on that order.
+torch's global RNG and one pair generator (:attr:`Context.pairs`): their numbers depend on that
+order.
 """
 
 from __future__ import annotations
