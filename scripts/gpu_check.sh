@@ -39,6 +39,7 @@ START=$(date +%s)
 BUDGET="${GPU_CHECK_BUDGET_S:-470}"
 STATUS=passed
 PY="${PY:-}"
+export PYTHONUNBUFFERED=1
 
 # Kinds of GPU test that must be among those collected by `pytest -m gpu` (name: regex on the
 # node ids, case-insensitive). A kind with no test fails the coverage stage.
@@ -136,7 +137,7 @@ if os.path.exists(xml):
             if el is not None:
                 bad.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": kind,
                             "message": (el.get("message") or "")[:500]})
-    tests["not_passed"] = bad
+    tests["not_passed"] = bad[:100]  # the log and pytest.xml hold the rest
     res["tests"] = tests
 bench = os.path.join(out, "bench_gpu.md")
 if os.path.exists(bench):
@@ -264,7 +265,7 @@ if [ "${GPU_CHECK_WORKERS:-8}" != 0 ] && "$PY" -c 'import xdist' 2>/dev/null; th
     XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
 fi
 stage tests 360 90 "$PY" -m pytest python_tests -m gpu --require-gpu --continue-on-collection-errors \
-    -p no:cacheprovider -rfEs \
+    -p no:cacheprovider -rfEs --tb=short \
     --junitxml="$OUTDIR/pytest.xml" ${XDIST[@]+"${XDIST[@]}"}
 
 # ---- bench: bench/bench_gpu.py ----------------------------------------------------------------
