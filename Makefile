@@ -23,6 +23,10 @@ $(VENV)/.deps: pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q $(DEPS)
 	-$(PIP) install -q $(TEXT_DEPS) || echo "optional text expert ($(TEXT_DEPS)) not installed"
+	# the peers' own test suites (python_tests/test_peer_suites.py): nflows' sdist ships tests/
+	$(PIP) install -q torchtestcase
+	test -f $(VENV)/peer_sdists/nflows-0.14.tar.gz || \
+		$(PIP) download -q --no-binary :all: --no-deps nflows==0.14 -d $(VENV)/peer_sdists
 	touch $@
 
 setup: $(VENV)/.deps
