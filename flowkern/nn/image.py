@@ -44,6 +44,8 @@ from .invconv import InvConv1x1
 from .squeeze import squeeze2x2, unsqueeze2x2
 
 __all__ = [
+    "backprop_folded_conv",
+    "conv1x1",
     "ConvSubnet",
     "ZeroConv2d",
     "GlowStep",
@@ -153,6 +155,34 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     return y if bias is None else y + bias.reshape(1, -1, *([1] * (x.dim() - 2)))
 
 
+def backprop_folded_conv(u: torch.Tensor, grad_u: torch.Tensor, grad_logdet: torch.Tensor, w: torch.Tensor,
+                         b: torch.Tensor, ld: torch.Tensor, owners: tuple[nn.Module, ...], grads: ParamGrads
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Memory-saving step of a 1x1 convolution :math:`u = W' x + b'` whose log-det is
+    :math:`\prod S \cdot \ell`: rebuild :math:`x = W'^{-1}(u - b')`, return ``(x, grad_x)`` with
+    :math:`\nabla_x = W'^T \nabla_u`, and accumulate into ``grads`` the parameter grads of
+    ``owners`` through the small tensors ``w``, ``b``, ``ld`` (functions of those parameters,
+    built with grad): :math:`\nabla_{W'} = \sum \nabla_u x^T`, :math:`\nabla_{b'} = \sum \nabla_u`,
+    :math:`\nabla_\ell = \prod S \sum_B \nabla_{\log\det}`."""
+    n_pix = math.prod(u.shape[2:])
+    C = u.shape[1]
+    with torch.no_grad(), autocast_off(u):
+        wd, bd = w.detach(), b.detach()
+        x = conv1x1(u - bd.reshape(1, -1, *([1] * (u.dim() - 2))), torch.linalg.inv(wd.double()).to(wd.dtype))
+        grad_x = conv1x1(grad_u, wd.T)
+        gu, xf = grad_u.reshape(u.shape[0], C, -1), x.reshape(u.shape[0], C, -1)
+        g_w = torch.einsum("bin,bjn->ij", gu, xf)
+        g_b = gu.sum((0, 2))
+        g_ld = (n_pix * grad_logdet.sum()).to(ld.dtype)
+    params = trainable_parameters(*owners)
+    if params:
+        with torch.enable_grad():
+            got = torch.autograd.grad((w, b, ld), params, (g_w.to(w.dtype), g_b.to(b.dtype), g_ld), allow_unused=True)
+        for p, g in zip(params, got):
+            add_param_grad(grads, p, g)
+    return x, grad_x
+
+
 class GlowStep(InvertibleModule):
     r"""One step of Glow: ActNorm -> InvConv1x1 -> affine coupling with Glow's sigmoid(s + 2)
     scale, the first two folded into one 1x1 convolution (module docstring).
@@ -200,10 +230,6 @@ class GlowStep(InvertibleModule):
         ld = torch.log(torch.abs(self.actnorm.scale.to(acc))).sum() + self.invconv.log_s.to(acc).sum()
         return W * a, W @ b, ld
 
-    @staticmethod
-    def _inverse_matrix(w: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.inv(w.double()).to(w.dtype)
-
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """y = coupling(W' x + b'); log-det as in the module docstring."""
         check_input(x, self.channels, "x")
@@ -221,33 +247,17 @@ class GlowStep(InvertibleModule):
         self.actnorm.maybe_initialize(u, inverse=True)
         with autocast_off(u):
             w, b, ld = self.folded(u)
-            x = conv1x1(u - b.reshape(1, -1, *([1] * (u.dim() - 2))), self._inverse_matrix(w))
+            x = conv1x1(u - b.reshape(1, -1, *([1] * (u.dim() - 2))), torch.linalg.inv(w.double()).to(w.dtype))
         return x, ld_c - math.prod(y.shape[2:]) * ld
 
     def invert_and_backprop(self, y: torch.Tensor, c: torch.Tensor | None, grad_y: torch.Tensor,
                             grad_logdet: torch.Tensor, grads: ParamGrads):
         """The coupling's own step (one subnet evaluation), then the folded convolution in closed
-        form: x = W'^{-1}(u - b'), grad_x = W'^T grad_u, grad_W' = sum grad_u x^T,
-        grad_b' = sum grad_u, back to the actnorm and LU parameters through (W', b', ld) only."""
+        form (:func:`backprop_folded_conv`)."""
         u, grad_u, grad_c = self.coupling.invert_and_backprop(y, c, grad_y, grad_logdet, grads)
         with torch.enable_grad(), autocast_off(u):
             w, b, ld = self.folded(u)
-        n_pix = math.prod(u.shape[2:])
-        with torch.no_grad(), autocast_off(u):
-            wd, bd = w.detach(), b.detach()
-            x = conv1x1(u - bd.reshape(1, -1, *([1] * (u.dim() - 2))), self._inverse_matrix(wd))
-            grad_x = conv1x1(grad_u, wd.T)
-            C = self.channels
-            gu, xf = grad_u.reshape(u.shape[0], C, -1), x.reshape(u.shape[0], C, -1)
-            g_w = torch.einsum("bin,bjn->ij", gu, xf)
-            g_b = gu.sum((0, 2))
-            g_ld = (n_pix * grad_logdet.sum()).to(ld.dtype)
-        params = trainable_parameters(self.actnorm, self.invconv)
-        if params:
-            with torch.enable_grad():
-                got = torch.autograd.grad((w, b, ld), params, (g_w, g_b, g_ld), allow_unused=True)
-            for p, g in zip(params, got):
-                add_param_grad(grads, p, g)
+        x, grad_x = backprop_folded_conv(u, grad_u, grad_logdet, w, b, ld, (self.actnorm, self.invconv), grads)
         return x, grad_x, grad_c
 
     def extra_repr(self) -> str:
