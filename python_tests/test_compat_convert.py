@@ -91,3 +91,41 @@ def test_register_converter_rejects_bad_arguments(registry):
     register_converter(Wrapper, lambda m, **kw: "not a module")
     with pytest.raises(TypeError, match="not an nn.Module"):
         convert(Wrapper(nn.Identity()))
+
+
+def test_convert_kwargs_reach_registered_converters(registry):
+    seen = {}
+
+    def fn(module, *, convert_child, **kwargs):
+        seen.update(kwargs)
+        return FlowkernWrapper(convert_child(module.inner))
+
+    register_converter(Wrapper, fn)
+    convert(Wrapper(_masked_peer()), memory_saving=True, other=3)
+    assert seen == {"memory_saving": True, "other": 3}
+
+
+def test_report_lists_unknown_peer_classes_and_keeps_them():
+    torch.manual_seed(0)
+    maf = nf.flows.MaskedAffineAutoregressive(4, 8, num_blocks=1)
+    peer = nf.NormalizingFlow(nf.distributions.DiagGaussian(4), [_masked_peer(4), maf, _masked_peer(4)])
+    ours, report = convert(peer, report=True)
+    assert type(ours.flows[1]) is nf.flows.MaskedAffineAutoregressive  # kept, not dropped
+    assert isinstance(ours.flows[0], Kn.MaskedAffineFlow) and isinstance(ours.flows[2], Kn.MaskedAffineFlow)
+    assert report.unconverted == {"normflows.flows.affine.autoregressive.MaskedAffineAutoregressive": 1}
+    assert report.converted["normflows.flows.affine.coupling.MaskedAffineFlow"] == 2
+    assert report.converted["normflows.core.NormalizingFlow"] == 1
+    assert not report.complete
+    line = str(report)
+    assert "\n" not in line and "MaskedAffineAutoregressive x1" in line and "left as the peer's" in line
+    z = torch.randn(6, 4)
+    assert_same(peer.log_prob(z), ours.log_prob(z))
+    with pytest.warns(UserWarning, match="MaskedAffineAutoregressive"):
+        convert(peer)
+
+
+def test_report_of_a_fully_converted_model_and_non_layers_unlisted():
+    peer = nf.NormalizingFlow(nf.distributions.DiagGaussian(7), [_masked_peer()])
+    _, report = convert(peer, report=True)
+    assert report.complete and "none left unconverted" in str(report)
+    assert not any("distributions" in name for name in report.converted)  # the base: not a flow layer

@@ -68,8 +68,8 @@ def register_converter(peer_class: type | str, fn: Callable[..., nn.Module]) -> 
       submodule of ``module`` recursively (registry and built-ins, shared modules converted
       once, FrEIA ``GraphINN`` node references updated) — use it for the children ``fn``
       keeps, instead of calling :func:`convert` (which would copy them again);
-    * any further keyword arguments convert() passes (accept ``**kwargs`` for forward
-      compatibility).
+    * the keyword arguments given to ``convert(model, **convert_kwargs)`` (e.g.
+      ``memory_saving=True``); accept ``**kwargs`` and ignore the ones ``fn`` does not use.
 
     It returns the converted module, with the peer's ``state_dict`` keys, dtype, device and
     train/eval mode. Returns ``fn`` (so it can be used as a decorator via ``functools.partial``).
@@ -161,19 +161,21 @@ class ConvertReport:
         return line
 
 
-def convert(peer_module: nn.Module, report: bool = False):
+def convert(peer_module: nn.Module, report: bool = False, **convert_kwargs):
     """Return the flowkern equivalent of ``peer_module`` (same numbers and state-dict keys).
 
-    With ``report=True`` return ``(converted, ConvertReport)``. Peer flow classes with no
-    converter are kept as the peer's modules (children converted) and listed in the report;
-    without ``report=True`` they are named in a ``UserWarning``. Raises ``TypeError`` if
-    ``peer_module`` is not an ``nn.Module``.
+    ``convert_kwargs`` (e.g. ``memory_saving=True``) are passed to the registered converters
+    (:func:`register_converter`); the built-in ones take none. With ``report=True`` return
+    ``(converted, ConvertReport)``. Peer flow classes with no converter are kept as the peer's
+    modules (children converted) and listed in the report; without ``report=True`` they are
+    named in a ``UserWarning``. Raises ``TypeError`` if ``peer_module`` is not an ``nn.Module``.
     """
     if not isinstance(peer_module, nn.Module):
         raise TypeError(f"peer_module must be a torch.nn.Module, got {type(peer_module).__name__}")
+    _load_converter_modules()
     replaced: dict[int, nn.Module] = {}
     record = ConvertReport()
-    root = _convert_owned(copy.deepcopy(peer_module), replaced, record)
+    root = _convert_owned(copy.deepcopy(peer_module), replaced, record, convert_kwargs)
     for module in root.modules():  # FrEIA GraphINN keeps module references in its nodes
         for node in getattr(module, "node_list", None) or ():
             if id(getattr(node, "module", None)) in replaced:
@@ -183,6 +185,19 @@ def convert(peer_module: nn.Module, report: bool = False):
     if record.unconverted:
         warnings.warn(f"{record} (convert(model, report=True) returns this report)", UserWarning, stacklevel=2)
     return root
+
+
+# flowkern modules that register converters when imported (they import no peer)
+_CONVERTER_MODULES = ("image",)
+
+
+def _load_converter_modules() -> None:
+    for name in _CONVERTER_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{name}":
+                raise
 
 
 _PEER_ROOTS = ("FrEIA", "normflows", "nflows")
@@ -197,18 +212,19 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module], record: ConvertReport) -> nn.Module:
+def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module], record: ConvertReport,
+                   kwargs: dict) -> nn.Module:
     """Convert ``m``, a private copy that may be modified and whose children may be reused."""
     if id(m) in replaced:
         return replaced[id(m)]
 
     def conv(child: nn.Module) -> nn.Module:
-        return _convert_owned(child, replaced, record)
+        return _convert_owned(child, replaced, record, kwargs)
 
     registered = _registered(m)
     builder = None if registered is not None else _builder(m)
     if registered is not None:
-        new = registered(m, convert_child=conv)
+        new = registered(m, convert_child=conv, **kwargs)
         if not isinstance(new, nn.Module):
             raise TypeError(f"the converter registered for {type(m).__qualname__} returned "
                             f"{type(new).__name__}, not an nn.Module")
