@@ -11,6 +11,10 @@ Checks, each against a bound derived from the dtype's machine epsilon
   for at most 256 dims per sample), :math:`\le 10^{-8}(1 + |\log|J||)`;
 * ``torch.autograd.gradcheck`` of one block in float64;
 * the fused op's in-pass ``check=True`` round-trip errors of every coupling.
+
+A :class:`~flowkern.nn.MultiScaleFlow` is certified node by node of its invertible program
+(squeezes, steps, factor-outs, priors); its output is the list of latents, concatenated
+(flattened) for the Jacobian.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import nn
 
 from .nn.base import collect_check_errors
 from .nn.flow import ConditionalFlow, Flow
+from .nn.multiscale import MultiScaleFlow
 from .ops.spec import acc_dtype
 
 __all__ = ["InvertibilityError", "CertifyReport", "certify", "add_arguments", "run"]
@@ -90,12 +95,50 @@ class CertifyReport:
         return "\n".join(lines)
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
+def _blocks(model: nn.Module) -> list:
+    if isinstance(model, MultiScaleFlow):
+        return model.program().nodes
     return list(model.blocks) if isinstance(model, Flow) else [model]
 
 
-def _embed(model: nn.Module, c: torch.Tensor | None) -> torch.Tensor | None:
+def _embed(model: nn.Module, c: torch.Tensor | None):
+    if isinstance(model, MultiScaleFlow):
+        return model._conds(c)
     return model.embed(c) if isinstance(model, Flow) else c
+
+
+def _flat(y) -> torch.Tensor:
+    """A model's output as (B, D): the latents of a multi-scale flow concatenated."""
+    if isinstance(y, (list, tuple)):
+        return torch.cat([v.flatten(1) for v in y], 1)
+    return y.flatten(1)
+
+
+def _block_name(names: dict, block) -> str:
+    m = block
+    if not isinstance(block, nn.Module):  # a program node: name the module it runs
+        m = next(iter(block.modules()), block)
+    return f"{names.get(id(m)) or 'model'} ({type(m).__name__})"
+
+
+def _c64(c: torch.Tensor | None) -> torch.Tensor | None:
+    """A floating condition in float64 (class labels stay integers)."""
+    return c.double() if c is not None and c.is_floating_point() else c
+
+
+def _block_run(block, h: list, ce) -> tuple[list, torch.Tensor]:
+    """One block forward on the list of its inputs: (outputs list, logdet)."""
+    if isinstance(block, nn.Module):
+        y, ld = block(h[0], ce)
+        return [y], ld
+    outs, ld = block.run(h, ce)
+    return outs, (torch.zeros(h[0].shape[0], dtype=acc_dtype(h[0].dtype)) if ld is None else ld)
+
+
+def _block_invert(block, ys: list, ce) -> list:
+    if isinstance(block, nn.Module):
+        return [block.inverse(ys[0], ce)[0]]
+    return block.invert(ys, ce)[0]
 
 
 def _maxabs(v: torch.Tensor) -> float:
@@ -109,12 +152,12 @@ def _jacobian_error(model64: nn.Module, x: torch.Tensor, c: torch.Tensor | None,
     worst = 0.0
     for i in range(n):
         xi = x[i : i + 1].double().expand(D, *x.shape[1:]).clone().requires_grad_(True)
-        ci = None if c is None else c[i : i + 1].double().expand(D, *c.shape[1:])
+        ci = None if c is None else _c64(c[i : i + 1]).expand(D, *c.shape[1:])
         y, _ = model64(xi, ci)
-        (y.flatten(1) * eye).sum().backward()
+        (_flat(y) * eye).sum().backward()
         logabs = torch.linalg.slogdet(xi.grad.reshape(D, D))[1]
         with torch.no_grad():
-            ld = model64(x[i : i + 1].double(), None if c is None else c[i : i + 1].double())[1][0]
+            ld = model64(x[i : i + 1].double(), None if c is None else _c64(c[i : i + 1]))[1][0]
         worst = max(worst, abs(ld.item() - logabs.item()) / (1.0 + abs(logabs.item())))
     return worst
 
@@ -122,17 +165,36 @@ def _jacobian_error(model64: nn.Module, x: torch.Tensor, c: torch.Tensor | None,
 def _gradcheck(model64: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> tuple[str, bool, str]:
     names = {id(m): n for n, m in model64.named_modules()}
     blocks = _blocks(model64)
-    n_params = [sum(p.numel() for p in b.parameters() if p.requires_grad) for b in blocks]
-    idx = max(range(len(blocks)), key=lambda i: (n_params[i], -i))  # the largest block, first on ties
+
+    def n_params(b) -> int:
+        mods = b.modules() if not isinstance(b, nn.Module) else [b]
+        return sum(p.numel() for m in mods for p in m.parameters() if p.requires_grad)
+
+    counts = [n_params(b) for b in blocks]
+    idx = max(range(len(blocks)), key=lambda i: (counts[i], -i))  # the largest block, first on ties
     with torch.no_grad():
-        ce = _embed(model64, None if c is None else c[:2].double())
-        h = x[:2].double()
-        for b in blocks[:idx]:
-            h, _ = b(h, ce)
+        ce = _embed(model64, None if c is None else _c64(c[:2]))
+        slots = {}
+        h = [x[:2].double()]
+        if isinstance(model64, MultiScaleFlow):  # run the program up to the chosen node
+            program = model64.program()
+            slots = dict(zip(program.inputs, h))
+            for b in blocks[:idx]:
+                outs, _ = b.run([slots.pop(i) for i in b.inputs], ce)
+                slots.update(zip(b.outputs, outs))
+            h = [slots[i] for i in blocks[idx].inputs]
+        else:
+            for b in blocks[:idx]:
+                h = _block_run(b, h, ce)[0]
     block = blocks[idx]
-    name = f"{names.get(id(block)) or 'model'} ({type(block).__name__})"
+    name = _block_name(names, block)
+
+    def fn(*vs):
+        outs, ld = _block_run(block, list(vs), ce)
+        return (*outs, ld)
+
     try:
-        ok = torch.autograd.gradcheck(lambda v: block(v, ce), (h.clone().requires_grad_(True),),
+        ok = torch.autograd.gradcheck(fn, tuple(v.clone().requires_grad_(True) for v in h),
                                       fast_mode=True, raise_exception=True)
         return name, bool(ok), ""
     except (torch.autograd.gradcheck.GradcheckError, RuntimeError) as e:
@@ -144,12 +206,23 @@ def _roundtrips(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None):
     names = {id(m): n for n, m in model.named_modules()}
     ce = _embed(model, c)
     per_block: dict[str, float] = {}
-    h = x
-    for block in _blocks(model):
-        y, _ = block(h, ce)
-        back, _ = block.inverse(y, ce)
-        per_block[f"{names.get(id(block)) or 'model'} ({type(block).__name__})"] = _maxabs(back - h)
-        h = y
+    blocks = _blocks(model)
+    if isinstance(model, MultiScaleFlow):
+        program = model.program()
+        slots = dict(zip(program.inputs, [x]))
+        for k, block in enumerate(blocks):
+            h = [slots.pop(i) for i in block.inputs]
+            ys, _ = block.run(h, ce)
+            back = _block_invert(block, ys, ce)
+            per_block[f"{k}: {_block_name(names, block)}"] = max(_maxabs(b - v) for b, v in zip(back, h))
+            slots.update(zip(block.outputs, ys))
+    else:
+        h = x
+        for block in blocks:
+            y, _ = block(h, ce)
+            back, _ = block.inverse(y, ce)
+            per_block[_block_name(names, block)] = _maxabs(back - h)
+            h = y
     z, ld = model(x, c)
     back, ld_inv = model.inverse(z, c)
     with collect_check_errors() as found:
@@ -163,8 +236,8 @@ def _roundtrips(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None):
 
 def certify(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None = None,
             strict: bool = False) -> CertifyReport:
-    """Run every check of the module docstring on ``model`` (an InvertibleModule or Flow,
-    in eval mode for the duration) at input ``x`` (B, C, *S) and condition ``c``.
+    """Run every check of the module docstring on ``model`` (an InvertibleModule, Flow or
+    MultiScaleFlow, in eval mode for the duration) at input ``x`` (B, C, *S) and condition ``c``.
     With ``strict`` a failing check raises :class:`InvertibilityError`."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
@@ -244,7 +317,9 @@ def run(args: argparse.Namespace) -> int:
         print("flowkern check: --input-shape is required (the model has no recorded event_shape)")
         return 2
     cond_shape = args.cond_shape or getattr(model, "condition_shape", None)
-    if isinstance(model, ConditionalFlow) and cond_shape is None:
+    conditional = isinstance(model, ConditionalFlow) or getattr(model, "conditional", False)
+    num_classes = getattr(getattr(model, "embedder", None), "num_classes", None)
+    if conditional and num_classes is None and cond_shape is None:
         print("flowkern check: --cond-shape is required for this conditional flow")
         return 2
     ref = next(model.parameters(), None)
@@ -252,7 +327,9 @@ def run(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, *shape, generator=g, dtype=dtype)
     c = None
-    if isinstance(model, ConditionalFlow):
+    if conditional and num_classes is not None:  # a class-conditional flow takes labels
+        c = torch.randint(num_classes, (args.batch,), generator=g)
+    elif conditional:
         c = torch.randn(args.batch, *cond_shape, generator=g, dtype=dtype)
     if ref is not None:
         model = model.to(dtype)

@@ -46,6 +46,7 @@ from ..nn.image import autocast_off, backprop_folded_conv, conv1x1
 from ..nn.squeeze import Squeeze as _Squeeze2x2
 from ..nn.squeeze import squeeze2x2, unsqueeze2x2
 from ..ops import coupling_forward, coupling_inverse
+from ._fused import params_dtype_device
 from .convert import register_converter
 
 __all__ = [
@@ -796,24 +797,42 @@ class _FreiaNode(Node):
         return super().invert_and_backprop(ys, conds, grad_ys, grad_logdet, grads)
 
 
+def _topological(node_list) -> list:
+    """Nodes ordered so that every node comes after the nodes it reads from (stable otherwise)."""
+    placed: set[int] = set()
+    order, pending = [], list(node_list)
+    while pending:
+        ready = [n for n in pending if all(id(p) in placed for p, _ in n.inputs)]
+        if not ready:
+            raise ValueError("the graph's nodes have a cycle or read from a node outside node_list")
+        for n in ready:
+            placed.add(id(n))
+            order.append(n)
+        pending = [n for n in pending if id(n) not in placed]
+    return order
+
+
 class GraphINN(nn.Module):
     """FrEIA's ``GraphINN`` (same node list, call signature and ``state_dict`` keys), run as an
     invertible program; ``memory_saving=True`` saves only the outputs (and conditions) for
     backward in the forward direction."""
 
-    def __init__(self, node_list, force_tuple_output: bool = False, memory_saving: bool = False):
+    def __init__(self, node_list, force_tuple_output: bool = False, verbose: bool = False,
+                 memory_saving: bool = False):
         super().__init__()
-        kinds = {n: type(n).__name__ for n in node_list}
-        self.in_nodes = [n for n in node_list if kinds[n] == "InputNode"]
-        self.out_nodes = [n for n in node_list if kinds[n] == "OutputNode"]
-        self.condition_nodes = [n for n in node_list if kinds[n] == "ConditionNode"]
-        self.node_list = list(node_list)
+        kinds = {id(n): type(n).__name__ for n in node_list}
+        self.in_nodes = [n for n in node_list if kinds[id(n)] == "InputNode"]
+        self.out_nodes = [n for n in node_list if kinds[id(n)] == "OutputNode"]
+        self.condition_nodes = [n for n in node_list if kinds[id(n)] == "ConditionNode"]
+        self.node_list = _topological(node_list)
         self.dims_in = [n.output_dims[0] for n in self.in_nodes]
         self.dims_c = [n.output_dims[0] for n in self.condition_nodes]
         self.global_out_shapes = [n.input_dims[0] for n in self.out_nodes]
         self.force_tuple_output = force_tuple_output
         self.module_list = nn.ModuleList([n.module for n in self.node_list if n.module is not None])
         self.memory_saving = bool(memory_saving)
+        if verbose:
+            print(self)
 
     def _special(self, node) -> bool:
         return node in self.in_nodes or node in self.out_nodes or node in self.condition_nodes
@@ -899,29 +918,34 @@ def _convert_freia_graph(m, *, convert_child, memory_saving: bool = False, **kwa
         if node.module is not None:
             node.module = convert_child(node.module)
     new = GraphINN(m.node_list, m.force_tuple_output, memory_saving=memory_saving)
+    # FrEIA keeps its input, output and condition nodes apart from the sorted node list
+    new.in_nodes, new.out_nodes = list(m.in_nodes), list(m.out_nodes)
+    new.condition_nodes = list(m.condition_nodes)
+    new.dims_in = [n.output_dims[0] for n in new.in_nodes]
+    new.dims_c = [n.output_dims[0] for n in new.condition_nodes]
+    new.global_out_shapes = [n.input_dims[0] for n in new.out_nodes]
     return new.train(m.training)
 
 
-def _freia_build(cls, attrs):
-    def build(m, *, convert_child, **kwargs):
-        new = cls(m.dims_in, *[getattr(m, a) for a in attrs]) if attrs else cls(m.dims_in, getattr(m, "dims_c", None))
-        new.load_state_dict(m.state_dict())
-        return new.train(m.training)
-
-    return build
+def _finish(new: nn.Module, peer: nn.Module) -> nn.Module:
+    """The peer's dtype, device, state (same keys, strict) and train/eval mode."""
+    dtype, device = params_dtype_device(peer)
+    if dtype is not None:
+        new.to(device=device, dtype=dtype)
+    new.load_state_dict(peer.state_dict(), strict=True)
+    return new.train(peer.training)
 
 
 def _convert_freia_irevnet(m, *, convert_child, **kwargs):
     if m.legacy_backend:
         return m  # its channel order differs; the peer's module runs as it is
-    return _freia_build(IRevNetDownsampling, ())(m, convert_child=convert_child)
+    return _finish(IRevNetDownsampling(m.dims_in, getattr(m, "dims_c", None)), m)
 
 
 def _convert_freia_haar(m, *, convert_child, **kwargs):
-    rebalance = m.fac_fwd / 0.5
-    new = HaarDownsampling(m.dims_in, getattr(m, "dims_c", None), order_by_wavelet=m.permute, rebalance=rebalance)
-    new.load_state_dict(m.state_dict())
-    return new.train(m.training)
+    new = HaarDownsampling(m.dims_in, getattr(m, "dims_c", None), order_by_wavelet=m.permute,
+                           rebalance=m.fac_fwd / 0.5)
+    return _finish(new, m)
 
 
 def _convert_freia_split(m, *, convert_child, **kwargs):

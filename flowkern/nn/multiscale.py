@@ -299,6 +299,7 @@ class MultiScaleFlow(nn.Module):
         self.conditional = check_bool("conditional", conditional) or embedder is not None
         self.memory_saving = check_bool("memory_saving", memory_saving)
         self.event_shape = None if event_shape is None else _check_shape(tuple(event_shape), "event_shape")
+        self.condition_shape: tuple[int, ...] | None = None
 
     # ---- structure ------------------------------------------------------------------------------
     def program(self) -> InvertibleProgram:
@@ -353,6 +354,8 @@ class MultiScaleFlow(nn.Module):
             raise ValueError("c (the condition) is required by this conditional MultiScaleFlow")
         if not isinstance(c, torch.Tensor):
             raise TypeError(f"c must be a torch.Tensor, got {type(c).__name__}")
+        if self.condition_shape is None:
+            self.condition_shape = tuple(c.shape[1:])
         return (c if self.embedder is None else self.embedder(c),)
 
     def _check_x(self, x: object) -> torch.Tensor:
