@@ -19,7 +19,8 @@ from flowkern.compat import convert
 
 from .compat_support import assert_same, assert_same_grads
 
-MASKS = {"prefix": [0, 0, 0, 1, 1], "suffix": [1, 1, 0, 0, 0], "alternating": [1, 0, 1, 0, 1]}
+MASKS = {"prefix": [0, 0, 0, 1, 1], "suffix": [1, 1, 0, 0, 0], "alternating": [1, 0, 1, 0, 1],
+         "scattered-values": [2.5, -1, 0, 3, 0], "all-identity": [0, -1, 0, 0, -3], "all-transform": [1, 2, 1, 1, 5]}
 
 
 class ContextNet(nn.Module):
@@ -57,9 +58,19 @@ def test_affine_coupling_transform_matches(mask, image, ctx):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4, 5, *((3, 2) if image else ()), generator=g)
     context = torch.randn(4, ctx, generator=g) if ctx else None
+    if image and (mask == "all-identity" or (mask == "all-transform" and not ctx)):
+        for t in (peer, ours):  # a Conv2d on 0 channels: the peer's error, and ours
+            with pytest.raises(RuntimeError, match="Given groups"):
+                t(x, context)
+        return
     yp, lp = peer(x, context)
     yo, lo = ours(x, context)
-    assert (yp - x).abs().max() > 1e-2
+    assert ours.layout == {"prefix": "first", "suffix": "second", "all-identity": "exact",
+                           "all-transform": "exact"}.get(mask, "gather")
+    if mask == "all-identity":
+        assert torch.equal(yo, x) and lo.abs().max() == 0
+    else:
+        assert (yp - x).abs().max() > 1e-2
     assert_same((yp, lp), (yo, lo))
     assert_same(peer.inverse(yp, context), ours.inverse(yo, context))
     torch.testing.assert_close(ours.inverse(yo, context)[0], x, atol=1e-5, rtol=1e-5)
@@ -84,8 +95,29 @@ def test_actnorm_and_permutations_match():
         assert_same(p.inverse(x), o.inverse(x))
     with pytest.raises(ValueError, match="2D or a 4D"):
         ours(torch.randn(2, 4, 3))
-    with pytest.raises(ValueError, match="identity"):
-        K.AffineCouplingTransform([1, 1, 1], lambda i, o: nn.Linear(i, o))
+
+
+@pytest.mark.parametrize("mask", [[0, 1, 1, 0, 1, 0, 0], [1] * 7, [0] * 7], ids=["gather", "all-t", "all-id"])
+def test_unconditional_transform_on_identity_features_matches(mask):
+    """nflows' unconditional_transform (here an ActNorm on the identity features) with any mask."""
+    torch.manual_seed(0)
+    n_id, n_tr = sum(m <= 0 for m in mask), sum(m > 0 for m in mask)
+    net = ContextNet(n_id, 2 * n_tr)
+    if n_id == 0:  # ActNorm(features=0): nflows' TypeError, and ours
+        for lib, coupling in ((nfl_norm, nfl_coupling), (K, K)):
+            with pytest.raises(TypeError, match="positive integer"):
+                coupling.AffineCouplingTransform(mask, lambda i, o: net,
+                                                 unconditional_transform=lambda features: lib.ActNorm(features))
+        return
+    peer = nfl_coupling.AffineCouplingTransform(mask, lambda i, o: net,
+                                                unconditional_transform=lambda features: nfl_norm.ActNorm(features))
+    ours = K.AffineCouplingTransform(mask, lambda i, o: copy.deepcopy(net),
+                                     unconditional_transform=lambda features: K.ActNorm(features))
+    x = 1 + 2 * torch.randn(6, 7, generator=torch.Generator().manual_seed(3))
+    assert_same(peer(x), ours(x))  # initialises both actnorms on the same data
+    y, _ = peer(x)
+    assert_same(peer.inverse(y), ours.inverse(y))
+    assert list(peer.state_dict()) == list(ours.state_dict())
 
 
 def _nflows_model(dim: int = 5, n_layers: int = 3, ctx: int = 2):
@@ -121,3 +153,17 @@ def test_compile_converted_composite_transform():
     ours = convert(peer).eval()
     compiled = torch.compile(ours._transform, fullgraph=True, backend="aot_eager")
     assert_same(peer._transform.eval()(x, context), compiled(x, context), atol=5e-5, rtol=5e-5)
+
+
+@pytest.mark.parametrize("value", [True, 0, -2, 2.0, "3", 3], ids=repr)
+@pytest.mark.parametrize("cls", ["ActNorm", "RandomPermutation", "ReversePermutation"])
+def test_size_arguments_accepted_and_rejected_as_nflows_does(cls, value):
+    """The same outcome as nflows for every value: built, or the same exception type."""
+    outcomes = []
+    for lib in (nfl_norm if cls == "ActNorm" else nfl_perm, K):
+        try:
+            getattr(lib, cls)(value)
+            outcomes.append("built")
+        except Exception as exc:  # noqa: BLE001 - comparing the peer's exception type
+            outcomes.append(type(exc).__name__)
+    assert outcomes[0] == outcomes[1]

@@ -54,7 +54,11 @@ else:
 
 
 def _check_positive_int(name: str, value, exc=ValueError) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """nflows' ``is_positive_int`` rule and exception type: ``isinstance(value, int) and value > 0``
+    (so ``True`` counts as 1, as in nflows), else ``exc`` (nflows raises TypeError for
+    ``ActNorm``'s features, ValueError elsewhere). Not ``flowkern._checks.check_int``: that one
+    rejects bools and splits TypeError / ValueError, which nflows does not."""
+    if not (isinstance(value, int) and value > 0):
         raise exc(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -110,7 +114,13 @@ class ActNorm(InitFlag, Transform):
 
 
 class AffineCouplingTransform(Transform):
-    """Affine coupling: features with ``mask > 0`` are transformed from the others."""
+    """Affine coupling: features with ``mask > 0`` are transformed from the others.
+
+    Any 1-D mask nflows accepts: identity features that are a leading or trailing block run
+    the fused op directly, any other pattern gathers them to the front first; a mask with no
+    identity or no transformed feature (a degenerate layer nflows builds all the same) runs
+    nflows' formula in PyTorch.
+    """
 
     def __init__(self, mask, transform_net_create_fn: Callable[[int, int], nn.Module],
                  unconditional_transform: Callable[..., nn.Module] | None = None):
@@ -124,10 +134,8 @@ class AffineCouplingTransform(Transform):
         features_vector = torch.arange(self.features)
         self.register_buffer("identity_features", features_vector.masked_select(mask <= 0))
         self.register_buffer("transform_features", features_vector.masked_select(mask > 0))
-        if not 0 < self.num_identity_features < self.features:
-            raise ValueError("mask must have at least one identity (<= 0) and one transformed (> 0) feature")
         self._set_layout()
-        self.register_load_state_dict_post_hook(lambda module, keys: module._set_layout())
+        self.register_load_state_dict_post_hook(_relayout)
         self.transform_net = transform_net_create_fn(self.num_identity_features,
                                                      self.num_transform_features * 2)
         self.unconditional_transform = (None if unconditional_transform is None
@@ -146,7 +154,9 @@ class AffineCouplingTransform(Transform):
         block, else a gather permutation (identity first)."""
         n_id = self.num_identity_features
         ident = self.identity_features.tolist()
-        if ident == list(range(n_id)):
+        if not 0 < n_id < self.features:
+            self.layout = "exact"
+        elif ident == list(range(n_id)):
             self.layout = "first"
         elif ident == list(range(self.features - n_id, self.features)):
             self.layout = "second"
@@ -161,6 +171,8 @@ class AffineCouplingTransform(Transform):
         _check_rank(inputs)
         if inputs.shape[1] != self.features:
             raise ValueError(f"Expected features = {self.features}, got {inputs.shape[1]}.")
+        if self.layout == "exact":  # never folded (CompositeTransform._foldable)
+            return self._exact(inputs, context, inverse)
         n_id, n_tr = self.num_identity_features, self.num_transform_features
         if self.layout == "gather":
             x = inputs[:, self.perm]
@@ -192,11 +204,40 @@ class AffineCouplingTransform(Transform):
             y = y[:, self.perm_inv]
         return y, logabsdet
 
+    def _exact(self, inputs: Tensor, context, inverse: bool) -> tuple[Tensor, Tensor]:
+        """nflows' coupling formula in PyTorch (for masks the op cannot split)."""
+        n_tr = self.num_transform_features
+        identity = inputs[:, self.identity_features, ...]
+        transform = inputs[:, self.transform_features, ...]
+        logabsdet = 0.0
+        if inverse and self.unconditional_transform is not None:
+            identity, logabsdet = self.unconditional_transform.inverse(identity, context)
+        params = self.transform_net(identity, context)
+        scale = torch.sigmoid(params[:, n_tr:, ...] + 2) + SIGMOID_EPS
+        shift = params[:, :n_tr, ...]
+        log_scale = torch.log(scale).reshape(scale.shape[0], -1).sum(dim=1)
+        if inverse:
+            transform, logabsdet = (transform - shift) / scale, logabsdet - log_scale
+        else:
+            transform, logabsdet = transform * scale + shift, log_scale
+            if self.unconditional_transform is not None:
+                identity, logabsdet_identity = self.unconditional_transform(identity, context)
+                logabsdet = logabsdet + logabsdet_identity
+        outputs = torch.empty_like(inputs)
+        outputs[:, self.identity_features, ...] = identity
+        outputs[:, self.transform_features, ...] = transform
+        return outputs, logabsdet
+
     def forward(self, inputs, context=None):
         return self._run(inputs, context, inverse=False)
 
     def inverse(self, inputs, context=None):
         return self._run(inputs, context, inverse=True)
+
+
+def _relayout(module: AffineCouplingTransform, incompatible_keys) -> None:
+    """After ``load_state_dict``: the layout of the loaded features (module-level, so it pickles)."""
+    module._set_layout()
 
 
 class Permutation(Transform):
@@ -256,7 +297,7 @@ class CompositeTransform(Transform):
             return False
         norm, coupling = self._transforms[i_norm], self._transforms[i_coupling]
         return (isinstance(norm, ActNorm) and isinstance(coupling, AffineCouplingTransform)
-                and coupling.unconditional_transform is None
+                and coupling.unconditional_transform is None and coupling.layout != "exact"
                 and not norm.needs_init())
 
     def _cascade(self, inputs: Tensor, context, inverse: bool) -> tuple[Tensor, Tensor]:
