@@ -63,3 +63,37 @@ def assert_same_grads(peer: nn.Module, ours: nn.Module, peer_fn, our_fn, inputs:
             assert go is None or go.abs().max() == 0
             continue
         torch.testing.assert_close(go, gp, atol=atol, rtol=rtol)
+
+
+def nd_net(rank: int):
+    """Subnet constructor for data of ``rank`` spatial dims (0: vectors, 1-3: Conv1d-3d), with a
+    non-zero last layer; channel counts of 0 give a module returning zeros of the right shape
+    (a layer on 0 channels cannot be built, while the peers' degenerate splits ask for one)."""
+    if rank == 0:
+        make = mlp
+    else:
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[rank]
+
+        def make(c_in: int, c_out: int) -> nn.Module:
+            net = nn.Sequential(conv(c_in, 8, 3, padding=1), nn.Tanh(), conv(8, c_out, 1))
+            nn.init.normal_(net[2].weight, std=0.4)
+            nn.init.normal_(net[2].bias, std=0.2)
+            return net
+
+    def build(c_in: int, c_out: int) -> nn.Module:
+        if c_in == 0 or c_out == 0:
+            return _Zeros(c_out)
+        return make(c_in, c_out)
+
+    return build
+
+
+class _Zeros(nn.Module):
+    """(B, c_out, *S) zeros for a (B, c_in, *S) input: a subnet on or to zero channels."""
+
+    def __init__(self, c_out: int):
+        super().__init__()
+        self.c_out = c_out
+
+    def forward(self, x):
+        return x.new_zeros(x.shape[0], self.c_out, *x.shape[2:])

@@ -11,7 +11,7 @@ import torch
 import flowkern.compat.freia as Km
 from flowkern.compat import convert
 
-from .compat_support import assert_same, assert_same_grads, conv_net, mlp
+from .compat_support import assert_same, assert_same_grads, conv_net, mlp, nd_net
 
 BLOCKS = [
     ("GLOWCouplingBlock", {}),
@@ -69,6 +69,57 @@ def test_block_matches_freia(cls_name, kwargs, shape, cond):
     assert_same_grads(peer, ours, lambda x, *c: peer([x], list(c)), lambda x, *c: ours([x], list(c)), inputs)
     assert_same_grads(peer, ours, lambda y, *c: peer([y], list(c), rev=True),
                       lambda y, *c: ours([y], list(c), rev=True), [yp.detach()] + c)
+
+
+# (class, input shape, condition channel counts, kwargs): every option, odd and single
+# channels, 1D-4D data, several conditions, degenerate splits
+CASES = [
+    ("GLOWCouplingBlock", (7,), [2], dict(split_len=0)),  # all channels transformed from the condition
+    ("GLOWCouplingBlock", (7,), [3], dict(split_len=7, clamp_activation="TANH")),
+    ("RNVPCouplingBlock", (5, 3), [2, 1], dict(split_len=1.0, clamp_activation="SIGMOID")),
+    ("RNVPCouplingBlock", (1,), [2], {}),  # one channel: round(0.5) = 0 passive channels
+    ("GLOWCouplingBlock", (3, 3, 5), [2, 1], dict(clamp_activation=lambda u: u / (1 + u.abs()), clamp=1.7)),
+    ("AffineCouplingOneSided", (7,), [1], dict(clamp_activation=torch.sin, split_len=3)),
+    ("AffineCouplingOneSided", (4,), [], dict(split_len=4)),  # the identity, as in FrEIA
+    ("AffineCouplingOneSided", (5, 2), [3], dict(split_len=0.0)),
+    ("GLOWCouplingBlock", (5,), [2], dict(clamp_activation="TANH", clamp=-0.5)),
+    ("AllInOneBlock", (1,), [], {}),
+    ("AllInOneBlock", (1, 4, 3), [2], dict(global_affine_type="EXP", reverse_permutation=True)),
+    ("AllInOneBlock", (7,), [3, 2], dict(permute_soft=True, global_affine_type="SIGMOID")),
+    ("AllInOneBlock", (5,), [], dict(permute_soft=True, learned_householder_permutation=3,
+                                     reverse_permutation=True, global_affine_init=0.7)),
+    ("AllInOneBlock", (3, 7), [2], dict(gin_block=True, global_affine_type="EXP", permute_soft=True)),
+    ("AllInOneBlock", (2, 3, 3, 3), [1], dict(learned_householder_permutation=2, affine_clamping=0.8)),
+    ("AllInOneBlock", (5,), [], dict(affine_clamping=0.0, global_affine_type="SOFTPLUS", global_affine_init=1.3)),
+    ("AllInOneBlock", (6, 3), [1], dict(gin_block=True, affine_clamping=-1.0)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=lambda i: f"{i}-{CASES[i][0]}")
+def test_every_input_freia_accepts(case):
+    """FrEIA's numbers, gradients and state-dict keys for each option FrEIA offers."""
+    cls_name, shape, conds, kwargs = CASES[case]
+    dims_c = [(n, *shape[1:]) for n in conds]
+    blocks = []
+    for lib in (Fm, Km):
+        np.random.seed(4)
+        torch.manual_seed(4)
+        blocks.append(getattr(lib, cls_name)([shape], dims_c, subnet_constructor=nd_net(len(shape) - 1), **kwargs))
+    peer, ours = blocks
+    if cls_name == "AllInOneBlock":
+        with torch.no_grad():
+            peer.global_offset.add_(0.5 * torch.randn_like(peer.global_offset))
+            peer.global_scale.add_(0.3 * torch.randn_like(peer.global_scale))
+        ours.load_state_dict(peer.state_dict())
+    assert list(peer.state_dict()) == list(ours.state_dict())
+    assert repr(ours).split("(")[0] == repr(peer).split("(")[0]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, *shape, generator=g)
+    c = [torch.randn(3, *d, generator=g) for d in dims_c]
+    assert_same(peer([x], c), ours([x], c))
+    (y,), _ = peer([x], c)
+    assert_same(peer([y], c, rev=True), ours([y], c, rev=True))
+    assert_same_grads(peer, ours, lambda x, *c: peer([x], list(c)), lambda x, *c: ours([x], list(c)), [x] + c)
 
 
 def test_actnorm_and_permute_match_freia():
