@@ -53,10 +53,21 @@ __all__ = [
 ]
 
 ATAN_K = 0.636  # FrEIA's literal constant in its ATAN clamp (not 2/pi)
+
+
+def _atan_clamp(u: Tensor) -> Tensor:
+    return ATAN_K * torch.atan(u)
+
+
+def _sigmoid_clamp(u: Tensor) -> Tensor:
+    return 2.0 * (torch.sigmoid(u) - 0.5)
+
+
+# FrEIA's named clamp activations (module-level functions, so a block pickles)
 _CLAMP_FNS: dict[str, Callable[[Tensor], Tensor]] = {
-    "ATAN": lambda u: ATAN_K * torch.atan(u),
+    "ATAN": _atan_clamp,
     "TANH": torch.tanh,
-    "SIGMOID": lambda u: 2.0 * (torch.sigmoid(u) - 0.5),
+    "SIGMOID": _sigmoid_clamp,
 }
 
 
