@@ -211,3 +211,52 @@ def test_compile_converted_normalizing_flow():
     ours = convert(peer)
     compiled = torch.compile(ours.log_prob, fullgraph=True, backend="aot_eager")
     assert_same(peer.log_prob(x), compiled(x), atol=5e-5, rtol=5e-5)
+
+
+EDGE_CASES = {
+    "block-1-channel": lambda L: (L.AffineCouplingBlock(mlp(1, 0)), torch.randn(3, 1)),
+    "block-2-channels": lambda L: (L.AffineCouplingBlock(mlp(1, 2)), torch.randn(3, 2)),
+    "block-3-channel_inv": lambda L: (L.AffineCouplingBlock(mlp(1, 4), split_mode="channel_inv"), torch.randn(3, 3)),
+    "block-unknown-mode": lambda L: (L.AffineCouplingBlock(mlp(2, 4), split_mode="foo"), torch.randn(3, 4)),
+    "block-unknown-scale-map": lambda L: (L.AffineCouplingBlock(mlp(2, 4), scale_map="foo"), torch.randn(3, 4)),
+    "block-checkerboard-odd-width": lambda L: (L.AffineCouplingBlock(conv_net(2, 4), split_mode="checkerboard"),
+                                               torch.randn(3, 2, 3, 5)),
+    "block-checkerboard-vector": lambda L: (L.AffineCouplingBlock(mlp(3, 6), split_mode="checkerboard_inv"),
+                                            torch.randn(3, 6)),
+    "block-additive-channel-odd": lambda L: (L.AffineCouplingBlock(mlp(3, 2), scale=False), torch.randn(3, 5)),
+    "block-additive-checkerboard": lambda L: (L.AffineCouplingBlock(mlp(3, 3), scale=False,
+                                                                    split_mode="checkerboard"), torch.randn(3, 6)),
+    "block-1d-sequence": lambda L: (L.AffineCouplingBlock(nn.Conv1d(2, 2, 1)), torch.randn(3, 3, 5)),
+    "actnorm-1-channel": lambda L: (L.ActNorm((1,)), torch.randn(4, 1)),
+    "actnorm-per-element": lambda L: (L.ActNorm((3, 2, 2)), torch.randn(4, 3, 2, 2)),
+    "affine-const-shift-only": lambda L: (L.AffineConstFlow((3,), scale=False), torch.randn(4, 3)),
+    "permute-1": lambda L: (L.Permute(1), torch.randn(4, 1)),
+    "permute-swap-odd": lambda L: (L.Permute(5, mode="swap"), torch.randn(4, 5)),
+    "permute-unknown-mode": lambda L: (L.Permute(5, mode="foo"), torch.randn(4, 5)),
+    "conv1x1-1-channel": lambda L: (L.Invertible1x1Conv(1), torch.randn(4, 1, 2, 2)),
+    "split-unknown-mode": lambda L: (L.Split("foo"), torch.randn(4, 4)),
+    "masked-no-nets": lambda L: (L.MaskedAffineFlow(torch.tensor([1.0, 0.0])), torch.randn(4, 2)),
+    "masked-float64": lambda L: (L.MaskedAffineFlow(torch.tensor([1.0, 0.0, 1.0]).double(), mlp(3, 3).double(),
+                                                    mlp(3, 3).double()), torch.randn(4, 3).double()),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_edge_inputs_give_normflows_numbers_or_its_error(case):
+    """Odd and single channels, every split mode, unknown modes: normflows' numbers where it
+    gives numbers, and an exception of normflows' type (when calling, as there) where it fails."""
+    outcomes = []
+    for lib in (nf.flows, K):
+        torch.manual_seed(0)
+        flow, x = EDGE_CASES[case](lib)
+        try:
+            y, log_det = flow(x)
+            outcomes.append((y, log_det, *flow.inverse(y)))
+        except Exception as exc:  # noqa: BLE001 - comparing with the peer's exception
+            outcomes.append(exc)
+    peer, ours = outcomes
+    if isinstance(peer, Exception):
+        assert isinstance(ours, type(peer)), (peer, ours)
+    else:
+        assert not isinstance(ours, Exception), ours
+        assert_same(peer, ours)

@@ -40,6 +40,11 @@ __all__ = [
 ]
 
 SCALE_MAPS = ("exp", "sigmoid", "sigmoid_inv")
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A shape normflows cannot split: a ``ValueError`` naming the problem, and the
+    ``RuntimeError`` normflows raises for it (from a failing reshape)."""
 SPLIT_MODES = ("channel", "channel_inv", "checkerboard", "checkerboard_inv")
 
 
@@ -147,7 +152,7 @@ class Split(Flow):
 
     def _checkerboard_index(self, sample_shape: tuple[int, ...], device) -> tuple[Tensor, Tensor]:
         if sample_shape[-1] % 2:
-            raise ValueError(f"checkerboard split needs an even last dimension, got shape {sample_shape}")
+            raise ShapeError(f"checkerboard split needs an even last dimension, got shape {sample_shape}")
         mask = _checkerboard_mask(sample_shape, "inv" in self.mode, device).reshape(-1)
         return split_permutation(torch.nonzero(mask).flatten(), torch.nonzero(1 - mask).flatten())
 
@@ -207,9 +212,7 @@ class AffineCoupling(Flow):
 
     def __init__(self, param_map: nn.Module, scale: bool = True, scale_map: str = "exp"):
         super().__init__()
-        if scale and scale_map not in SCALE_MAPS:
-            raise ValueError(f"scale_map must be one of {SCALE_MAPS}, got {scale_map!r}")
-        self.add_module("param_map", param_map)
+        self.add_module("param_map", param_map)  # an unknown scale_map raises when called, as in normflows
         self.scale = scale
         self.scale_map = scale_map
 
@@ -247,8 +250,7 @@ class AffineCouplingBlock(Flow):
     def __init__(self, param_map: nn.Module, scale: bool = True, scale_map: str = "exp",
                  split_mode: str = "channel"):
         super().__init__()
-        if split_mode not in SPLIT_MODES:
-            raise ValueError(f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
+        # an unknown split_mode raises NotImplementedError when called, as in normflows
         self.flows = nn.ModuleList([Split(split_mode), AffineCoupling(param_map, scale, scale_map),
                                     Merge(split_mode)])
 
@@ -265,7 +267,7 @@ class AffineCouplingBlock(Flow):
         coupling = self.flows[1]
         if self.channel_split:
             return self.fused(z, inverse)
-        if coupling.scale:  # checkerboard: gather to (z1 | z2) channels, one op, scatter back
+        if coupling.scale and self.flows[0].mode in SPLIT_MODES:  # checkerboard: gather to (z1 | z2), one op
             split = self.flows[0]
             perm, perm_inv = split._checkerboard_index(tuple(z.shape[1:]), z.device)
             half = z.shape[-1] // 2
