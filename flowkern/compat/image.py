@@ -351,6 +351,78 @@ def _nf_node(flow: nn.Module, inputs, outputs) -> Node:
     return _NFNode(flow, inputs, outputs)
 
 
+def _standard_normal_log_prob(e: Tensor) -> Tensor:
+    ee = e.flatten(1)
+    return -0.5 * (ee * ee).sum(1) - 0.5 * ee.shape[1] * math.log(2 * math.pi)
+
+
+class _GaussianBaseNode(Node):
+    r"""A normflows Gaussian base as the standardisation :math:`\varepsilon = (z - \mu) e^{-\log\sigma}`
+    (log-det :math:`-\sum\log\sigma`), its parameters read from the user's base module (temperature
+    included); the class labels or one-hot vectors are the program's condition."""
+
+    _KINDS = {"DiagGaussian": ("loc", "log_scale"), "ClassCondDiagGaussian": ("loc", "log_scale", "num_classes"),
+              "GlowBase": ("loc", "loc_logs", "log_scale", "log_scale_logs", "logscale_factor")}
+
+    def __init__(self, base: nn.Module, class_cond: bool, inputs, outputs) -> None:
+        super().__init__(inputs, outputs)
+        self.base, self.class_cond = base, class_cond
+
+    @classmethod
+    def supports(cls, base: nn.Module) -> bool:
+        attrs = cls._KINDS.get(type(base).__name__)
+        return (attrs is not None and type(base).__module__.split(".")[0] == "normflows"
+                and all(hasattr(base, a) for a in attrs))
+
+    def modules(self):
+        return (self.base,)
+
+    def _one_hot(self, y: Tensor, num_classes: int, like: Tensor) -> Tensor:
+        if y.dim() == 1:
+            return F.one_hot(y.long(), num_classes).to(like.dtype)
+        return y.to(like.dtype)
+
+    def mean_log_std(self, z: Tensor, conds) -> tuple[Tensor, Tensor]:
+        q, kind = self.base, type(self.base).__name__
+        y = conds[0] if conds else None
+        if kind == "DiagGaussian":
+            mean, log_std = q.loc, q.log_scale
+        elif kind == "ClassCondDiagGaussian":
+            if y is None:
+                raise ValueError("y (the classes) is required by the class-conditional base ClassCondDiagGaussian")
+            oh = self._one_hot(y, q.num_classes, q.loc)
+            mean = (oh @ q.loc.reshape(-1, q.num_classes).T).reshape(z.shape)
+            log_std = (oh @ q.log_scale.reshape(-1, q.num_classes).T).reshape(z.shape)
+        else:  # GlowBase: per-channel parameters, optionally class-conditional
+            mean = q.loc * torch.exp(q.loc_logs * q.logscale_factor)
+            log_std = q.log_scale * torch.exp(q.log_scale_logs * q.logscale_factor)
+            if q.class_cond:
+                if y is None:
+                    raise ValueError("y (the classes) is required by the class-conditional base GlowBase")
+                oh = self._one_hot(y, q.num_classes, q.loc)
+                view = (z.shape[0], q.shape[0], *([1] * (z.dim() - 2)))
+                mean = mean + (oh @ q.loc_cc).reshape(view)
+                log_std = log_std + (oh @ q.log_scale_cc).reshape(view)
+        if getattr(q, "temperature", None) is not None:
+            log_std = log_std + math.log(q.temperature)
+        return mean.to(z.dtype), log_std.to(z.dtype)
+
+    @staticmethod
+    def _logdet(log_std: Tensor, z: Tensor) -> Tensor:
+        ls = log_std.to(_acc(z.dtype))
+        if ls.shape[0] == 1:
+            return (ls.sum() * (z[0].numel() // ls[0].numel())).expand(z.shape[0])
+        return ls.expand(z.shape).flatten(1).sum(1)
+
+    def run(self, xs, conds):
+        mean, log_std = self.mean_log_std(xs[0], conds)
+        return [(xs[0] - mean) * torch.exp(-log_std)], -self._logdet(log_std, xs[0])
+
+    def invert(self, ys, conds):
+        mean, log_std = self.mean_log_std(ys[0], conds)
+        return [torch.addcmul(mean, ys[0], torch.exp(log_std))], self._logdet(log_std, ys[0])
+
+
 class MultiscaleFlow(nn.Module):
     """normflows' ``MultiscaleFlow`` (same constructor, methods and ``state_dict`` keys) on an
     invertible program; ``memory_saving=True`` saves only the latents for backward in
@@ -400,7 +472,23 @@ class MultiscaleFlow(nn.Module):
         return run_program(self.program(), [x], (), self.memory_saving)
 
     def log_prob(self, x, y=None):
-        z, log_q = self.inverse_and_log_det(x)
+        """log q(x): with normflows' Gaussian bases (``DiagGaussian``, ``ClassCondDiagGaussian``,
+        ``GlowBase``) each latent is standardised inside the program (so memory saving keeps only
+        the standardised latents); other bases score the latents with their own ``log_prob``."""
+        program = self.program()
+        if all(_GaussianBaseNode.supports(q) for q in self.q0):
+            nodes = list(program.nodes)
+            outs, nxt = [], 1 + max(max(n.outputs) for n in nodes) if nodes else 1
+            for q, slot in zip(self.q0, program.outputs):
+                nodes.append(_GaussianBaseNode(q, self.class_cond, (slot,), (nxt,)))
+                outs.append(nxt)
+                nxt += 1
+            conds = (y,) if self.class_cond and y is not None else ()
+            eps, log_q = run_program(InvertibleProgram(nodes, program.inputs, outs), [x], conds, self.memory_saving)
+            for e in eps:
+                log_q = log_q + _standard_normal_log_prob(e)
+            return log_q
+        z, log_q = run_program(program, [x], (), self.memory_saving)
         for i, z_i in enumerate(z):
             log_q = log_q + (self.q0[i].log_prob(z_i, y) if self.class_cond else self.q0[i].log_prob(z_i))
         return log_q
@@ -798,7 +886,15 @@ class _FreiaNode(Node):
 
 
 def _topological(node_list) -> list:
-    """Nodes ordered so that every node comes after the nodes it reads from (stable otherwise)."""
+    """Nodes ordered so that every node comes after the nodes it reads from: the given order if it
+    is one (FrEIA's own sorted list), else a stable reordering."""
+    seen: set[int] = set()
+    for n in node_list:
+        if not all(id(p) in seen for p, _ in n.inputs):
+            break
+        seen.add(id(n))
+    else:
+        return list(node_list)
     placed: set[int] = set()
     order, pending = [], list(node_list)
     while pending:
