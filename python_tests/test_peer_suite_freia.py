@@ -153,7 +153,9 @@ def test_freia_sequence_inn_rejects_a_mismatched_instance():
 
 
 def _graph(lib, instances: bool):
-    """Input -> ActNorm -> split 3|4 -> coupling on each part (conditioned) -> concat -> AllInOne."""
+    """Input -> ActNorm -> split 3|4 -> coupling on the first part (condition a) -> concat ->
+    AllInOne (condition b) -> AllInOne (both conditions). One branch carries a module, so the
+    topological order (and so the state-dict order) does not depend on FrEIA's set iteration."""
     np.random.seed(0)
     torch.manual_seed(0)
     inp = Ff.InputNode(DIM, name="in")
@@ -169,11 +171,11 @@ def _graph(lib, instances: bool):
     n0 = node(inp, "ActNorm", [(DIM,)], [])
     split = Ff.Node(n0, Fm.Split, {"section_sizes": [3, 4], "dim": 0})
     a = node(split.out0, "GLOWCouplingBlock", [(3,)], [cond_a], subnet_constructor=nd_net(0))
-    b = node(split.out1, "AllInOneBlock", [(4,)], [cond_b], subnet_constructor=mlp)
-    cat = Ff.Node([a.out0, b.out0], Fm.Concat, {"dim": 0})
-    last = node(cat, "AllInOneBlock", [(DIM,)], [cond_a, cond_b], subnet_constructor=mlp, permute_soft=True)
+    cat = Ff.Node([a.out0, split.out1], Fm.Concat, {"dim": 0})
+    b = node(cat, "AllInOneBlock", [(DIM,)], [cond_b], subnet_constructor=mlp)
+    last = node(b, "AllInOneBlock", [(DIM,)], [cond_a, cond_b], subnet_constructor=mlp, permute_soft=True)
     out = Ff.OutputNode(last, name="out")
-    return Ff.GraphINN([inp, cond_a, cond_b, n0, split, a, b, cat, last, out])
+    return Ff.GraphINN([inp, cond_a, cond_b, n0, split, a, cat, b, last, out])
 
 
 @pytest.mark.parametrize("instances", [False, True], ids=["classes", "instance-nodes"])
