@@ -175,3 +175,24 @@ def test_without_the_peers_the_adapters_use_flowkerns_stand_in_bases():
         print("ok")
     """)
     assert out.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("peer,module,base,name,make", ADAPTERS, ids=[f"{a[0]}-{a[3]}" for a in ADAPTERS])
+def test_convert_turns_each_peer_class_into_its_adapter(peer, module, base, name, make):
+    """convert() covers every class the adapters name (and reports it as converted)."""
+    from flowkern.compat import convert
+
+    torch.manual_seed(0)
+    theirs = PEER_FACTORIES[peer][name]()
+    ours, report = convert(theirs, report=True)
+    assert type(ours) is getattr(module, name)
+    assert report.complete and sum(report.converted.values()) >= 1
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+
+
+def test_convert_turns_normflows_normalizing_flow_into_the_adapter():
+    from flowkern.compat import convert
+
+    peer = nf.NormalizingFlow(nf.distributions.DiagGaussian(5), [nf.flows.Permute(5)])
+    ours, report = convert(peer, report=True)
+    assert type(ours) is Kn.NormalizingFlow and isinstance(ours.flows[0], Kn.Permute) and report.complete

@@ -8,6 +8,11 @@ the op's ``sigmoid`` scale with ``eps=1e-3``. A mask whose identity (mask <= 0) 
 not a contiguous block is handled by gathering them to the front. In a
 :class:`CompositeTransform`, an :class:`ActNorm` directly followed by an affine coupling runs
 as one fused op (actnorm as the op's a, b).
+
+When nflows is installed, importing this module imports it and the classes here subclass
+``nflows.transforms.Transform`` (the ``Transform`` exported here *is* nflows'), so they are
+nflows' types; without nflows a stand-in base with the same protocol is used.
+``import flowkern`` imports no peer.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ Scale maps: 'exp' :math:`y = z e^{u} + t`; 'sigmoid' (Glow)
 'sigmoid_inv' :math:`y = z\,\sigma(u + 2) + t`, the op's ``sigmoid`` scale.
 In a :class:`NormalizingFlow`, a per-channel :class:`ActNorm` directly followed by a
 channel-split :class:`AffineCouplingBlock` runs as one fused op (actnorm as the op's a, b).
+
+When normflows is installed, importing this module imports it and the classes here subclass
+``normflows.flows.Flow`` (the ``Flow`` exported here *is* normflows'), so they are
+normflows' types; without normflows a stand-in base with the same protocol is used.
+``import flowkern`` imports no peer.
 """
 
 from __future__ import annotations
