@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from ..nn.base import ParamGrads
 from ..nn.graph import InvertibleProgram, ModuleNode, Node, run_program
-from ..nn.image import autocast_off, backprop_folded_conv, conv1x1
+from ..nn.image import autocast_off, backprop_folded_conv, channels_last_call, conv1x1
 from ..nn.squeeze import Squeeze as _Squeeze2x2
 from ..nn.squeeze import squeeze2x2, unsqueeze2x2
 from ..ops import coupling_forward, coupling_inverse
@@ -247,7 +247,7 @@ class GlowBlock(nn.Module):
     def _coupling_args(self, u_p: Tensor) -> tuple[Tensor, Tensor, dict]:
         """(s_raw, t, op kwargs) of the normalising coupling as the op's *inverse*."""
         coupling = self.flows[0].flows[1]
-        param = coupling.param_map(u_p)
+        param = channels_last_call(coupling.param_map, u_p)
         if param.dtype != u_p.dtype:  # autocast ran the subnet in lower precision
             param = param.to(u_p.dtype)
         shift, scale_ = param[:, 0::2], param[:, 1::2]
@@ -532,8 +532,23 @@ def _convert_nf_multiscale(m, *, convert_child, memory_saving: bool = False, **k
     return new.train(m.training)
 
 
+def _relu_for_zero_leak(net: nn.Module) -> None:
+    """``LeakyReLU(0.0)`` (normflows' ConvNet2d default) is ReLU: swap it in, in place after a
+    convolution (whose backward does not need its output); same numbers, fewer passes."""
+    for seq in net.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i, layer in enumerate(list(seq)):
+            if type(layer) is nn.LeakyReLU and layer.negative_slope == 0.0:
+                seq[i] = nn.ReLU(inplace=i > 0 and type(seq[i - 1]) is nn.Conv2d)
+
+
 def _convert_nf_glow_block(m, *, convert_child, **kwargs):
-    return GlowBlock.from_flows([convert_child(f) for f in m.flows]).train(m.training)
+    block = GlowBlock.from_flows([convert_child(f) for f in m.flows]).train(m.training)
+    coupling = getattr(block.flows[0], "flows", [None, None])[1]
+    if isinstance(getattr(coupling, "param_map", None), nn.Module):
+        _relu_for_zero_leak(coupling.param_map)
+    return block
 
 
 def _convert_nf_squeeze(m, *, convert_child, **kwargs):
