@@ -43,7 +43,8 @@ def _sdist_dirs() -> list[Path]:
     """Where ``make setup`` puts the peers' source distributions: ``$(VENV)/peer_sdists``
     (``sys.prefix`` is the venv running the tests), or ``FLOWKERN_PEER_SDISTS``."""
     dirs = [Path(os.environ["FLOWKERN_PEER_SDISTS"])] if os.environ.get("FLOWKERN_PEER_SDISTS") else []
-    return dirs + [Path(sys.prefix) / "peer_sdists", REPO / ".venv" / "peer_sdists"]
+    dirs += [Path(sys.prefix) / "peer_sdists", REPO / ".venv" / "peer_sdists"]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def _require(ok: bool, reason: str) -> None:
