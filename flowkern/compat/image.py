@@ -428,7 +428,8 @@ class MultiscaleFlow(nn.Module):
     invertible program; ``memory_saving=True`` saves only the latents for backward in
     :meth:`log_prob` / :meth:`inverse_and_log_det` (and so in ``forward_kld``)."""
 
-    def __init__(self, q0, flows, merges, transform=None, class_cond=True, memory_saving: bool = False):
+    def __init__(self, q0, flows, merges, transform=None, class_cond=True, memory_saving: bool = False,
+                 memory_saving_chunk: int | None = None):
         super().__init__()
         self.q0 = nn.ModuleList(q0)
         self.num_levels = len(self.q0)
@@ -437,6 +438,7 @@ class MultiscaleFlow(nn.Module):
         self.transform = transform
         self.class_cond = class_cond
         self.memory_saving = bool(memory_saving)
+        self.memory_saving_chunk = memory_saving_chunk  # see flowkern.nn.MultiScaleFlow
 
     def program(self) -> InvertibleProgram:
         """The normalising direction x -> [z_0, ..., z_{L-1}] as a program (slot 0 is x)."""
@@ -469,7 +471,7 @@ class MultiscaleFlow(nn.Module):
         return xs[0], log_det
 
     def inverse_and_log_det(self, x):
-        return run_program(self.program(), [x], (), self.memory_saving)
+        return run_program(self.program(), [x], (), self.memory_saving, self.memory_saving_chunk)
 
     def log_prob(self, x, y=None):
         """log q(x): with normflows' Gaussian bases (``DiagGaussian``, ``ClassCondDiagGaussian``,
@@ -484,11 +486,12 @@ class MultiscaleFlow(nn.Module):
                 outs.append(nxt)
                 nxt += 1
             conds = (y,) if self.class_cond and y is not None else ()
-            eps, log_q = run_program(InvertibleProgram(nodes, program.inputs, outs), [x], conds, self.memory_saving)
+            eps, log_q = run_program(InvertibleProgram(nodes, program.inputs, outs), [x], conds, self.memory_saving,
+                                     self.memory_saving_chunk)
             for e in eps:
                 log_q = log_q + _standard_normal_log_prob(e)
             return log_q
-        z, log_q = run_program(program, [x], (), self.memory_saving)
+        z, log_q = run_program(program, [x], (), self.memory_saving, self.memory_saving_chunk)
         for i, z_i in enumerate(z):
             log_q = log_q + (self.q0[i].log_prob(z_i, y) if self.class_cond else self.q0[i].log_prob(z_i))
         return log_q
@@ -523,12 +526,14 @@ class MultiscaleFlow(nn.Module):
         self.set_temperature(None)
 
 
-def _convert_nf_multiscale(m, *, convert_child, memory_saving: bool = False, **kwargs):
+def _convert_nf_multiscale(m, *, convert_child, memory_saving: bool = False, memory_saving_chunk: int | None = None,
+                           **kwargs):
     flows = [[convert_child(f) for f in level] for level in m.flows]
     merges = [convert_child(g) for g in m.merges]
     q0 = [convert_child(q) for q in m.q0]
     transform = None if m.transform is None else convert_child(m.transform)
-    new = MultiscaleFlow(q0, flows, merges, transform, m.class_cond, memory_saving=memory_saving)
+    new = MultiscaleFlow(q0, flows, merges, transform, m.class_cond, memory_saving=memory_saving,
+                         memory_saving_chunk=memory_saving_chunk)
     return new.train(m.training)
 
 

@@ -198,19 +198,47 @@ def _autocast_state(device_type: str) -> tuple | None:
     return device_type, torch.get_autocast_dtype(device_type)
 
 
+def _initialized(program: InvertibleProgram) -> bool:
+    """Whether every data-dependent init (actnorms) of the program's modules has run."""
+    from .base import InitFlag
+
+    return all(m._is_initialized() for root in program.modules() for m in root.modules() if isinstance(m, InitFlag))
+
+
+def _batch_slices(batch: int, chunk: int | None) -> list[slice]:
+    if not chunk or batch <= chunk:
+        return [slice(None)]
+    return [slice(i, min(i + chunk, batch)) for i in range(0, batch, chunk)]
+
+
+def _take(v: torch.Tensor | None, sl: slice, batch: int) -> torch.Tensor | None:
+    """The batch slice of a per-sample tensor (others, e.g. a shared condition, whole)."""
+    if v is None or sl == slice(None) or v.dim() == 0 or v.shape[0] != batch:
+        return v
+    return v[sl]
+
+
 class _ProgramFunction(torch.autograd.Function):
-    """apply(program, n_x, n_c, *xs, *conds, *params) -> (*outputs, logdet)."""
+    """apply(program, n_x, n_c, chunk, *xs, *conds, *params) -> (*outputs, logdet)."""
 
     @staticmethod
-    def forward(ctx, program: InvertibleProgram, n_x: int, n_c: int, *tensors: torch.Tensor):
+    def forward(ctx, program: InvertibleProgram, n_x: int, n_c: int, chunk: int | None, *tensors: torch.Tensor):
         xs, conds = list(tensors[:n_x]), tuple(tensors[n_x:n_x + n_c])
         ctx.autocast = _autocast_state(xs[0].device.type)
-        outs, logdet = program.run(xs, conds)
+        B = xs[0].shape[0]
+        # the first call's data-dependent init must see the whole batch
+        slices = _batch_slices(B, chunk) if chunk and _initialized(program) else [slice(None)]
+        pieces = [program.run([_take(x, sl, B) for x in xs], tuple(_take(c, sl, B) for c in conds)) for sl in slices]
+        if len(pieces) == 1:
+            outs, logdet = pieces[0]
+        else:
+            outs = [torch.cat([p[0][k] for p in pieces]) for k in range(len(pieces[0][0]))]
+            logdet = torch.cat([p[1] for p in pieces])
         inputs = {id(t) for t in tensors if isinstance(t, torch.Tensor)}
         # an output that is an input, or a view of a larger tensor, is copied: the saved outputs
         # must neither alias the inputs nor keep a level's full activation alive
         outs = [o.clone() if id(o) in inputs or o._base is not None else o for o in outs]
-        ctx.program, ctx.n_x, ctx.n_c, ctx.n_out = program, n_x, n_c, len(outs)
+        ctx.program, ctx.n_x, ctx.n_c, ctx.n_out, ctx.chunk = program, n_x, n_c, len(outs), chunk
         ctx.params = tensors[n_x + n_c:]
         ctx.save_for_backward(*outs, *conds)
         return (*outs, logdet)
@@ -218,42 +246,72 @@ class _ProgramFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         saved = ctx.saved_tensors
-        program, n_out = ctx.program, ctx.n_out
+        program, n_out, n_x = ctx.program, ctx.n_out, ctx.n_x
         outs, conds = saved[:n_out], saved[n_out:]
         grad_outs, grad_logdet = list(grads[:n_out]), grads[n_out]
         grad_outs = [torch.zeros_like(o) if g is None else g for o, g in zip(outs, grad_outs)]
+        B = outs[0].shape[0]
         if grad_logdet is None:
-            grad_logdet = torch.zeros(outs[0].shape[0], dtype=_acc(outs[0].dtype), device=outs[0].device)
-        want_c = [c is not None and ctx.needs_input_grad[3 + ctx.n_x + i] for i, c in enumerate(conds)]
-        conds_in = tuple(c.detach().requires_grad_(True) if w else c for c, w in zip(conds, want_c))
+            grad_logdet = torch.zeros(B, dtype=_acc(outs[0].dtype), device=outs[0].device)
+        want_c = [c is not None and ctx.needs_input_grad[4 + n_x + i] for i, c in enumerate(conds)]
         param_grads: ParamGrads = {}
-        grad_conds: list[torch.Tensor | None] = [None] * len(conds)
-        slots = {i: o.detach() for i, o in zip(program.outputs, outs)}
-        gslots = dict(zip(program.outputs, grad_outs))
         autocast = torch.autocast(*ctx.autocast[:1], dtype=ctx.autocast[1]) if ctx.autocast else contextlib.nullcontext()
+        per_chunk = []
         with autocast:
-            for node in reversed(program.nodes):
-                ys = [slots.pop(i) for i in node.outputs]
-                gys = [gslots.pop(i) for i in node.outputs]
-                xs, gxs, gcs = node.invert_and_backprop(ys, conds_in, gys, grad_logdet, param_grads)
-                for i, x, g in zip(node.inputs, xs, gxs):
-                    slots[i], gslots[i] = x, g
-                for k, g in enumerate(gcs):
-                    if g is not None and want_c[k]:
-                        grad_conds[k] = g if grad_conds[k] is None else grad_conds[k] + g
-        grad_xs = [gslots[i] if ctx.needs_input_grad[3 + k] else None for k, i in enumerate(program.inputs)]
-        grad_conds = [torch.zeros_like(c) if w and g is None else (g if w else None)
-                      for c, g, w in zip(conds, grad_conds, want_c)]
-        return (None, None, None, *grad_xs, *grad_conds, *(param_grads.get(id(p)) for p in ctx.params))
+            for sl in _batch_slices(B, ctx.chunk):  # chunks: one chunk's working set at a time
+                conds_in = tuple(None if c is None else
+                                 _take(c, sl, B).detach().requires_grad_(True) if w else _take(c, sl, B)
+                                 for c, w in zip(conds, want_c))
+                per_chunk.append(_backward_chunk(program, [o[sl].detach() for o in outs], [g[sl] for g in grad_outs],
+                                                 grad_logdet[sl], conds_in, want_c, param_grads))
+        grad_xs = [torch.cat([p[0][k] for p in per_chunk]) if len(per_chunk) > 1 else per_chunk[0][0][k]
+                   for k in range(n_x)]
+        grad_xs = [g if ctx.needs_input_grad[4 + k] else None for k, g in enumerate(grad_xs)]
+        grad_conds = []
+        for k, (c, w) in enumerate(zip(conds, want_c)):
+            gs = [p[1][k] for p in per_chunk]
+            if not w:
+                grad_conds.append(None)
+            elif all(g is None for g in gs):
+                grad_conds.append(torch.zeros_like(c))
+            elif len(gs) == 1:
+                grad_conds.append(gs[0])
+            elif c.dim() and c.shape[0] == B:
+                grad_conds.append(torch.cat([torch.zeros_like(c[sl]) if g is None else g
+                                             for g, sl in zip(gs, _batch_slices(B, ctx.chunk))]))
+            else:  # a condition shared by the whole batch: its grads add up
+                grad_conds.append(sum(g for g in gs if g is not None))
+        return (None, None, None, None, *grad_xs, *grad_conds, *(param_grads.get(id(p)) for p in ctx.params))
+
+
+def _backward_chunk(program: InvertibleProgram, outs: list, grad_outs: list, grad_logdet: torch.Tensor,
+                    conds_in: tuple, want_c: list, param_grads: ParamGrads) -> tuple[list, list]:
+    """Walk the nodes in reverse for (a batch chunk of) the outputs: grads of the program's inputs
+    and of the conditions; parameter grads accumulated into ``param_grads``."""
+    grad_conds: list[torch.Tensor | None] = [None] * len(conds_in)
+    slots = dict(zip(program.outputs, outs))
+    gslots = dict(zip(program.outputs, grad_outs))
+    for node in reversed(program.nodes):
+        ys = [slots.pop(i) for i in node.outputs]
+        gys = [gslots.pop(i) for i in node.outputs]
+        xs, gxs, gcs = node.invert_and_backprop(ys, conds_in, gys, grad_logdet, param_grads)
+        for i, x, g in zip(node.inputs, xs, gxs):
+            slots[i], gslots[i] = x, g
+        for k, g in enumerate(gcs):
+            if g is not None and want_c[k]:
+                grad_conds[k] = g if grad_conds[k] is None else grad_conds[k] + g
+    return [gslots[i] for i in program.inputs], grad_conds
 
 
 def run_program(program: InvertibleProgram, xs: Sequence[torch.Tensor], conds: Conds = (),
-                memory_saving: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+                memory_saving: bool = False, chunk: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Run ``program`` on inputs ``xs`` with conditions ``conds``: ``(outputs, logdet)``. With
     ``memory_saving`` (and grad enabled) only the outputs and conditions are saved for backward
-    (module docstring)."""
+    (module docstring); ``chunk`` then runs the forward and the backward on batch chunks of that
+    many samples, one chunk's activations alive at a time (the same gradients up to summation
+    order; the first call, which runs the data-dependent inits, is not chunked)."""
     if memory_saving and torch.is_grad_enabled():
         conds = tuple(conds)
-        out = _ProgramFunction.apply(program, len(xs), len(conds), *xs, *conds, *program.parameters())
+        out = _ProgramFunction.apply(program, len(xs), len(conds), chunk, *xs, *conds, *program.parameters())
         return list(out[:-1]), out[-1]
     return program.run(xs, tuple(conds))

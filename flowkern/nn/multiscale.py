@@ -271,6 +271,10 @@ class MultiScaleFlow(nn.Module):
             for class labels); implies ``conditional``.
         conditional: the layers take a condition c (required in every call).
         memory_saving: O(1)-activation-memory backward (only the latents are saved).
+        memory_saving_chunk: with ``memory_saving``, run the forward and backward on batch chunks
+            of this many samples, so that only one chunk's working set (a level's tensors and one
+            subnet's activations) is alive at a time: the peak memory of very large images then
+            falls to the latents plus one chunk's working set (None: the whole batch at once).
         event_shape: per-sample input shape (C, H, W); recorded at the first forward if not given.
 
     References: Dinh et al. 2017 (RealNVP), Sec. 3.6; Kingma & Dhariwal 2018 (Glow), Fig. 2.
@@ -278,7 +282,7 @@ class MultiScaleFlow(nn.Module):
 
     def __init__(self, levels: Sequence[Sequence[nn.Module]], prior: nn.Module | None = None, *,
                  embedder: nn.Module | None = None, conditional: bool = False, memory_saving: bool = False,
-                 event_shape: Sequence[int] | None = None) -> None:
+                 memory_saving_chunk: int | None = None, event_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         built = []
         for i, level in enumerate(levels):
@@ -298,6 +302,8 @@ class MultiScaleFlow(nn.Module):
         self.embedder = embedder
         self.conditional = check_bool("conditional", conditional) or embedder is not None
         self.memory_saving = check_bool("memory_saving", memory_saving)
+        self.memory_saving_chunk = None if memory_saving_chunk is None else check_int(
+            "memory_saving_chunk", memory_saving_chunk, minimum=1)
         self.event_shape = None if event_shape is None else _check_shape(tuple(event_shape), "event_shape")
         self.condition_shape: tuple[int, ...] | None = None
 
@@ -379,7 +385,8 @@ class MultiScaleFlow(nn.Module):
             self.event_shape = tuple(x.shape[1:])
         elif tuple(x.shape[2:]) != self.event_shape[1:]:
             self.latent_shapes(tuple(x.shape[1:]))
-        return run_program(self.program(), [x], self._conds(c), self.memory_saving)
+        return run_program(self.program(), [x], self._conds(c), self.memory_saving,
+                           getattr(self, "memory_saving_chunk", None))
 
     def inverse(self, latents: Sequence[torch.Tensor], c: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
