@@ -116,7 +116,8 @@ def resolve(spec: str | None) -> Tree:
             raise SystemExit(f"ab: {path} holds no flowkern package")
         if not _has_extension(path):
             raise SystemExit(f"ab: {path}/flowkern has no built extension (_C*.so); build it first, e.g.\n"
-                             f"  cd {path} && FLOWKERN_NO_CUDA=1 MAX_JOBS=2 {sys.executable} setup.py build_ext --inplace")
+                             f"  cd {path} && FLOWKERN_NO_CUDA=1 MAX_JOBS=2 {sys.executable} setup.py build_ext "
+                             "--inplace")
         try:
             head = _git("rev-parse", "--short=9", "HEAD", cwd=path)
             dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=path))
@@ -199,32 +200,43 @@ def _backends(runs: Runs) -> dict[str, set[str]]:
     return out
 
 
-def ab_table(runs: Runs, before: Tree, after: Tree, rounds: int, steps: int) -> str:
+def _plan(rounds: int, steps: int, quick: bool) -> tuple[str, str]:
+    """Caption phrases: the rounds, and the steps each process times."""
+    configs = " on the bench_flows.QUICK configs" if quick else ""
+    return (f"{rounds} round{'s' * (rounds != 1)} of fresh processes",
+            f"{steps} timed step{'s' * (steps != 1)} (after 2 warm-up steps){configs}")
+
+
+def ab_table(runs: Runs, before: Tree, after: Tree, rounds: int, steps: int, quick: bool = False) -> str:
+    plan_rounds, plan_steps = _plan(rounds, steps, quick)
     one = next(iter(next(iter(runs.values()))["after"]))
     lines = [f"before: {before.desc}; after: {after.desc}. torch {one['torch']}, {one['threads']} threads, "
              f"op backend on CPU: " + ", ".join(f"{s} {'/'.join(sorted(b))}" for s, b in _backends(runs).items())
-             + f". {rounds} rounds of fresh processes alternating before / after; each process trains one "
-             f"model alone for {steps} timed steps (after 2 warm-up steps) and reports their median; "
+             + f". {plan_rounds} alternating before / after; each process trains one "
+             f"model alone for {plan_steps} and reports their median; "
              "glibc's default heap on both sides.", "",
              "| model | mode | before ms | after ms | after / before | per-round ratios (min–max) "
              f"| ≤ {TOLERANCE:.2f} | page faults / step before | after |",
              "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in _summary(runs, "before", "after"):
-        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['base_ms']:.1f} | {r['new_ms']:.1f} | {r['ratio']:.3f} "
+        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['base_ms']:.1f} | {r['new_ms']:.1f} "
+                     f"| {r['ratio']:.3f} "
                      f"| {r['lo']:.3f}–{r['hi']:.3f} | {'yes' if r['ratio'] <= TOLERANCE else '**no**'} "
                      f"| {r['base_faults']:.0f} | {r['new_faults']:.0f} |")
     return "\n".join(lines)
 
 
-def heap_table(runs: Runs, after: Tree, rounds: int, steps: int) -> str:
+def heap_table(runs: Runs, after: Tree, rounds: int, steps: int, quick: bool = False) -> str:
     env = " ".join(f"{k}={v}" for k, v in HEAP_ENV.items())
-    lines = [f"tree: {after.desc}. {rounds} rounds of fresh processes alternating glibc's defaults / `{env}`; "
-             f"each process trains one model alone for {steps} timed steps (after 2 warm-up steps).", "",
+    plan_rounds, plan_steps = _plan(rounds, steps, quick)
+    lines = [f"tree: {after.desc}. {plan_rounds} alternating glibc's defaults / `{env}`; "
+             f"each process trains one model alone for {plan_steps}.", "",
              "| model | mode | glibc defaults ms | MALLOC_* set ms | set / defaults | per-round ratios (min–max) "
              "| page faults / step, defaults | set |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in _summary(runs, "glibc defaults", "MALLOC_* set"):
-        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['base_ms']:.1f} | {r['new_ms']:.1f} | {r['ratio']:.3f} "
+        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['base_ms']:.1f} | {r['new_ms']:.1f} "
+                     f"| {r['ratio']:.3f} "
                      f"| {r['lo']:.3f}–{r['hi']:.3f} | {r['base_faults']:.0f} | {r['new_faults']:.0f} |")
     return "\n".join(lines)
 
@@ -242,12 +254,12 @@ def report(before: str | None = BEFORE, after: str | None = None, *, rounds: int
     if ab:
         before_tree = resolve(before)
         runs = measure_ab(before_tree, after_tree, cases, rounds, steps, quick, threads)
-        parts.append(ab_table(runs, before_tree, after_tree, rounds, steps))
+        parts.append(ab_table(runs, before_tree, after_tree, rounds, steps, quick))
         if raw is not None:
             raw["ab"] = [dict(model=k[0], mode=k[1], runs=v) for k, v in runs.items()]
     if heap:
         runs = measure_heap(after_tree, cases, rounds, steps, quick, threads)
-        parts.append(heap_table(runs, after_tree, rounds, steps))
+        parts.append(heap_table(runs, after_tree, rounds, steps, quick))
         if raw is not None:
             raw["heap"] = [dict(model=k[0], mode=k[1], runs=v) for k, v in runs.items()]
     return "\n\n".join(parts)

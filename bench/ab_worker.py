@@ -60,7 +60,8 @@ def build(cfg, memory_saving: bool):
     torch.manual_seed(0)
     blocks = []
     for i in range(cfg.n_blocks):
-        blocks += [ActNorm(cfg.dim), DoubleAffineCoupling(cfg.dim, cfg.hidden, cfg.depth, **kw), Shuffle(cfg.dim, seed=i)]
+        blocks += [ActNorm(cfg.dim), DoubleAffineCoupling(cfg.dim, cfg.hidden, cfg.depth, **kw),
+                   Shuffle(cfg.dim, seed=i)]
     return (ConditionalFlow if cfg.cond_dim else Flow)(blocks, memory_saving=memory_saving)
 
 

@@ -67,7 +67,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             continue
-        reasons = [str(m.kwargs.get("reason", m.args[1] if len(m.args) > 1 else "")) for m in item.iter_markers("skipif")]
+        reasons = [str(m.kwargs.get("reason", m.args[1] if len(m.args) > 1 else ""))
+                   for m in item.iter_markers("skipif")]
         params = getattr(getattr(item, "callspec", None), "params", {})
         if any(lacks_gpu(r) for r in reasons) or any(_is_cuda(v) for v in params.values()):
             item.add_marker(pytest.mark.gpu)
