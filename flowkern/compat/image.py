@@ -232,14 +232,25 @@ class GlowBlock(nn.Module):
         a = torch.exp(-norm.s).reshape(-1)
         b = -norm.t.reshape(-1) * a
         acc = _acc(like.dtype)
-        if conv.use_lu:
-            W = conv._assemble_W()
+        if conv.use_lu:  # W = P L U, as normflows' _assemble_W, with cached triangular masks
+            lower, upper = self._masks(conv.num_channels, conv.L)
+            U = conv.U * upper + torch.diag(conv.sign_S * torch.exp(conv.log_S))
+            W = conv.P @ (conv.L * lower + conv.eye) @ U
             ld_w = conv.log_S.to(acc).sum()
         else:
             W = conv.W
             ld_w = torch.slogdet(conv.W.to(acc))[1]
         W = W.to(like.dtype)
         return W * a.to(like.dtype), W @ b.to(like.dtype), -norm.s.to(acc).sum() + ld_w
+
+    def _masks(self, n: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Strictly lower / strictly upper triangular 0-1 masks (cached per size, dtype, device)."""
+        cache = self.__dict__.setdefault("_mask_cache", {})
+        key = (n, like.dtype, like.device)
+        if key not in cache:
+            ones = torch.ones(n, n, dtype=like.dtype, device=like.device)
+            cache[key] = (torch.tril(ones, -1), torch.triu(ones, 1))
+        return cache[key]
 
     def _split(self, channels: int) -> tuple[int, str]:
         return (channels + 1) // 2, "first" if self.flows[0].flows[0].mode == "channel" else "second"

@@ -165,11 +165,16 @@ def channels_last_call(fn, x: torch.Tensor):
 
 # ---- Glow step --------------------------------------------------------------------------------
 def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y[:, i] = sum_j weight[i, j] x[:, j] (+ bias[i]) at every position of x (B, C, *S)."""
-    if x.dim() == 4:
-        return F.conv2d(x, weight[:, :, None, None], bias)
-    y = torch.tensordot(weight, x, dims=([1], [1])).movedim(0, 1)
-    return y if bias is None else y + bias.reshape(1, -1, *([1] * (x.dim() - 2)))
+    """y[:, i] = sum_j weight[i, j] x[:, j] (+ bias[i]) at every position of x (B, C, *S), as one
+    batched matrix product over the flattened positions (several times faster than ``conv2d``
+    with a 1x1 kernel at Glow's small channel counts on CPU)."""
+    B, C = x.shape[:2]
+    xv = x.reshape(B, C, -1)
+    if bias is None:
+        y = torch.matmul(weight, xv)
+    else:
+        y = torch.baddbmm(bias.reshape(1, -1, 1), weight.expand(B, -1, -1), xv)
+    return y.reshape(B, weight.shape[0], *x.shape[2:])
 
 
 def backprop_folded_conv(u: torch.Tensor, grad_u: torch.Tensor, grad_logdet: torch.Tensor, w: torch.Tensor,
@@ -188,9 +193,10 @@ def backprop_folded_conv(u: torch.Tensor, grad_u: torch.Tensor, grad_logdet: tor
         w_inv = torch.linalg.inv(wd.double())
         x = conv1x1(u, w_inv.to(wd.dtype), (-(w_inv @ bd.double())).to(wd.dtype))  # W'^{-1} u - W'^{-1} b'
         grad_x = conv1x1(grad_u, wd.T)
-        gu, xf = grad_u.reshape(u.shape[0], C, -1), x.reshape(u.shape[0], C, -1)
-        g_w = torch.einsum("bin,bjn->ij", gu, xf)
-        g_b = gu.sum((0, 2))
+        # one (C, B*N) x (B*N, C) product (a batched product of B tiny matrices is several times slower)
+        gu = grad_u.reshape(u.shape[0], C, -1).transpose(0, 1).reshape(C, -1)
+        g_w = gu @ x.reshape(u.shape[0], C, -1).transpose(0, 1).reshape(C, -1).T
+        g_b = gu.sum(1)
         g_ld = (n_pix * grad_logdet.sum()).to(ld.dtype)
     params = trainable_parameters(*owners)
     if params:

@@ -1,0 +1,475 @@
+"""Multi-scale image flows: one Glow training step (forward + backward + Adam) of normflows'
+notebook Glow beside its flowkern conversion — standard, memory-saving and under
+``torch.compile`` — with the same architecture and the same weights, on CPU in float32.
+
+Model: normflows' ``examples/glow.ipynb`` Glow (L levels of K ``GlowBlock`` s and a ``Squeeze``,
+``Merge`` between levels, ``ClassCondDiagGaussian`` bases over 10 classes), its actnorms
+initialised on one sample; flowkern's is ``flowkern.compat.convert`` of it (the same weights).
+Every implementation steps with ``torch.optim.Adam``.
+
+Each measurement runs in a fresh subprocess (one at a time), so its peak RSS is that of one
+training process: ``peak RSS`` is the process's ``ru_maxrss``; ``step RSS`` subtracts the RSS
+after the model and batch were built (the interpreter, torch and the weights). Step times are
+medians over the timed steps after two warm-up steps. Bytes saved for backward: tensors packed
+by autograd during the forward + loss (``torch.autograd.graph.saved_tensors_hooks``,
+deduplicated by storage), per sample.
+
+Conv floor: every convolution of the step — each block's 1x1 convolution and its subnet's three
+convolutions — forward, grad-input and grad-weight, on tensors of the step's shapes, run back to
+back: what the step costs if everything but the convolutions were free; timed NCHW (as
+normflows runs them) and channels-last (as flowkern's subnets run on CPU). The memory-saving
+step re-runs the subnets' forward, a third of the floor: the bound beside its ratio is
+``1 + conv_floor / 3 / standard step``.
+
+Largest resolution at batch 8 within the memory budget (8 GiB): square images, sides multiple of
+32; each size is one training step in a fresh subprocess whose RSS is watched (and the process
+killed above the budget); normflows' size is searched, flowkern's memory-saving mode
+(``memory_saving_chunk=1``) is tried at four times normflows' side.
+
+Run ``python bench/bench_image.py [--quick]``; ``main(argv)`` is the entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+__all__ = ["Config", "CONFIGS", "QUICK", "main"]
+
+GIB = 2 ** 30
+IMPLS = ("normflows", "flowkern", "flowkern-ms", "flowkern-compile")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    size: int
+    levels: int = 3
+    depth: int = 8
+    hidden: int = 64
+    batch: int = 32
+    steps: int = 5
+    classes: int = 10
+
+
+CONFIGS = [
+    Config("notebook Glow 32x32, hidden 64", 32, hidden=64, batch=32),
+    Config("notebook Glow 32x32, hidden 256", 32, hidden=256, batch=32),
+    Config("64x64, K=2, hidden 64", 64, depth=2, hidden=64, batch=16),
+    Config("128x128, K=2, hidden 64", 128, depth=2, hidden=64, batch=8, steps=3),
+]
+QUICK = [
+    Config("quick 16x16, hidden 16", 16, levels=2, depth=2, hidden=16, batch=8, steps=2),
+    Config("quick 32x32, hidden 32", 32, levels=2, depth=1, hidden=32, batch=8, steps=2),
+]
+
+
+# ---- the worker: one measurement in a fresh process ------------------------------------------------
+def _vm_rss(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def notebook_glow(cfg: Config):
+    import normflows as nf
+    import torch
+
+    L, C, S = cfg.levels, 3, cfg.size
+    torch.manual_seed(0)
+    q0, merges, flows = [], [], []
+    for i in range(L):
+        level = [nf.flows.GlowBlock(C * 2 ** (L + 1 - i), cfg.hidden, split_mode="channel", scale=True)
+                 for _ in range(cfg.depth)]
+        flows.append(level + [nf.flows.Squeeze()])
+        if i > 0:
+            merges.append(nf.flows.Merge())
+            latent = (C * 2 ** (L - i), S // 2 ** (L - i), S // 2 ** (L - i))
+        else:
+            latent = (C * 2 ** (L + 1), S // 2 ** L, S // 2 ** L)
+        q0.append(nf.distributions.ClassCondDiagGaussian(latent, cfg.classes))
+    return nf.MultiscaleFlow(q0, flows, merges)
+
+
+def _saved_bytes(fn) -> int:
+    import torch
+
+    per: dict[int, int] = {}
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        per[key] = max(per.get(key, 0), t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    out.backward()
+    return sum(per.values())
+
+
+def worker(job: dict) -> dict:
+    """One implementation on one config: step times, saved bytes, RSS (``job['mode']``:
+    'step' times the step, 'memory' runs one step for its peak RSS, 'floor' times the convs)."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    cfg = Config(**job["config"])
+    if job["mode"] == "floor":
+        return conv_floor(cfg)
+    impl = job["impl"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # normflows' LU init calls the deprecated torch.lu
+        peer = notebook_glow(cfg)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(cfg.batch, 3, cfg.size, cfg.size, generator=g)
+    y = torch.randint(0, cfg.classes, (cfg.batch,), generator=g)
+    with torch.no_grad():  # actnorm init (normflows: on the first call), on one sample so that the
+        peer.log_prob(x[:1], y[:1])  # init pass adds nothing to the peak RSS of large images
+    if impl == "normflows":
+        model = peer
+    else:
+        from flowkern.compat import convert
+
+        model = convert(peer, memory_saving=impl == "flowkern-ms",
+                        memory_saving_chunk=job.get("chunk"))
+        del peer
+    loss_fn = model.forward_kld
+    compile_s = None
+    if impl == "flowkern-compile":
+        loss_fn = torch.compile(model.forward_kld)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    base_rss = _vm_rss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(x, y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    out: dict = {"impl": impl, "config": cfg.name, "base_rss": base_rss}
+    t0 = time.perf_counter()
+    loss = step()
+    first = time.perf_counter() - t0
+    if impl == "flowkern-compile":
+        compile_s = first
+    if job["mode"] == "step":
+        step()
+        times = []
+        for _ in range(cfg.steps):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        out.update(step_ms=statistics.median(times) * 1e3, step_ms_min=min(times) * 1e3, compile_s=compile_s)
+        if impl != "flowkern-compile":
+            opt.zero_grad(set_to_none=True)
+            out["saved_per_sample"] = _saved_bytes(lambda: model.forward_kld(x, y)) / cfg.batch
+    out.update(loss=float(loss), peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return out
+
+
+def conv_floor(cfg: Config) -> dict:
+    """Every convolution of the step, forward + grad-input + grad-weight, back to back (NCHW and
+    channels-last), median over rounds."""
+    import torch
+    import torch.nn.functional as F
+
+    shapes = []  # (channels in, channels out, kernel, spatial)
+    C = 3
+    for lvl in range(cfg.levels):
+        C, S = C * 4, cfg.size // 2 ** (lvl + 1)
+        for _ in range(cfg.depth):
+            shapes += [(C, C, 1, S), ((C + 1) // 2, cfg.hidden, 3, S), (cfg.hidden, cfg.hidden, 1, S),
+                       (cfg.hidden, 2 * (C // 2), 3, S)]
+        C //= 2
+    g = torch.Generator().manual_seed(0)
+    res = {}
+    for fmt in ("nchw", "channels_last"):
+        mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        ops = []
+        for cin, cout, k, S in shapes:
+            x = torch.randn(cfg.batch, cin, S, S, generator=g).contiguous(memory_format=mf)
+            w = torch.randn(cout, cin, k, k, generator=g).contiguous(memory_format=mf)
+            b = torch.randn(cout, generator=g)
+            go = torch.randn(cfg.batch, cout, S, S, generator=g).contiguous(memory_format=mf)
+            ops.append((x, w, b, go, k // 2))
+
+        def run(ops=ops):
+            for x, w, b, go, p in ops:
+                F.conv2d(x, w, b, padding=p)
+                torch.ops.aten.convolution_backward(go, x, w, [w.shape[0]], [1, 1], [p, p], [1, 1], False, [0, 0], 1,
+                                                    [True, True, True])
+
+        run()
+        run()
+        times = []
+        for _ in range(max(3, cfg.steps)):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        res[fmt] = statistics.median(times) * 1e3
+    return {"floor_nchw_ms": res["nchw"], "floor_cl_ms": res["channels_last"]}
+
+
+# ---- the driver ----------------------------------------------------------------------------------
+def _launch(job: dict, budget: int | None = None, timeout: float = 1800.0) -> dict:
+    """Run :func:`worker` in a fresh process; with ``budget`` kill it when its RSS passes the budget."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    watched, killed, t0 = 0, False, time.time()
+    while proc.poll() is None:
+        try:
+            watched = max(watched, _vm_rss(proc.pid))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        if budget is not None and watched > budget:
+            proc.kill()
+            killed = True
+            break
+        if time.time() - t0 > timeout:
+            proc.kill()
+            return {"error": f"timeout after {timeout:.0f} s", "watched_rss": watched}
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate()
+    if killed:
+        return {"over_budget": True, "watched_rss": watched}
+    if proc.returncode != 0:
+        return {"error": (stderr or stdout).strip().splitlines()[-1] if (stderr or stdout).strip() else
+                f"exit {proc.returncode}", "watched_rss": watched}
+    out = json.loads(stdout.strip().splitlines()[-1])
+    out["watched_rss"] = watched
+    return out
+
+
+def _fmt_ms(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _fmt_bytes(v) -> str:
+    if v is None:
+        return "-"
+    for unit, n in (("GiB", GIB), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if v >= n:
+            return f"{v / n:.2f} {unit}"
+    return f"{v:.0f} B"
+
+
+def largest_trainable(cfg: Config, impl: str, budget: int, threads: int, sizes: list[int], chunk: int | None,
+                      log) -> tuple[int | None, dict]:
+    """The largest side in ``sizes`` (ascending) whose batch-8 step stays within ``budget``
+    (first a doubling search, then bisection between the last pass and the first failure)."""
+    results: dict[int, dict] = {}
+
+    def fits(side: int) -> bool:
+        if side not in results:
+            job = dict(config=asdict(replace(cfg, size=side, batch=8, steps=1)), impl=impl, mode="memory",
+                       threads=threads, chunk=chunk)
+            r = _launch(job, budget)
+            results[side] = r
+            log(f"    {impl} {side}x{side}: " + ("over budget" if r.get("over_budget") else r.get("error") or
+                                               f"peak RSS {_fmt_bytes(r['peak_rss'])}"))
+        r = results[side]
+        return not r.get("over_budget") and "error" not in r and r["peak_rss"] <= budget
+
+    lo, hi = None, None
+    i = 0
+    while i < len(sizes):
+        if fits(sizes[i]):
+            lo, i = i, (2 * i + 1 if i else 1)
+        else:
+            hi = i
+            break
+    if lo is None:
+        return None, results
+    hi = len(sizes) if hi is None else hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(sizes[mid]):
+            lo = mid
+        else:
+            hi = mid
+    return sizes[lo], results
+
+
+def run(args) -> dict:
+    configs = QUICK if args.quick else CONFIGS
+    log = (lambda s: print(s, file=sys.stderr, flush=True))
+    res: dict = {"threads": args.threads, "steps": {}, "floor": {}, "growth": {}, "budget": {}}
+    for cfg in configs:
+        log(f"{cfg.name}")
+        res["floor"][cfg.name] = _launch(dict(config=asdict(cfg), mode="floor", threads=args.threads))
+        for impl in IMPLS:
+            if impl == "flowkern-compile" and args.no_compile:
+                continue
+            r = _launch(dict(config=asdict(cfg), impl=impl, mode="step", threads=args.threads))
+            res["steps"][cfg.name, impl] = r
+            log(f"  {impl}: {_fmt_ms(r.get('step_ms'))} ms {r.get('error', '')}")
+    # growth with K, with resolution, with levels: saved bytes per sample and peak RSS (one step)
+    base = Config("growth", 32, depth=2, hidden=64, batch=8, steps=1) if not args.quick else \
+        Config("growth", 16, levels=2, depth=1, hidden=16, batch=4, steps=1)
+    grid = {"K": [(replace(base, depth=k), k) for k in ((2, 4, 8) if not args.quick else (1, 2))],
+            "resolution": [(replace(base, size=s), s) for s in ((32, 64, 128) if not args.quick else (16, 32))],
+            "levels": [(replace(base, size=64 if not args.quick else 32, levels=lv), lv)
+                       for lv in ((2, 3, 4) if not args.quick else (2, 3))]}
+    for axis, cases in grid.items():
+        for cfg, value in cases:
+            for impl in ("normflows", "flowkern-ms"):
+                r = _launch(dict(config=asdict(cfg), impl=impl, mode="step", threads=args.threads))
+                res["growth"][axis, value, impl] = r
+                log(f"  growth {axis}={value} {impl}: saved/sample {_fmt_bytes(r.get('saved_per_sample'))}, "
+                    f"peak RSS {_fmt_bytes(r.get('peak_rss'))}")
+    if not args.skip_budget:
+        budget = int(args.budget_gib * GIB)
+        cfg = configs[0]
+        sizes = list(range(32, 4097, 32)) if not args.quick else list(range(32, 1025, 32))
+        log(f"largest trainable side at batch 8 within {args.budget_gib:g} GiB ({cfg.name} architecture)")
+        nf_side, nf_res = largest_trainable(cfg, "normflows", budget, args.threads, sizes, None, log)
+        res["budget"]["normflows"] = (nf_side, nf_res)
+        fk_res: dict = {}
+        fk_side = None
+        if nf_side:
+            target = 4 * nf_side
+            r = _launch(dict(config=asdict(replace(cfg, size=target, batch=8, steps=1)), impl="flowkern-ms",
+                             mode="memory", threads=args.threads, chunk=1), budget, timeout=3600)
+            fk_res[target] = r
+            log(f"    flowkern-ms {target}x{target}: " + ("over budget" if r.get("over_budget") else
+                                                          r.get("error") or f"peak RSS {_fmt_bytes(r['peak_rss'])}"))
+            if not r.get("over_budget") and "error" not in r:
+                fk_side = target
+            else:
+                fk_side, more = largest_trainable(cfg, "flowkern-ms", budget, args.threads,
+                                                  [s for s in sizes if nf_side <= s < target], 1, log)
+                fk_res.update(more)
+        res["budget"]["flowkern-ms"] = (fk_side, fk_res)
+    return res
+
+
+def table(res: dict, args) -> str:
+    configs = QUICK if args.quick else CONFIGS
+    lines = [f"### Glow training step (normflows notebook Glow and its flowkern conversion), CPU float32, "
+             f"{res['threads']} threads, one run", "",
+             "| config | normflows ms | flowkern ms | speedup | memory-saving ms | ms / std | bound 1+floor/3/std "
+             "| torch.compile ms (compile s) | conv floor NCHW / CL ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    targets = []
+    for cfg in configs:
+        s = {impl: res["steps"].get((cfg.name, impl), {}) for impl in IMPLS}
+        fl = res["floor"].get(cfg.name, {})
+        nf, fk, ms, cp = (s[i].get("step_ms") for i in IMPLS)
+        speed = nf / fk if nf and fk else None
+        ratio = ms / fk if ms and fk else None
+        bound = 1 + fl.get("floor_cl_ms", 0) / 3 / fk if fk and fl.get("floor_cl_ms") else None
+        cs = s["flowkern-compile"].get("compile_s")
+        lines.append(f"| {cfg.name} (B={cfg.batch}, L={cfg.levels}, K={cfg.depth}) | {_fmt_ms(nf)} | {_fmt_ms(fk)} | "
+                     f"{'-' if speed is None else f'{speed:.2f}x'} | {_fmt_ms(ms)} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}x'} | {'-' if bound is None else f'{bound:.2f}x'} | "
+                     f"{_fmt_ms(cp)} ({'-' if cs is None else f'{cs:.0f}'}) | "
+                     f"{_fmt_ms(fl.get('floor_nchw_ms'))} / {_fmt_ms(fl.get('floor_cl_ms'))} |")
+        if speed is not None:
+            small = cfg.hidden <= 64
+            targets.append(f"standard step vs normflows at {cfg.name}: {speed:.2f}x "
+                           f"({'met' if speed >= (1.25 if small else 1.0) else 'MISSED'}; target "
+                           f"{'>= 1.25x (small hidden width)' if small else 'not slower'})")
+        if ratio is not None:
+            targets.append(f"memory-saving / standard at {cfg.name}: {ratio:.2f}x "
+                           f"({'met' if ratio <= 1.45 else 'MISSED'}; target <= 1.45x; bound "
+                           f"{'-' if bound is None else f'{bound:.2f}x'})")
+    lines += ["", "| config | saved for backward per sample: normflows / flowkern / memory-saving | "
+                  "peak RSS: normflows / flowkern / memory-saving | step RSS (peak - after build) |",
+              "|---|---|---|---|"]
+    for cfg in configs:
+        s = {impl: res["steps"].get((cfg.name, impl), {}) for impl in IMPLS[:3]}
+        saved = " / ".join(_fmt_bytes(s[i].get("saved_per_sample")) for i in IMPLS[:3])
+        rss = " / ".join(_fmt_bytes(s[i].get("peak_rss")) for i in IMPLS[:3])
+        step_rss = " / ".join(_fmt_bytes(s[i]["peak_rss"] - s[i]["base_rss"]) if "peak_rss" in s[i] else "-"
+                              for i in IMPLS[:3])
+        lines.append(f"| {cfg.name} | {saved} | {rss} | {step_rss} |")
+        nf, ms = s["normflows"], s["flowkern-ms"]
+        if "64x64" in cfg.name and nf.get("saved_per_sample") and ms.get("saved_per_sample"):
+            r = ms["saved_per_sample"] / nf["saved_per_sample"]
+            targets.append(f"memory-saving saved bytes at 64x64: {100 * r:.2f}% of normflows' "
+                           f"({'met' if r <= 0.02 else 'MISSED'}; target <= 2%)")
+        if "128x128" in cfg.name and nf.get("peak_rss") and ms.get("peak_rss"):
+            r_raw = ms["peak_rss"] / nf["peak_rss"]
+            r_step = (ms["peak_rss"] - ms["base_rss"]) / max(1, nf["peak_rss"] - nf["base_rss"])
+            targets.append(f"peak RSS at 128x128: memory-saving {100 * r_raw:.0f}% of normflows' "
+                           f"({'met' if r_raw <= 0.25 else 'MISSED'}; target <= 25%); above the process baseline "
+                           f"(interpreter, torch, weights): {100 * r_step:.0f}% ({'met' if r_step <= 0.25 else 'MISSED'})")
+    for axis in ("K", "resolution", "levels"):
+        cases = sorted({k[1] for k in res["growth"] if k[0] == axis})
+        if not cases:
+            continue
+        lines += ["", f"Growth with {axis} (batch {8 if not args.quick else 4}; saved for backward per sample, "
+                      "peak RSS):", "", f"| {axis} | normflows saved | memory-saving saved | normflows peak RSS | "
+                                        "memory-saving peak RSS |", "|---|---|---|---|---|"]
+        ms_saved = []
+        for v in cases:
+            a, b = res["growth"].get((axis, v, "normflows"), {}), res["growth"].get((axis, v, "flowkern-ms"), {})
+            ms_saved.append(b.get("saved_per_sample"))
+            lines.append(f"| {v} | {_fmt_bytes(a.get('saved_per_sample'))} | {_fmt_bytes(b.get('saved_per_sample'))} | "
+                         f"{_fmt_bytes(a.get('peak_rss'))} | {_fmt_bytes(b.get('peak_rss'))} |")
+        if axis in ("K", "levels") and all(v is not None for v in ms_saved):
+            const = len(set(ms_saved)) == 1
+            targets.append(f"memory-saving saved bytes constant in {axis}: {'met' if const else 'MISSED'} "
+                           f"({', '.join(_fmt_bytes(v) for v in ms_saved)})")
+    if res["budget"]:
+        nf_side, nf_res = res["budget"]["normflows"]
+        fk_side, fk_res = res["budget"]["flowkern-ms"]
+        lines += ["", f"Largest square side trainable at batch 8 within {args.budget_gib:g} GiB (peak RSS measured in "
+                      f"a fresh process; {configs[0].name} architecture):", "",
+                  "| implementation | largest side | peak RSS there | tried |", "|---|---|---|---|"]
+        for name, side, tried in (("normflows", nf_side, nf_res), ("flowkern memory-saving (chunk 1)", fk_side, fk_res)):
+            rss = tried.get(side, {}).get("peak_rss") if side else None
+            shown = ", ".join(f"{k}: {'over' if v.get('over_budget') else ('error' if 'error' in v else _fmt_bytes(v['peak_rss']))}"
+                              for k, v in sorted(tried.items()))
+            lines.append(f"| {name} | {side or '-'} | {_fmt_bytes(rss)} | {shown} |")
+        if nf_side and fk_side:
+            r = fk_side / nf_side
+            targets.append(f"largest trainable side within {args.budget_gib:g} GiB: {fk_side} vs {nf_side} = {r:.1f}x "
+                           f"({'met' if r >= 4 else 'MISSED'}; target >= 4x)")
+    lines += ["", "Targets:", ""] + [f"- {t}" for t in targets]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 GiB budget (a minute or two)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--budget-gib", type=float, default=None, help="memory budget (default 8, quick 1)")
+    parser.add_argument("--skip-budget", action="store_true", help="skip the largest-resolution search")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.budget_gib is None:
+        args.budget_gib = 1.0 if args.quick else 8.0
+    res = run(args)
+    text = table(res, args)
+    print(text)
+    if args.json:
+        flat = json.loads(json.dumps({k: ({str(kk): vv for kk, vv in v.items()} if isinstance(v, dict) else v)
+                                      for k, v in res.items()}, default=str))
+        args.json.write_text(json.dumps(flat, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
