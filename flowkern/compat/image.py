@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.base import ParamGrads
+from ..nn.base import ParamGrads, backprop_block
 from ..nn.graph import InvertibleProgram, ModuleNode, Node, run_program
 from ..nn.image import autocast_off, backprop_folded_conv, channels_last_call, conv1x1
 from ..nn.squeeze import Squeeze as _Squeeze2x2
@@ -209,6 +209,15 @@ class GlowBlock(nn.Module):
     def fusable(self) -> bool:
         """Whether the block runs as folded conv + fused op: a channel-split coupling with scale,
         a 1x1 conv and a per-channel actnorm."""
+        key = tuple(id(f) for f in self.flows)
+        cached = self.__dict__.get("_fusable_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        ok = self._check_fusable()
+        self.__dict__["_fusable_cache"] = (key, ok)
+        return ok
+
+    def _check_fusable(self) -> bool:
         if len(self.flows) != 3:
             return False
         block, conv, norm = self.flows
@@ -298,20 +307,18 @@ class GlowBlock(nn.Module):
                             ) -> tuple[Tensor, Tensor]:
         """Memory-saving step of the normalising direction: one subnet evaluation serves the
         rebuild of u and the re-run of the op; the folded conv in closed form."""
-        from ..nn.base import backprop_block
-
         split, passive = self._split(y.shape[1])
         with torch.enable_grad():
             u_p = self._part(y, split, passive).detach().requires_grad_(True)
             s_raw, t, kw = self._coupling_args(u_p)
         with torch.no_grad():
             u, _ = coupling_forward(y, s_raw.detach(), t.detach(), split=split, passive=passive, **kw)
-        with torch.enable_grad():
-            u_a = (u[:, split:] if passive == "first" else u[:, :split]).detach().requires_grad_(True)
-            joined = torch.cat((u_p, u_a) if passive == "first" else (u_a, u_p), 1)
-            out, ld_c = coupling_inverse(joined, s_raw, t, split=split, passive=passive, **kw)
-            (g_p, g_a), _ = backprop_block(self.flows[0], (out, ld_c), (grad_y, grad_logdet), (u_p, u_a), None, grads)
-        grad_u = torch.cat((g_p, g_a) if passive == "first" else (g_a, g_p), 1)
+        with torch.enable_grad():  # the op re-run on u itself; the subnet's grad joins on its passive part
+            u_leaf = u.detach().requires_grad_(True)
+            out, ld_c = coupling_inverse(u_leaf, s_raw, t, split=split, passive=passive, **kw)
+            (grad_u, g_p), _ = backprop_block(self.flows[0], (out, ld_c), (grad_y, grad_logdet), (u_leaf, u_p), None,
+                                              grads)
+        self._part(grad_u, split, passive).add_(g_p)
         with torch.enable_grad(), autocast_off(u):
             w, b, ld = self.folded(u)
         x, grad_x = backprop_folded_conv(u, grad_u, grad_logdet, w, b, ld, (self.flows[1], self.flows[2]), grads)

@@ -31,7 +31,7 @@ from torch import nn
 
 from .base import InvertibleModule, ParamGrads, add_param_grad, trainable_parameters
 
-__all__ = ["Node", "ModuleNode", "InvertibleProgram", "run_program"]
+__all__ = ["Node", "ModuleNode", "InvertibleProgram", "run_program", "DeferredGrads"]
 
 Conds = tuple  # tuple[torch.Tensor | None, ...]
 
@@ -198,6 +198,29 @@ def _autocast_state(device_type: str) -> tuple | None:
     return device_type, torch.get_autocast_dtype(device_type)
 
 
+class DeferredGrads(dict):
+    """The parameter-grad accumulator of the memory-saving backward (``id(param) -> grad``), with
+    ``pending``: small per-node graphs (e.g. a folded 1x1 convolution's weight as a function of its
+    LU factors and actnorm) whose parameter grads are computed in one ``autograd.grad`` call at the
+    end (:meth:`flush`) instead of one call per node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[tuple, tuple, list]] = []
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        outputs = [o for outs, _, _ in self.pending for o in outs]
+        grads = [g for _, gs, _ in self.pending for g in gs]
+        params = list({id(p): p for _, _, ps in self.pending for p in ps}.values())
+        self.pending = []
+        with torch.enable_grad():
+            got = torch.autograd.grad(outputs, params, grads, allow_unused=True)
+        for p, g in zip(params, got):
+            add_param_grad(self, p, g)
+
+
 def _initialized(program: InvertibleProgram) -> bool:
     """Whether every data-dependent init (actnorms) of the program's modules has run."""
     from .base import InitFlag
@@ -254,7 +277,7 @@ class _ProgramFunction(torch.autograd.Function):
         if grad_logdet is None:
             grad_logdet = torch.zeros(B, dtype=_acc(outs[0].dtype), device=outs[0].device)
         want_c = [c is not None and ctx.needs_input_grad[4 + n_x + i] for i, c in enumerate(conds)]
-        param_grads: ParamGrads = {}
+        param_grads = DeferredGrads()
         autocast = torch.autocast(*ctx.autocast[:1], dtype=ctx.autocast[1]) if ctx.autocast else contextlib.nullcontext()
         per_chunk = []
         with autocast:
@@ -264,6 +287,7 @@ class _ProgramFunction(torch.autograd.Function):
                                  for c, w in zip(conds, want_c))
                 per_chunk.append(_backward_chunk(program, [o[sl].detach() for o in outs], [g[sl] for g in grad_outs],
                                                  grad_logdet[sl], conds_in, want_c, param_grads))
+            param_grads.flush()
         grad_xs = [torch.cat([p[0][k] for p in per_chunk]) if len(per_chunk) > 1 else per_chunk[0][0][k]
                    for k in range(n_x)]
         grad_xs = [g if ctx.needs_input_grad[4 + k] else None for k, g in enumerate(grad_xs)]

@@ -44,6 +44,7 @@ from .invconv import InvConv1x1
 from .squeeze import squeeze2x2, unsqueeze2x2
 
 __all__ = [
+    "defer_or_backprop",
     "channels_last_call",
     "backprop_folded_conv",
     "conv1x1",
@@ -200,11 +201,23 @@ def backprop_folded_conv(u: torch.Tensor, grad_u: torch.Tensor, grad_logdet: tor
         g_ld = (n_pix * grad_logdet.sum()).to(ld.dtype)
     params = trainable_parameters(*owners)
     if params:
-        with torch.enable_grad():
-            got = torch.autograd.grad((w, b, ld), params, (g_w.to(w.dtype), g_b.to(b.dtype), g_ld), allow_unused=True)
-        for p, g in zip(params, got):
-            add_param_grad(grads, p, g)
+        defer_or_backprop(grads, (w, b, ld), (g_w.to(w.dtype), g_b.to(b.dtype), g_ld), params)
     return x, grad_x
+
+
+def defer_or_backprop(grads: ParamGrads, outputs: tuple, grad_outputs: tuple, params: list) -> None:
+    """Parameter grads of small tensors ``outputs`` (functions of ``params``, built with grad): when
+    ``grads`` collects deferred work (:class:`flowkern.nn.graph.DeferredGrads`, the program's
+    memory-saving backward) they join one ``autograd.grad`` call at the end of the backward, else
+    they are back-propagated now."""
+    pending = getattr(grads, "pending", None)
+    if pending is not None:
+        pending.append((outputs, grad_outputs, params))
+        return
+    with torch.enable_grad():
+        got = torch.autograd.grad(outputs, params, grad_outputs, allow_unused=True)
+    for p, g in zip(params, got):
+        add_param_grad(grads, p, g)
 
 
 class GlowStep(InvertibleModule):
