@@ -29,7 +29,7 @@ from torch import nn
 from .nn.base import collect_check_errors
 from .nn.flow import ConditionalFlow, Flow
 from .nn.multiscale import MultiScaleFlow
-from .ops.spec import acc_dtype
+from .spec import acc_dtype
 
 __all__ = ["InvertibilityError", "CertifyReport", "certify", "add_arguments", "run"]
 

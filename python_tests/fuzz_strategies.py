@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from flowkern import backends
-from flowkern.ops import make_config
+from flowkern.ops import CouplingConfig
 
 from .helpers import TOL, flash_rule_ok
 
@@ -116,7 +116,7 @@ class Case:
 
     @property
     def cfg(self):
-        return make_config(self.split, self.passive, self.scale, self.clamp, self.atan_k, self.eps)
+        return CouplingConfig(self.split, self.passive, self.scale, self.clamp, self.atan_k, self.eps)
 
 
 _SIZES_1D = (1, 2, 3, 5, 7, 8, 9, 13, 16, 17, 31, 33, 64, 65)

@@ -18,7 +18,7 @@ import torch
 
 import flowkern
 from flowkern import backends
-from flowkern.ops import coupling_forward_ref, make_config
+from flowkern.ops import CouplingConfig, coupling_forward_ref
 
 from .fuzz_strategies import fuzz_backends, probe_backend
 from .helpers import make_case
@@ -126,7 +126,7 @@ def test_non_finite_inputs_propagate_like_the_reference(backend, bad):
     x, s_raw, t, a, b, kw = _case(dtype=torch.float64, layout="contiguous")
     x[1, 3, 2] = bad          # an active element of sample 1
     s_raw[2, 0, 1] = bad      # a scale of sample 2
-    cfg = make_config(kw["split"], kw["passive"], "atan")
+    cfg = CouplingConfig(kw["split"], kw["passive"], "atan")
     y_ref, ld_ref, err_ref = coupling_forward_ref(x, s_raw, t, a, b, cfg, check=True)
     y, ld, err = flowkern.coupling_forward(x, s_raw, t, a, b, scale="atan", check=True, backend=backend, **kw)
     torch.testing.assert_close(y, y_ref, equal_nan=True)
@@ -152,11 +152,12 @@ _SUBPROCESS_AUDIT = textwrap.dedent(
     ops = torch.ops.flowkern
     x = torch.randn(3, 5, 4); s = torch.randn(3, 3, 4); t = torch.randn(3, 3, 4)
     a = torch.rand(5) + 0.5; b = torch.randn(5)
-    cfg = dict(split=2, passive_first=True, scale=1, clamp=1.0, atan_k=0.6, eps=0.0)
+    cfg = dict(split=2, passive="first", scale="tanh", clamp=1.0, atan_k=0.6, eps=0.0)
     cases = {
         "split out of range": (x, s, t, a, b, {**cfg, "split": 7}),
         "split negative": (x, s, t, a, b, {**cfg, "split": -1}),
-        "scale id 9": (x, s, t, a, b, {**cfg, "scale": 9}),
+        "scale unknown": (x, s, t, a, b, {**cfg, "scale": "cosh"}),
+        "passive unknown": (x, s, t, a, b, {**cfg, "passive": "middle"}),
         "s_raw too small": (x, s[:, :1], t, a, b, cfg),
         "t wrong spatial": (x, s, t[..., :3], a, b, cfg),
         "a too short": (x, s, t, a[:2], b, cfg),
@@ -167,17 +168,18 @@ _SUBPROCESS_AUDIT = textwrap.dedent(
     }
     bad = []
     for name, (xx, ss, tt, aa, bb, c) in cases.items():
-        for op, extra in ((ops.coupling_fwd, (False,)), (ops.coupling_inv, ())):
+        for inverse in (False, True):
             try:
-                op(xx, ss, tt, aa, bb, c["split"], c["passive_first"], c["scale"], c["clamp"], c["atan_k"],
-                   c["eps"], *extra)
-                bad.append(f"{op}: {name}: no error")
+                ops.coupling(xx, ss, tt, aa, bb, c["split"], c["passive"], c["scale"], c["clamp"], c["atan_k"],
+                             c["eps"], inverse, False)
+                bad.append(f"coupling(inverse={inverse}): {name}: no error")
             except (TypeError, ValueError) as e:
                 pass
             except NotImplementedError as e:
                 print("SKIP:", str(e).splitlines()[0][:120]); raise SystemExit(0)
             except Exception as e:
-                bad.append(f"{op}: {name}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+                bad.append(f"coupling(inverse={inverse}): {name}: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:160]}")
     print("\\n".join(bad) if bad else "OK")
     raise SystemExit(1 if bad else 0)
     """
@@ -200,7 +202,7 @@ def test_compiled_op_rejects_meta_mixed_with_cpu():
         pytest.skip(probe_backend("cpu"))
     x, s_raw, t, a, b, _ = _case()
     with pytest.raises((ValueError, RuntimeError), match="device"):
-        torch.ops.flowkern.coupling_fwd(x, s_raw.to("meta"), t, a, b, 2, True, 1, 1.0, 0.6, 0.0, False)
+        torch.ops.flowkern.coupling(x, s_raw.to("meta"), t, a, b, 2, "first", "tanh", 1.0, 0.6, 0.0, False, False)
 
 
 # ---- layers (flowkern.nn contract) -----------------------------------------------

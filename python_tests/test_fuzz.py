@@ -23,7 +23,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import flowkern
-from flowkern.ops.spec import acc_dtype
+from flowkern.spec import acc_dtype
 
 from .fuzz_strategies import (
     DTYPES,
@@ -63,7 +63,7 @@ def _inverse(backend, case, inputs):
 def _logdet_magnitude(case: Case, exact_inputs) -> float:
     """max over the batch of sum |terms| of the log-det (the scale of its rounding error)."""
     _, s_raw, _, a, _ = exact_inputs
-    from flowkern.ops.coupling_ref import scale_ref
+    from flowkern.backends.reference import scale_ref
 
     s_abs = scale_ref(s_raw.detach(), case.cfg).abs().flatten(1).sum(1)
     n_spatial = math.prod(case.spatial)

@@ -228,15 +228,3 @@ def test_invariance_samples_vary_only_the_ignored_part():
         sample_invariances(cinn.translate, c, 2.0)
     with pytest.raises(ValueError, match="rep"):
         sample_invariances(cinn.translate, c[:, 0], 2)
-
-
-@pytest.mark.parametrize("module, path", [("flowkern.interpret", None), ("experts", EXAMPLE_DIR)])
-def test_interpretation_and_experts_do_not_import_translate(module, path):
-    """The IIN, the invariances and the example's experts sit beside Net2Net, on flowkern.training."""
-    code = (f"import sys; sys.path.insert(0, {str(path)!r}); " if path else "import sys; ") + \
-        f"import {module}, flowkern.training; " \
-        "print(sorted(m for m in sys.modules if m.startswith('flowkern.translate')))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=EXAMPLE_DIR.parents[1])
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"

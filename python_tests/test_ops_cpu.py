@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import flowkern
-from flowkern.ops.spec import SCALE_IDS
 
 from .helpers import TOL, flash_rule_ok, make_case
 
@@ -170,7 +169,7 @@ def test_nan_inf_propagate(spatial):
 
 def _direct_args(dtype=torch.float32):
     x, s_raw, t, a, b, kw = make_case(B=2, C=6, spatial=(3,), dtype=dtype)
-    return [x, s_raw, t, a, b, kw["split"], True, SCALE_IDS["tanh"], 1.0, 2 / math.pi, 0.0]
+    return [x, s_raw, t, a, b, kw["split"], "first", "tanh", 1.0, 2 / math.pi, 0.0]
 
 
 @pytest.mark.parametrize("mutate,exc,name", [
@@ -180,20 +179,26 @@ def _direct_args(dtype=torch.float32):
     (lambda v: v.__setitem__(5, 6), ValueError, "split"),
     (lambda v: v.__setitem__(4, None), ValueError, "a and b"),
     (lambda v: v.__setitem__(3, v[3][:5]), ValueError, "a must have shape"),
-    (lambda v: v.__setitem__(7, 9), ValueError, "scale"),
+    (lambda v: v.__setitem__(7, "cosh"), ValueError, "scale"),
+    (lambda v: v.__setitem__(6, "middle"), ValueError, "passive"),
     (lambda v: v.__setitem__(8, -1.0), ValueError, "clamp"),
 ])
 def test_bad_inputs_raise_naming_the_argument(mutate, exc, name):
     args = _direct_args()
     mutate(args)
     with pytest.raises(exc, match=name):  # the C++ checks
-        torch.ops.flowkern.coupling_fwd(*args, False)
+        torch.ops.flowkern.coupling(*args, False, False)
     with pytest.raises(exc, match="y" if name == "x" else name):
-        torch.ops.flowkern.coupling_inv(*args)
-    if name not in ("scale", "clamp"):  # the Python API (where scale is a name)
-        x, s_raw, t, a, b, split = args[:6]
-        with pytest.raises(exc, match=name):
-            flowkern.coupling_forward(x, s_raw, t, a, b, split=split, backend="cpu")
+        torch.ops.flowkern.coupling(*args, True, False)
+    x, s_raw, t, a, b, split, passive, scale, clamp = args[:9]  # the Python API: the same rules
+    with pytest.raises(exc, match=name):
+        flowkern.coupling_forward(x, s_raw, t, a, b, split=split, passive=passive, scale=scale, clamp=clamp,
+                                  backend="cpu")
+
+
+def test_check_is_for_the_forward_only():
+    with pytest.raises(ValueError, match="check"):
+        torch.ops.flowkern.coupling(*_direct_args(), True, True)
 
 
 def test_bad_grads_raise():
@@ -201,11 +206,11 @@ def test_bad_grads_raise():
     x = args[0]
     gl = torch.zeros(2)
     with pytest.raises(ValueError, match="grad_y"):
-        torch.ops.flowkern.coupling_fwd_bwd(x[:, :3], gl, *args)
+        torch.ops.flowkern.coupling_backward(x[:, :3], gl, *args, False)
     with pytest.raises(TypeError, match="grad_x"):
-        torch.ops.flowkern.coupling_inv_bwd(x.double(), gl, *args)
+        torch.ops.flowkern.coupling_backward(x.double(), gl, *args, True)
     with pytest.raises(ValueError, match="grad_logdet"):
-        torch.ops.flowkern.coupling_fwd_bwd(x, torch.zeros(3), *args)
+        torch.ops.flowkern.coupling_backward(x, torch.zeros(3), *args, False)
 
 
 @pytest.mark.parametrize("B,C,spatial,layout", [(64, 16, (1024,), "interleaved"), (6000, 20, (), "halves"),
@@ -236,48 +241,20 @@ def test_empty_batch(spatial):
     assert xi.shape == x.shape and ld.shape == (0,)
 
 
-def test_opcheck_all_four_ops():
+def test_opcheck_op_and_backward():
     for dtype, spatial, actnorm in [(torch.float32, (), True), (torch.float64, (3, 2), False)]:
         x, s_raw, t, a, b, kw = make_case(B=3, C=5, spatial=spatial, dtype=dtype, layout="interleaved",
                                           actnorm=actnorm)
-        cfg = (kw["split"], True, SCALE_IDS["tanh"], 1.0, 2 / math.pi, 0.0)
+        cfg = (kw["split"], "first", "tanh", 1.0, 2 / math.pi, 0.0)
         acc = torch.float64 if dtype == torch.float64 else torch.float32
         gl = torch.randn(3, dtype=acc)
         g = torch.randn_like(x)
-        torch.library.opcheck(torch.ops.flowkern.coupling_fwd.default, (x, s_raw, t, a, b, *cfg, True))
-        torch.library.opcheck(torch.ops.flowkern.coupling_inv.default, (x, s_raw, t, a, b, *cfg))
-        torch.library.opcheck(torch.ops.flowkern.coupling_fwd_bwd.default, (g, gl, x, s_raw, t, a, b, *cfg))
-        torch.library.opcheck(torch.ops.flowkern.coupling_inv_bwd.default, (g, gl, x, s_raw, t, a, b, *cfg))
-        xg = x.clone().requires_grad_(True)
-        torch.library.opcheck(torch.ops.flowkern.coupling_fwd.default, (xg, s_raw, t, a, b, *cfg, False))
-
-
-_ISA_SCRIPT = """
-import torch, flowkern
-from python_tests.helpers import make_case
-errs = []
-for spatial, layout in [((), "interleaved"), ((70,), "halves"), ((5,), "interleaved")]:
-    x, s, t, a, b, kw = make_case(B=5, C=37, spatial=spatial, layout=layout)
-    for scale in ("tanh", "atan", "sigmoid"):
-        got = flowkern.coupling_forward(x, s, t, a, b, scale=scale, backend="cpu", check=True, **kw)
-        want = flowkern.coupling_forward(x, s, t, a, b, scale=scale, backend="reference", check=True, **kw)
-        errs += [((g - w).abs() / (1 + w.abs())).max().item() for g, w in zip(got[:2], want[:2])]
-print(torch.backends.cpu.get_cpu_capability(), max(errs))
-"""
-
-
-@pytest.mark.parametrize("isa", ["default", "avx2", "avx512"])
-def test_every_isa_build_matches_reference(isa):
-    """ATEN_CPU_CAPABILITY selects the kernel table (capped by what the CPU supports)."""
-    env = dict(os.environ, ATEN_CPU_CAPABILITY=isa)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, cwd=root, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    cap, err = out.stdout.split()
-    if isa == "default":
-        assert cap == "DEFAULT"
-    assert float(err) < 1e-5
+        ops = torch.ops.flowkern
+        for inverse in (False, True):
+            torch.library.opcheck(ops.coupling.default, (x, s_raw, t, a, b, *cfg, inverse, not inverse))
+            torch.library.opcheck(ops.coupling_backward.default, (g, gl, x, s_raw, t, a, b, *cfg, inverse))
+            xg = x.clone().requires_grad_(True)
+            torch.library.opcheck(ops.coupling.default, (xg, s_raw, t, a, b, *cfg, inverse, False))
 
 
 @pytest.mark.slow

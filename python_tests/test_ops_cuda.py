@@ -8,21 +8,20 @@ import pytest
 import torch
 
 import flowkern
-from flowkern import _extension
+from flowkern.backends import compiled
 from flowkern.backends import BackendUnavailableError
-from flowkern.ops import coupling_forward_ref, coupling_inverse_ref, make_config
+from flowkern.ops import CouplingConfig, coupling_forward_ref, coupling_inverse_ref
 
 from .helpers import SCALES, TOL, make_case, upcast
 
-OPS = ("coupling_fwd", "coupling_inv", "coupling_fwd_bwd", "coupling_inv_bwd", "coupling_fwd_packed",
-       "coupling_inv_packed", "coupling_fwd_packed_bwd", "coupling_inv_packed_bwd")
-HAS_EXT = _extension.load_cpp() and torch.version.cuda is not None
+OPS = ("coupling", "coupling.packed", "coupling_backward", "coupling_backward.packed")
+HAS_EXT = compiled.CPP_REASON is None and torch.version.cuda is not None
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 EXTRA = {"exp": {}, "tanh": {"clamp": 1.7}, "atan": {"clamp": 2.0, "atan_k": 0.6},
          "sigmoid": {"eps": 1e-3}}
 
 
-@pytest.mark.skipif(not HAS_EXT, reason=f"compiled extension unavailable: {_extension.CPP_REASON}")
+@pytest.mark.skipif(not HAS_EXT, reason=f"compiled extension unavailable: {compiled.CPP_REASON}")
 def test_cuda_extension_imports_and_registers_every_op():
     importlib.import_module("flowkern._C_cuda")
     for op in OPS:
@@ -44,8 +43,8 @@ def _opts(kw, scale):
 
 
 def _cfg(opts):
-    return make_config(opts["split"], opts["passive"], opts["scale"],
-                       **{k: opts[k] for k in ("clamp", "atan_k", "eps") if k in opts})
+    return CouplingConfig(opts["split"], opts["passive"], opts["scale"],
+                          **{k: opts[k] for k in ("clamp", "atan_k", "eps") if k in opts})
 
 
 @needs_gpu

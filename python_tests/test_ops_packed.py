@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import flowkern
-from flowkern.ops.spec import SCALE_IDS
 
 from .helpers import TOL
 
@@ -115,15 +114,14 @@ def test_opcheck_packed_ops():
         x, h, a, b, _ = _inputs(3, 5, spatial, 2, "first", dtype, actnorm=actnorm)
         x, h = x.detach(), h.detach()
         a, b = (None, None) if a is None else (a.detach(), b.detach())
-        cfg = (2, True, SCALE_IDS["tanh"], 1.0, 2 / math.pi, 0.0)
+        cfg = (2, "first", "tanh", 1.0, 2 / math.pi, 0.0)
         g = torch.randn_like(x)
         gl = torch.randn(3, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
         ops = torch.ops.flowkern
-        torch.library.opcheck(ops.coupling_fwd_packed.default, (x, h, a, b, *cfg, True))
-        torch.library.opcheck(ops.coupling_inv_packed.default, (x, h, a, b, *cfg))
-        torch.library.opcheck(ops.coupling_fwd_packed_bwd.default, (g, gl, x, h, a, b, *cfg))
-        torch.library.opcheck(ops.coupling_inv_packed_bwd.default, (g, gl, x, h, a, b, *cfg))
-        torch.library.opcheck(ops.coupling_fwd_packed.default, (x.requires_grad_(), h, a, b, *cfg, False))
+        for inverse in (False, True):
+            torch.library.opcheck(ops.coupling.packed, (x, h, a, b, *cfg, inverse, not inverse))
+            torch.library.opcheck(ops.coupling_backward.packed, (g, gl, x, h, a, b, *cfg, inverse))
+            torch.library.opcheck(ops.coupling.packed, (x.clone().requires_grad_(), h, a, b, *cfg, inverse, False))
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="C++ CPU extension not built")
@@ -161,6 +159,6 @@ def test_packed_bad_input_names_h(backend, bad, exc, match):
 def test_packed_cpp_checks_name_h():
     x, h = torch.randn(4, 6), torch.randn(4, 5)
     with pytest.raises(ValueError, match="h must have shape"):
-        torch.ops.flowkern.coupling_fwd_packed(x, h, None, None, 3, True, 1, 1.0, 0.6, 0.0, False)
+        torch.ops.flowkern.coupling.packed(x, h, None, None, 3, "first", "tanh", 1.0, 0.6, 0.0, False, False)
     with pytest.raises(TypeError, match="h must have the dtype of y"):
-        torch.ops.flowkern.coupling_inv_packed(x, h.double(), None, None, 3, True, 1, 1.0, 0.6, 0.0)
+        torch.ops.flowkern.coupling.packed(x, h.double(), None, None, 3, "first", "tanh", 1.0, 0.6, 0.0, True, False)

@@ -17,7 +17,7 @@ import torch
 
 import flowkern
 from flowkern.backends import BackendUnavailableError
-from flowkern.kernels.triton.tiles import TILE_ELEMS, pick_tiles
+from flowkern.backends.triton.tiles import TILE_ELEMS, pick_tiles
 
 from .helpers import make_case
 
@@ -77,19 +77,19 @@ def test_tiles_cover_the_tensor_within_budget(B, C, S):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.compile of "
                     "wrap_triton does not support the interpreter's CPU tensors)")
 def test_torch_compile_fullgraph_on_gpu():
-    from flowkern.kernels.triton import ops  # noqa: F401  (registers torch.ops entries)
-    from flowkern.ops import coupling_forward_ref, make_config
+    from flowkern.backends.triton import ops  # noqa: F401  (registers torch.ops entries)
+    from flowkern.ops import CouplingConfig, coupling_forward_ref
 
     x, s_raw, t, a, b, kw = make_case(3, 6, (4,), layout="halves", device="cuda")
 
     @torch.compile(fullgraph=True)
     def f(x_, s_, t_, a_, b_):
-        return torch.ops.flowkern.coupling_fwd_triton(x_, s_, t_, a_, b_, kw["split"], True, 1,
-                                                      1.0, 0.5, 0.0, False)
+        return torch.ops.flowkern.coupling_triton(x_, s_, t_, a_, b_, kw["split"], "first", "tanh",
+                                                  1.0, 0.5, 0.0, False, False)
 
     y, logdet, err = f(x, s_raw, t, a, b)
     y_ref, ld_ref = coupling_forward_ref(x, s_raw, t, a, b,
-                                         make_config(kw["split"], "first", "tanh", atan_k=0.5))
+                                         CouplingConfig(kw["split"], "first", "tanh", atan_k=0.5))
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(logdet, ld_ref)
     assert err.shape == (0,)

@@ -17,7 +17,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run by test_ops_triton.py with TRITON_INTERPRET=1", allow_module_level=True)
 
 import flowkern
-from flowkern.ops import coupling_forward_ref, coupling_inverse_ref, make_config
+from flowkern.ops import CouplingConfig, coupling_forward_ref, coupling_inverse_ref
 
 from .helpers import SCALES, TOL, make_case, upcast
 
@@ -32,7 +32,7 @@ def _opts(kw, scale, **extra):
 
 
 def _cfg(opts):
-    return make_config(opts["split"], opts["passive"], opts["scale"], **{
+    return CouplingConfig(opts["split"], opts["passive"], opts["scale"], **{
         k: opts[k] for k in ("clamp", "atan_k", "eps") if k in opts})
 
 
@@ -73,7 +73,7 @@ def test_check_error_detects_a_lossy_round_trip():
     _, _, err = flowkern.coupling_forward(x, s_small, t, check=True, backend="triton",
                                           scale="exp", **kw)
     _, _, err_ref = coupling_forward_ref(x, s_small, t, None, None,
-                                         make_config(kw["split"], kw["passive"], "exp"), check=True)
+                                         CouplingConfig(kw["split"], kw["passive"], "exp"), check=True)
     assert float(err.min()) > 0.1 and float(err_ref.min()) > 0.1
     _, _, err_ok = flowkern.coupling_forward(x, s_raw, t, check=True, backend="triton",
                                              scale="exp", **kw)
@@ -182,7 +182,7 @@ def test_bf16_stores_round_to_nearest_even(direction):
     x, _, t, _, _, kw = make_case(4, 6, (33,), dtype=torch.bfloat16, layout="contiguous",
                                   actnorm=False)
     s0 = torch.zeros_like(t)
-    cfg = make_config(kw["split"], kw["passive"], "exp")
+    cfg = CouplingConfig(kw["split"], kw["passive"], "exp")
     fn, ref = ((flowkern.coupling_forward, coupling_forward_ref) if direction == "fwd"
                else (flowkern.coupling_inverse, coupling_inverse_ref))
     got = fn(x, s0, t, backend="triton", scale="exp", **kw)[0]

@@ -1,4 +1,4 @@
-"""Small helpers shared by the compat adapters: channel views, condition concatenation,
+"""Small helpers shared by the compat adapters: condition concatenation,
 feature-permutation indices and the RNG guard used when converting peer modules."""
 
 from __future__ import annotations
@@ -9,12 +9,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["channel_view", "cat_cond", "split_permutation", "frozen_rng", "params_dtype_device"]
-
-
-def channel_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(C,) -> (1, C, 1, ...) broadcastable against ``like`` (B, C, *S)."""
-    return v.reshape(1, -1, *([1] * (like.dim() - 2)))
+__all__ = ["cat_cond", "split_permutation", "frozen_rng", "params_dtype_device"]
 
 
 def cat_cond(u: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
-from ._fused import cat_cond, channel_view
+from ..spec import channel_view
+from ._fused import cat_cond
 from ._peer import PeerError, peer_class
 
 __all__ = [

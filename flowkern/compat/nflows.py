@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from ..nn.base import InitFlag
 from ..ops import coupling_forward, coupling_inverse
-from ._fused import channel_view, split_permutation
+from ..spec import channel_view
+from ._fused import split_permutation
 from ._peer import peer_class
 
 __all__ = [

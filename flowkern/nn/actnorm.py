@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..ops.spec import acc_dtype
+from ..spec import acc_dtype, channel_view
 from .base import InitFlag, InvertibleModule, ParamGrads, add_param_grad, check_input
 
 __all__ = ["ActNorm", "ActNormParams", "channel_stats"]
@@ -76,13 +76,9 @@ class ActNormParams(InitFlag, nn.Module):
         return f"{self.channels}"
 
 
-def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.reshape(1, -1, *([1] * (x.dim() - 2)))
-
-
 def _rebuild_x(y: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x = (y - b) / a, per channel: the inverse of y = x a + b."""
-    return (y - _bcast(b, y)) / _bcast(a, y)
+    return (y - channel_view(b, y)) / channel_view(a, y)
 
 
 class ActNorm(ActNormParams, InvertibleModule):
@@ -96,7 +92,7 @@ class ActNorm(ActNormParams, InvertibleModule):
         check_input(x, self.channels, "x")
         self.maybe_initialize(x, inverse=False)
         a, b = self.coefficients(x)
-        return torch.addcmul(_bcast(b, x), x, _bcast(a, x)), self._logdet(x)
+        return torch.addcmul(channel_view(b, x), x, channel_view(a, x)), self._logdet(x)
 
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         check_input(y, self.channels, "y")
@@ -120,4 +116,4 @@ class ActNorm(ActNormParams, InvertibleModule):
                 add_param_grad(grads, self.scale, (g_scale / self.scale.to(acc)).to(self.scale.dtype))
             if self.loc.requires_grad:
                 add_param_grad(grads, self.loc, (grad_y.sum(dims) * a).to(self.loc.dtype))
-            return x, grad_y * _bcast(a, y), None
+            return x, grad_y * channel_view(a, y), None

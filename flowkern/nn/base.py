@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from ..ops.spec import acc_dtype
+from ..spec import acc_dtype
 
 __all__ = [
     "InitFlag",

@@ -23,9 +23,9 @@ import math
 import torch
 from torch import nn
 
-from .. import backends
 from ..ops.coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
-from ..ops.spec import make_config
+from .._checks import check_int
+from ..spec import CouplingConfig, channel_view
 from .actnorm import ActNormParams
 from .base import (
     InvertibleModule,
@@ -68,17 +68,15 @@ class AffineCoupling(InvertibleModule):
         eps: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
-            raise ValueError(f"channels must be an int >= 2 for a coupling, got {channels!r}")
+        check_int("channels", channels, minimum=2)
         if not callable(subnet):
             raise TypeError(f"subnet must be a callable nn.Module, got {type(subnet).__name__}")
         split = channels // 2 if split is None else split
-        self.cfg = make_config(split, passive, scale, clamp, atan_k, eps)
-        if not 1 <= split <= channels - 1:
-            raise ValueError(f"split must be in [1, {channels - 1}] for {channels} channels, got {split}")
+        self.cfg = CouplingConfig(split, passive, scale, clamp, atan_k, eps)
+        check_int("split", split, minimum=1, maximum=channels - 1)
         self.channels = channels
-        self.c_pas = split if passive == "first" else channels - split
-        self.c_act = channels - self.c_pas
+        self.c_act = self.cfg.active_channels(channels)
+        self.c_pas = channels - self.c_act
         self.subnet = subnet
 
     # ---- pieces overridden by subclasses ------------------------------------
@@ -94,16 +92,14 @@ class AffineCoupling(InvertibleModule):
         if a is None:
             return x_p
         sl = self._passive_slice()
-        shape = (1, -1, *([1] * (x_p.dim() - 2)))
-        return torch.addcmul(b[sl].reshape(shape), x_p, a[sl].reshape(shape))
+        return torch.addcmul(channel_view(b[sl], x_p), x_p, channel_view(a[sl], x_p))
 
     def _passive_x(self, y_p: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
         """x_p rebuilt from y_p = z_p."""
         if a is None:
             return y_p
         sl = self._passive_slice()
-        shape = (1, -1, *([1] * (y_p.dim() - 2)))
-        return (y_p - b[sl].reshape(shape)) / a[sl].reshape(shape)
+        return (y_p - channel_view(b[sl], y_p)) / channel_view(a[sl], y_p)
 
     def _subnet_input(self, z_p: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         return z_p
@@ -123,8 +119,8 @@ class AffineCoupling(InvertibleModule):
 
     def _op_kwargs(self) -> dict:
         cfg = self.cfg
-        return dict(split=cfg.split, passive="first" if cfg.passive_first else "second", scale=cfg.scale,
-                    clamp=cfg.clamp, atan_k=cfg.atan_k, eps=cfg.eps)
+        return dict(split=cfg.split, passive=cfg.passive, scale=cfg.scale, clamp=cfg.clamp, atan_k=cfg.atan_k,
+                    eps=cfg.eps)
 
     def _scale_shift(self, z_p: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The subnet's output as ``(s_raw, t)``, or ``(h, None)`` for one packed tensor h."""
@@ -188,8 +184,7 @@ class AffineCoupling(InvertibleModule):
         grads: ParamGrads,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One subnet evaluation serves both the inverse and the re-run forward: the
-        subnet input z_p equals the passive part of y. With a packed subnet output and a
-        backend that provides it, the op's backward runs as one call (no re-run of the op)."""
+        subnet input z_p equals the passive part of y."""
         y_p = self._parts(y)[0]
         with torch.enable_grad():
             a, b = self._coefficients(y)
@@ -198,16 +193,8 @@ class AffineCoupling(InvertibleModule):
             x_p = x_p_values.detach().requires_grad_(True)
             st = self._scale_shift(self._passive_z(x_p, a, b), c)
         detach = (lambda v: None if v is None else v.detach())
-        op_grads = backends.select(y.device).forward_packed_grads if st[1] is None else None
         with torch.no_grad():
             x, _ = self._op(True, y, tuple(map(detach, st)), detach(a), detach(b))
-            if op_grads is not None:
-                g_x, g_h, g_a, g_b = op_grads(grad_y, grad_logdet, x, st[0].detach(), detach(a), detach(b), self.cfg)
-        if op_grads is not None:  # the rest through the subnet (and a, b to their parameters)
-            with torch.enable_grad():
-                (g_p,), grad_c = backprop_block(self, (st[0], a, b), (g_h, g_a, g_b), (x_p,), c, grads)
-            self._parts(g_x)[0].add_(g_p)
-            return x, g_x, grad_c
         with torch.enable_grad():
             x_a = self._parts(x)[1].detach().requires_grad_(True)
             out, logdet = self._op(False, self._join(x_p, x_a), st, a, b)
@@ -216,7 +203,7 @@ class AffineCoupling(InvertibleModule):
 
     def extra_repr(self) -> str:
         cfg = self.cfg
-        return (f"channels={self.channels}, passive={'first' if cfg.passive_first else 'second'}, "
+        return (f"channels={self.channels}, passive={cfg.passive!r}, "
                 f"split={cfg.split}, scale={cfg.scale!r}, clamp={cfg.clamp}")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from ..ops.spec import acc_dtype
+from ..spec import acc_dtype
 from .base import InvertibleModule
 from .memory import memory_saving_forward
 

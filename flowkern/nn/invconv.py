@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from ..ops.spec import acc_dtype
+from ..spec import acc_dtype
 from .base import InvertibleModule, check_input
 
 __all__ = ["InvConv1x1"]

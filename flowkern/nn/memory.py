@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..ops.spec import acc_dtype
+from ..spec import acc_dtype
 from .base import InvertibleModule, ParamGrads, trainable_parameters
 
 __all__ = ["InvertibleSequenceFunction", "memory_saving_forward"]

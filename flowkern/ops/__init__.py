@@ -1,12 +1,10 @@
-"""Fused ops of flowkern (see :mod:`flowkern.ops.coupling`)."""
+"""The public fused ops of flowkern (:mod:`flowkern.ops.coupling`) and their reference (the spec)."""
 
-from . import output_cache
+from ..backends.reference import coupling_forward_ref, coupling_inverse_ref
+from ..spec import CouplingConfig
 from .coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
-from .coupling_ref import coupling_forward_ref, coupling_inverse_ref
-from .spec import CouplingConfig, make_config
 
 __all__ = [
-    "output_cache",
     "coupling_forward",
     "coupling_inverse",
     "coupling_forward_packed",
@@ -14,5 +12,4 @@ __all__ = [
     "coupling_forward_ref",
     "coupling_inverse_ref",
     "CouplingConfig",
-    "make_config",
 ]

@@ -1,14 +1,14 @@
-"""The Triton coupling kernels as PyTorch ops: ``flowkern::coupling_{fwd,inv,fwd_bwd,inv_bwd}_triton``.
+"""The Triton coupling kernels as PyTorch ops: ``flowkern::coupling_triton`` and its backward.
 
 Why ``torch.library.triton_op`` + ``wrap_triton`` (not ``custom_op``): a custom_op is
 opaque to torch.compile, while a triton_op is decomposed under FunctionalTensorMode, so
 Inductor sees the Triton kernel calls themselves and can schedule them inside its own
 generated code (no graph break, CUDA-graph friendly); in eager mode it runs as a normal
-op. Same schemas and return conventions as the C++ ops of :mod:`flowkern.ops.coupling`,
-with autograd registered the same way (the backward ops are triton_ops too).
+op. Same schemas and return conventions as the compiled ops (:mod:`flowkern.backends.compiled`),
+with autograd registered the same way (the backward op is a triton_op too).
 
 Importing this module imports triton, so it is only imported lazily by
-:mod:`flowkern.kernels.triton.backend`.
+:mod:`flowkern.backends.triton`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ import torch
 import triton
 from torch.library import triton_op, wrap_triton
 
-from ...ops.autograd import make_backward, make_setup_context
-from ...ops.spec import acc_dtype
+from ...spec import SCALES, acc_dtype
+from .. import autograd
 from . import kernels as K
 from .tiles import AUTOTUNE_STAGES, AUTOTUNE_WARPS, Tiles, pick_tiles
 
-__all__ = ["coupling_fwd_triton", "coupling_inv_triton", "coupling_fwd_bwd_triton",
-           "coupling_inv_bwd_triton"]
+__all__ = ["coupling_triton", "coupling_backward_triton"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _AUTOTUNE = not _INTERPRET and torch.cuda.is_available()
@@ -83,18 +82,18 @@ class _Call:
 
 
 def _call(v: torch.Tensor, s_raw: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None,
-          split: int, passive_first: bool, scale: int, clamp: float, atan_k: float, eps: float,
+          split: int, passive: str, scale: str, clamp: float, atan_k: float, eps: float,
           with_t: bool = True) -> _Call:
     """Launch arguments for the main input ``v`` (x or y, already contiguous); without
     ``with_t`` (the forward's backward, which does not read t) t's strides are passed as 0."""
     B, C = v.shape[0], v.shape[1]
     S = math.prod(v.shape[2:])
-    c_act = C - split if passive_first else split
-    act0 = split if passive_first else 0
+    c_act = C - split if passive == "first" else split
+    act0 = split if passive == "first" else 0
     s_raw, ss = _bcs_strides(s_raw)
     t, ts = _bcs_strides(t) if with_t else (t, (0, 0, 0))
     inv_clamp = 1.0 / clamp if clamp != 0 else 0.0
-    consts = dict(SCALE=scale, EPS0=eps == 0.0, ATAN_TERMS=12 if v.dtype == torch.float64 else 7,
+    consts = dict(SCALE=SCALES.index(scale), EPS0=eps == 0.0, ATAN_TERMS=12 if v.dtype == torch.float64 else 7,
                   IS_F64=v.dtype == torch.float64, HAS_AB=a is not None)
     return _Call(B, C, S, pick_tiles(B, C, S), acc_dtype(v.dtype), s_raw, t,
                  (B, C, S, act0, c_act, *ss, *ts),
@@ -118,41 +117,31 @@ def _logdet(ld_part: torch.Tensor, a: torch.Tensor | None, c: _Call) -> torch.Te
     return logdet if a is None else logdet + c.S * torch.log(torch.abs(a.to(c.acc))).sum()
 
 
-@triton_op("flowkern::coupling_fwd_triton", mutates_args=())
-def coupling_fwd_triton(
-    x: torch.Tensor, s_raw: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None,
-    b: torch.Tensor | None, split: int, passive_first: bool, scale: int, clamp: float,
-    atan_k: float, eps: float, check: bool,
+@triton_op("flowkern::coupling_triton", mutates_args=())
+def coupling_triton(
+    input: torch.Tensor, s_raw: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None,
+    b: torch.Tensor | None, split: int, passive: str, scale: str, clamp: float,
+    atan_k: float, eps: float, inverse: bool, check: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, logdet, err): y_a = (x_a a + b) e^s + t, y_p = x_p a + b; err (B,) with check else (0,)."""
-    x = x.contiguous()
-    c = _call(x, s_raw, t, a, split, passive_first, scale, clamp, atan_k, eps)
-    y = torch.empty_like(x)
-    ld_part = torch.empty((c.B, c.tiles.n_cblk * c.tiles.n_sblk), dtype=c.acc, device=x.device)
+    """(out, logdet, err). Forward: y_a = (x_a a + b) e^s + t, y_p = x_p a + b, err (B,) with check
+    else (0,); inverse: x_a = ((y_a - t) e^{-s} - b) / a, x_p = (y_p - b) / a, logdet negated."""
+    if inverse and check:
+        raise ValueError("check (the round-trip error) applies to the forward only (inverse=False)")
+    v = input.contiguous()
+    c = _call(v, s_raw, t, a, split, passive, scale, clamp, atan_k, eps)
+    out = torch.empty_like(v)
+    ld_part = torch.empty((c.B, c.tiles.n_cblk * c.tiles.n_sblk), dtype=c.acc, device=v.device)
     err_part = torch.empty_like(ld_part) if check else ld_part
-    _launch(_FWD, c, x, c.s_raw, c.t, a, b, y, ld_part, err_part, INVERSE=False, CHECK=check)
+    _launch(_INV if inverse else _FWD, c, v, c.s_raw, c.t, a, b, out, ld_part, err_part,
+            INVERSE=inverse, CHECK=check)
     err = err_part.amax(1) if check else ld_part.new_empty((0,))
-    return y, _logdet(ld_part, a, c), err
-
-
-@triton_op("flowkern::coupling_inv_triton", mutates_args=())
-def coupling_inv_triton(
-    y: torch.Tensor, s_raw: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None,
-    b: torch.Tensor | None, split: int, passive_first: bool, scale: int, clamp: float,
-    atan_k: float, eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, -logdet): x_a = ((y_a - t) e^{-s} - b) / a, x_p = (y_p - b) / a."""
-    y = y.contiguous()
-    c = _call(y, s_raw, t, a, split, passive_first, scale, clamp, atan_k, eps)
-    x = torch.empty_like(y)
-    ld_part = torch.empty((c.B, c.tiles.n_cblk * c.tiles.n_sblk), dtype=c.acc, device=y.device)
-    _launch(_INV, c, y, c.s_raw, c.t, a, b, x, ld_part, ld_part, INVERSE=True, CHECK=False)
-    return x, -_logdet(ld_part, a, c)
+    logdet = _logdet(ld_part, a, c)
+    return out, -logdet if inverse else logdet, err
 
 
 def _backward(inverse: bool, grad: torch.Tensor, grad_logdet: torch.Tensor,
               v: torch.Tensor, s_raw: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None,
-              b: torch.Tensor | None, split: int, passive_first: bool, scale: int, clamp: float,
+              b: torch.Tensor | None, split: int, passive: str, scale: str, clamp: float,
               atan_k: float, eps: float) -> tuple[torch.Tensor, ...]:
     """(grad_v, grad_s_raw, grad_t, grad_a, grad_b) of the forward (v = x, grad = grad_y) or of
     the inverse (v = y, grad = grad_x); grad_a/b are (0,) without a/b.
@@ -160,7 +149,7 @@ def _backward(inverse: bool, grad: torch.Tensor, grad_logdet: torch.Tensor,
     grad_a adds the actnorm log-det term sign * S * sum_b gl_b / a (sign -1 for the inverse).
     """
     v, grad, grad_logdet = v.contiguous(), grad.contiguous(), grad_logdet.contiguous()
-    c = _call(v, s_raw, t, a, split, passive_first, scale, clamp, atan_k, eps, with_t=inverse)
+    c = _call(v, s_raw, t, a, split, passive, scale, clamp, atan_k, eps, with_t=inverse)
     g_main = torch.empty_like(v)
     gs = torch.empty(c.s_raw.shape, dtype=v.dtype, device=v.device)
     gt = torch.empty_like(gs)
@@ -177,30 +166,16 @@ def _backward(inverse: bool, grad: torch.Tensor, grad_logdet: torch.Tensor,
     return g_main, gs, gt, ga.to(a.dtype), gb_part.sum(0).to(a.dtype)
 
 
-@triton_op("flowkern::coupling_fwd_bwd_triton", mutates_args=())
-def coupling_fwd_bwd_triton(
-    grad_y: torch.Tensor, grad_logdet: torch.Tensor, x: torch.Tensor, s_raw: torch.Tensor,
+@triton_op("flowkern::coupling_backward_triton", mutates_args=())
+def coupling_backward_triton(
+    grad_out: torch.Tensor, grad_logdet: torch.Tensor, input: torch.Tensor, s_raw: torch.Tensor,
     t: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None, split: int,
-    passive_first: bool, scale: int, clamp: float, atan_k: float, eps: float,
+    passive: str, scale: str, clamp: float, atan_k: float, eps: float, inverse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(grad_x, grad_s_raw, grad_t, grad_a, grad_b) of the forward; grad_a/b are (0,) without a/b."""
-    return _backward(False, grad_y, grad_logdet, x, s_raw, t, a, b, split,
-                     passive_first, scale, clamp, atan_k, eps)
+    """(grad_input, grad_s_raw, grad_t, grad_a, grad_b) of :func:`coupling_triton`; grad_a/b are (0,)
+    without a/b."""
+    return _backward(inverse, grad_out, grad_logdet, input, s_raw, t, a, b, split, passive, scale, clamp,
+                     atan_k, eps)
 
 
-@triton_op("flowkern::coupling_inv_bwd_triton", mutates_args=())
-def coupling_inv_bwd_triton(
-    grad_x: torch.Tensor, grad_logdet: torch.Tensor, y: torch.Tensor, s_raw: torch.Tensor,
-    t: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None, split: int,
-    passive_first: bool, scale: int, clamp: float, atan_k: float, eps: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(grad_y, grad_s_raw, grad_t, grad_a, grad_b) of the inverse; grad_a/b are (0,) without a/b."""
-    return _backward(True, grad_x, grad_logdet, y, s_raw, t, a, b, split,
-                     passive_first, scale, clamp, atan_k, eps)
-
-
-# autograd: the convention shared with the C++ ops (flowkern/ops/autograd.py)
-coupling_fwd_triton.register_autograd(make_backward(coupling_fwd_bwd_triton),
-                                      setup_context=make_setup_context())
-coupling_inv_triton.register_autograd(make_backward(coupling_inv_bwd_triton),
-                                      setup_context=make_setup_context())
+autograd.register(coupling_triton, coupling_backward_triton, n_tensors=5)

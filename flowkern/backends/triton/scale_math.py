@@ -5,7 +5,7 @@
 and every GPU target provide. Math runs in the dtype of the inputs given (fp32,
 or fp64 for fp64 storage); ``ATAN_TERMS`` sets the series length for that precision.
 
-Scale functions (``SCALE`` ids of :data:`flowkern.ops.spec.SCALE_IDS`):
+Scale functions (``SCALE`` = the position of the name in :data:`flowkern.spec.SCALES`):
 exp: s = r;  tanh: s = c tanh(r / c);  atan: s = c k atan(r / c);
 sigmoid: s = log(sigmoid(r + 2) + eps).
 """

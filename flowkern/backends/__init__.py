@@ -1,4 +1,4 @@
-"""Which implementations of the fused op exist, which one runs, and why.
+"""Which implementations of the fused coupling op exist, which one runs, and why.
 
 Default choice per device:
 
@@ -22,15 +22,12 @@ import torch
 __all__ = [
     "Backend",
     "BackendUnavailableError",
-    "register",
     "available",
     "select",
     "get",
     "use",
     "set_default",
     "describe",
-    "choice_cache",
-    "forced",
 ]
 
 AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
@@ -44,51 +41,28 @@ class BackendUnavailableError(RuntimeError):
 class Backend:
     """One implementation of the op.
 
-    forward(x, s_raw, t, a, b, cfg, check) -> (y, logdet[, err]);
-    inverse(y, s_raw, t, a, b, cfg) -> (x, logdet). ``why_unavailable(device_type)``
-    returns None when the backend can run on that device type, else the reason.
-    ``forward_packed(x, h, a, b, cfg, check)`` / ``inverse_packed(y, h, a, b, cfg)`` take the
-    packed subnet output h = [s_raw | t]; None means "split h into views and call forward".
-    ``forward_packed_grads(grad_y, grad_logdet, x, h, a, b, cfg) -> (grad_x, grad_h, grad_a,
-    grad_b)`` is the backward of ``forward_packed`` as a plain call (None: not provided).
-    ``checks_args``: the ops check the argument rules themselves, with the messages of
-    :mod:`flowkern.ops.spec` (the C++ backends, ``csrc/ops_check.h``).
+    ``run(input, s_raw, t, a, b, cfg, inverse, check) -> (out, logdet, err)`` with autograd
+    (err is (B,) with ``check``, else empty); ``run_packed(input, h, a, b, cfg, inverse, check)``
+    the same for a packed subnet output h = [s_raw | t] (None: the caller passes views of h
+    to ``run``). ``why_unavailable(device_type)`` is None when the backend can run on that
+    device type, else the reason. Arguments arrive checked (:mod:`flowkern.spec`).
     """
 
     name: str
-    forward: Callable
-    inverse: Callable
+    run: Callable
     why_unavailable: Callable[[str], str | None]
-    forward_packed: Callable | None = None
-    inverse_packed: Callable | None = None
-    forward_packed_grads: Callable | None = None
-    checks_args: bool = False
+    run_packed: Callable | None = None
 
 
-_REGISTRY: dict[str, Backend] = {}
+def _registry() -> dict[str, Backend]:
+    from . import compiled, reference, triton
+
+    found = [reference.BACKEND, *compiled.BACKENDS, triton.BACKEND]
+    return {b.name: b for b in found}
+
+
+_REGISTRY: dict[str, Backend] = _registry()
 _forced: list[str | None] = [os.environ.get("FLOWKERN_BACKEND") or None]
-
-
-_CHOICE: dict[tuple[str | None, str], Backend] = {}  # (name or None, device type) -> backend
-_CHOICE_CACHES: list[dict] = [_CHOICE]  # every cache of what select chose; cleared by register
-
-
-def register(backend: Backend) -> None:
-    _REGISTRY[backend.name] = backend
-    for cache in _CHOICE_CACHES:
-        cache.clear()
-
-
-def choice_cache() -> dict:
-    """A new dict that :func:`register` clears: for callers that cache what :func:`select` chose."""
-    cache: dict = {}
-    _CHOICE_CACHES.append(cache)
-    return cache
-
-
-def forced() -> str | None:
-    """The backend forced by :func:`use` / :func:`set_default` (None: automatic choice)."""
-    return _forced[-1]
 
 
 def get(name: str) -> Backend:
@@ -104,26 +78,21 @@ def available(device: str | torch.device = "cpu") -> dict[str, str | None]:
 
 
 def select(device: torch.device, backend: str | None = None) -> Backend:
-    """The backend that runs for a tensor on ``device`` (explicit > forced > automatic; a choice
-    that succeeded is remembered per (name, device type) until the next :func:`register`: ops
-    call this on every call)."""
+    """The backend that runs for a tensor on ``device``: ``backend`` if given, else the forced
+    one (:func:`use`, :func:`set_default`), else the first available in :data:`AUTO_ORDER`."""
     name = backend or _forced[-1]
     dev = device.type
-    chosen = _CHOICE.get((name, dev))
-    if chosen is not None:
-        return chosen
     if name is not None:
         chosen = get(name)
         reason = chosen.why_unavailable(dev)
         if reason is not None:
             raise BackendUnavailableError(f"backend {name!r} cannot run on {dev} tensors: {reason}")
-    else:
-        chosen = next((b for b in map(_REGISTRY.get, AUTO_ORDER.get(dev, ("reference",)))
-                       if b is not None and b.why_unavailable(dev) is None), None)
-        if chosen is None:
-            raise BackendUnavailableError(f"no flowkern backend can run on {dev} tensors")
-    _CHOICE[(name, dev)] = chosen
-    return chosen
+        return chosen
+    for candidate in AUTO_ORDER.get(dev, ("reference",)):
+        chosen = _REGISTRY[candidate]
+        if chosen.why_unavailable(dev) is None:
+            return chosen
+    raise BackendUnavailableError(f"no flowkern backend can run on {dev} tensors")
 
 
 def set_default(name: str | None) -> None:

@@ -26,9 +26,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .spec import CouplingConfig, acc_dtype
+from ..spec import CouplingConfig, acc_dtype, channel_view
 
-__all__ = ["scale_ref", "coupling_forward_ref", "coupling_inverse_ref"]
+__all__ = ["scale_ref", "coupling_forward_ref", "coupling_inverse_ref", "run", "BACKEND"]
 
 
 def scale_ref(s_raw: torch.Tensor, cfg: CouplingConfig) -> torch.Tensor:
@@ -55,10 +55,6 @@ def _join(passive: torch.Tensor, active: torch.Tensor, cfg: CouplingConfig) -> t
     return torch.cat((passive, active) if cfg.passive_first else (active, passive), dim=1)
 
 
-def _channel_view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.reshape(1, -1, *([1] * (x.dim() - 2)))
-
-
 def _actnorm_logdet(a: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     if a is None:
         return torch.zeros((), dtype=acc_dtype(x.dtype), device=x.device)
@@ -80,7 +76,7 @@ def coupling_forward_ref(
     check: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Forward: (y, logdet) or (y, logdet, err) with ``check``; err (B,) = max |x' - x|."""
-    z = x if a is None else x * _channel_view(a, x) + _channel_view(b, x)
+    z = x if a is None else x * channel_view(a, x) + channel_view(b, x)
     z_p, z_a = _split(z, cfg)
     s = scale_ref(s_raw, cfg)
     y = _join(z_p, z_a * torch.exp(s) + t, cfg)
@@ -105,5 +101,26 @@ def coupling_inverse_ref(
     y_p, y_a = _split(y, cfg)
     s = scale_ref(s_raw, cfg)
     z = _join(y_p, (y_a - t) * torch.exp(-s), cfg)
-    x = z if a is None else (z - _channel_view(b, y)) / _channel_view(a, y)
+    x = z if a is None else (z - channel_view(b, y)) / channel_view(a, y)
     return x, -(_sum_s(s) + _actnorm_logdet(a, y))
+
+
+def run(inp, s_raw, t, a, b, cfg: CouplingConfig, inverse: bool, check: bool) -> tuple:
+    """The :class:`~flowkern.backends.Backend` entry: (out, logdet, err); autograd is PyTorch's."""
+    if inverse:
+        return (*coupling_inverse_ref(inp, s_raw, t, a, b, cfg), None)
+    out = coupling_forward_ref(inp, s_raw, t, a, b, cfg, check)
+    return out if check else (*out, None)
+
+
+def _why_unavailable(device_type: str) -> str | None:
+    return None
+
+
+def _make_backend():
+    from . import Backend  # the package imports this module while it builds its registry
+
+    return Backend("reference", run, _why_unavailable)
+
+
+BACKEND = _make_backend()
