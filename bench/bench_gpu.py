@@ -66,12 +66,12 @@ def _available(backend: str) -> bool:
 
 def _forward_fn(shape, dtype, backend):
     x, s_raw, t, a, b, split = _inputs(shape, dtype)
-    return lambda: flowkern.coupling_forward(x, s_raw, t, a, b, split=split, backend=backend)
+    return lambda: flowkern.ops.coupling_forward(x, s_raw, t, a, b, split=split, backend=backend)
 
 
 def _backward_fn(shape, dtype, backend):
     x, s_raw, t, a, b, split = _inputs(shape, dtype, requires_grad=True)
-    y, logdet = flowkern.coupling_forward(x, s_raw, t, a, b, split=split, backend=backend)
+    y, logdet = flowkern.ops.coupling_forward(x, s_raw, t, a, b, split=split, backend=backend)
     gy, gl = torch.randn_like(y), torch.randn_like(logdet)
     return lambda: torch.autograd.grad((y, logdet), (x, s_raw._base, a, b), (gy, gl),
                                        retain_graph=True)

@@ -43,10 +43,10 @@ def make_inputs(shape: tuple[int, ...], requires_grad: bool = False, seed: int =
 def _op(inverse: bool, backend: str, packed: bool):
     def f(x, h, a, b):
         if packed:
-            op = flowkern.coupling_inverse_packed if inverse else flowkern.coupling_forward_packed
+            op = flowkern.ops.coupling_inverse_packed if inverse else flowkern.ops.coupling_forward_packed
             return op(x, h, a, b, split=x.shape[1] // 2, scale="tanh", backend=backend)
         c = h.shape[1] // 2
-        op = flowkern.coupling_inverse if inverse else flowkern.coupling_forward
+        op = flowkern.ops.coupling_inverse if inverse else flowkern.ops.coupling_forward
         return op(x, h[:, :c], h[:, c:], a, b, split=x.shape[1] // 2, scale="tanh", backend=backend)
     return f
 
@@ -66,12 +66,12 @@ def make_fns(shape: tuple[int, ...], impl: str) -> dict[str, Callable[[], object
     xg, hg, ag, bg = make_inputs(shape, requires_grad=True)
     gy, gl = torch.randn(shape), torch.randn(shape[0])
 
-    def fwd_bwd():
+    def forward_backward():
         y, ld = fwd(xg, hg, ag, bg)
         return torch.autograd.grad((y, ld), (xg, hg, ag, bg), (gy, gl))
 
     return {"forward": lambda: fwd(x, h, a, b), "inverse": lambda: inv(x, h, a, b),
-            "forward+backward": fwd_bwd}
+            "forward+backward": forward_backward}
 
 
 def _time_ms(fn: Callable[[], object], reps: int, warmup: int = 3) -> float:
@@ -83,12 +83,11 @@ def _time_many(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 3,
                block_s: float = 0.0) -> dict[str, float]:
     """Median ms per call of each fn over ``reps`` rounds; each round runs every fn in turn, so
     load changes on a shared machine hit every implementation alike, in a fresh (seeded) random
-    order each round: a call runs slower after unrelated code than after its own kind (cold
-    caches: tens of microseconds at the small shapes), so a fixed order would favour whichever
-    implementation follows a similar one. ``block_s`` > 0: a fn faster
-    than that runs back to back for about ``block_s`` per round and the block's mean is the
-    round's sample (warm, timeit-like); 0: one call per fn per round (each call follows the
-    others' code, as an op in a model follows other ops)."""
+    order each round: a call after unrelated code meets colder caches than one after its own
+    kind, so a fixed order would favour whichever implementation follows a similar one.
+    ``block_s`` > 0: a fn faster than that runs back to back for about ``block_s`` per round and
+    the block's mean is the round's sample (warm, timeit-like); 0: one call per fn per round
+    (each call follows the others' code, as an op in a model follows other ops)."""
     blocks = {}
     for k, fn in fns.items():
         for _ in range(warmup):

@@ -1,7 +1,7 @@
 """Regenerate docs/benchmarks.md: ``python bench/report.py [--quick] [--out FILE] [--no-ab]``.
 
 Runs every benchmark section and writes one markdown file: the machine, the command and the date,
-then per section its method and its table. Sections (``--sections``, comma-separated):
+the methodology (:data:`METHODOLOGY`), then per section its method and its table. Sections (``--sections``, comma-separated):
 
   op      bench_ops.table          the fused coupling op on CPU against the reference, compiled, floor
   flows   bench_flows.table        flow training steps beside the peers and the GEMM floor
@@ -39,6 +39,46 @@ FAILED_OUT = ROOT / "build" / "benchmarks.failed.md"
 
 __all__ = ["SECTIONS", "build_report", "machine", "main"]
 
+METHODOLOGY = """\
+Every table is produced by the `bench/bench_*.py` module named in its section, in one run of
+`bench/report.py`, on the machine in the header; nothing here is a timed unit test (`bench/`
+asserts no timings). A shared 2-core VM is noisy: the same call can vary by tens of percent
+between minutes. So within a table the implementations run round-robin, one step or call of each
+per round in a seeded random order, and a cell is the median over rounds; compare implementations
+by the ratios of one table, not across tables or across runs. Before / after and heap
+comparisons run each measurement in a fresh process (one model trained alone, as a user trains
+it), alternating the two sides.
+
+**Floors.** Each table puts a floor beside the implementations: what the same machine reaches on
+the work no implementation can avoid, timed in the same rounds. For the op, the larger of a copy
+of the bytes a pass moves and `torch.exp` on as many elements as it evaluates transcendentals. For
+flow training steps, the step's own matmuls (each Linear's x W^T, g W and g^T x with
+`torch.mm(out=)` on its own operands), and that plus the memory-bound work every implementation
+does besides them (the fused Adam step, each Linear's bias-grad reduction, each LeakyReLU's
+forward and backward): a bound for any step built on ATen's GEMMs. For image flows, the step's
+convolutions alone (NCHW and channels-last).
+
+**Memory-saving steps.** Full recomputation runs each subnet's forward again in backward: four
+GEMMs (or convolutions) per layer against the standard step's three, so a memory-saving step
+costs at least the standard step plus a third of the floor (the image table shows this bound
+beside the measured ratio). Bytes saved for backward are counted with `saved_tensors_hooks` (one count
+per storage) during forward + loss.
+
+**Per-call cost.** At small shapes (e.g. (256, 64)) a pass is a few microseconds of kernel
+and a fixed cost (Python, the dispatcher, argument checks, allocation), and a call that follows
+other work (as in a model) meets cold caches; the op table therefore gives both the
+per-call (round-robin) time and a warm block (timeit-like) time, and the fixed cost at shape
+(1, 64).
+
+**Allocator.** `make bench` runs with the glibc variables of the README's "CPU training" note
+(the header's environment row shows what was set); the heap section compares glibc's defaults
+with them.
+
+**Targets.** The acceptance targets of the issues that asked for each table (e.g. forward+backward
+at least 2x `torch.compile`'s, a memory-saving step within 1.45x of the standard one for image
+flows, after / before within 3%) are printed with a met / missed status where a section checks
+them."""
+
 OP_METHOD = """\
 One call of the fused coupling op (tanh scale, actnorm on, split C/2; s_raw and t the halves of one
 subnet output h). "flowkern cpu" takes h whole (`coupling_forward_packed`, as the layers call it),
@@ -49,7 +89,10 @@ that many bytes / elements (a `copy_` of the same bytes, `torch.exp` on as many 
 round calls every implementation and both floor halves once, in a fresh seeded random order (a fixed
 order would favour whichever implementation follows its own kind); cells are medians over rounds.
 The warm-block line times the (256, 64) rows in blocks of ~1 ms per implementation instead; the
-per-call line times each pass at shape (1, 64) in its own loop."""
+per-call line times each pass at shape (1, 64) in its own loop. The packed form gives the same
+numbers as the views, but its backward writes one `grad_h`: with two views of h, autograd
+scatters each view's gradient into a zero-filled h-shaped buffer and adds the two, extra passes
+over h (the "cpu, views" forward+backward column)."""
 
 FLOWS_METHOD = """\
 One NLL training step (zero_grad, forward + loss, backward, `torch.optim.Adam(fused=True)` step),
@@ -79,13 +122,14 @@ run just before it. The acceptance bound is after / before <= 1.03."""
 
 HEAP_METHOD = """\
 The after tree's training steps with glibc's default heap against the variables in the table's
-caption set in the process environment, alternating fresh processes as above. glibc reads them at
-start-up: `MALLOC_MMAP_THRESHOLD_` serves blocks below it from the heap instead of a fresh mapping
-(and turns off the threshold's adaptation), `MALLOC_TRIM_THRESHOLD_` keeps up to that much free
-memory at the top of the heap instead of returning it, `MALLOC_TOP_PAD_` is the extra each heap
-growth asks for.
-With glibc's defaults the memory a step's backward frees goes back to the system and the next
-forward faults it in again page by page; with the variables it stays in the heap."""
+caption (the ones `make demo` and `make bench` set) in the process environment, alternating fresh
+processes as above. glibc reads them at start-up: `MALLOC_MMAP_THRESHOLD_` serves blocks below it
+from the heap instead of a fresh mapping (and turns off the threshold's adaptation),
+`MALLOC_TRIM_THRESHOLD_` keeps up to that much free memory at the top of the heap instead of
+returning it; `GLIBC_TUNABLES` can carry the same settings, and jemalloc or tcmalloc through
+`LD_PRELOAD` behave alike. With glibc's defaults the memory a step's backward frees goes back to
+the system and the next forward faults it in again page by page; with the variables it stays in
+the heap. Fewer page faults, not different numbers: the losses are the same."""
 
 PEERS_METHOD = """\
 Small FrEIA, normflows and nflows models and their `flowkern.compat.convert` conversions: the
@@ -224,7 +268,7 @@ def _header(argv: list[str], quick: bool) -> str:
 
 def build_report(args: argparse.Namespace, argv: list[str]) -> tuple[str, list[str]]:
     """(the markdown, the keys of the sections that failed)."""
-    parts, failed = [_header(argv, args.quick)], []
+    parts, failed = [_header(argv, args.quick), f"## Methodology\n\n{METHODOLOGY}"], []
     for key, heading, method, produce in SECTIONS:
         if key not in args.sections:
             continue

@@ -1,19 +1,48 @@
-// Argument checking shared by every compiled backend of the flowkern::coupling_* ops.
-// Same rules and messages as flowkern/ops/spec.py::check_coupling_args.
+// Argument checking shared by every compiled backend of the flowkern::coupling ops.
+// Same rules and messages as the Python side's argument checks.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cstdint>
 #include <optional>
+#include <string_view>
 #include <utility>
 
+#include "common/coupling_math.h"
+#include "common/flat_view.h"
+
 namespace flowkern {
+
+using OptTensor = std::optional<at::Tensor>;
 
 // dtype of the log-det and of the kernels' arithmetic: float64 for float64 inputs, else float32
 inline at::ScalarType acc_scalar_type(at::ScalarType dt) { return dt == at::kDouble ? at::kDouble : at::kFloat; }
 
-// Shape facts of one call, derived from x of shape (B, C, *S).
+// The op's config arguments, checked (split is checked against the input by check_coupling_args).
+inline CouplingConfig parse_config(int64_t split, std::string_view passive, std::string_view scale, double clamp,
+                                   double atan_k, double eps) {
+  TORCH_CHECK_VALUE(passive == "first" || passive == "second", "passive must be 'first' or 'second', got '",
+                    passive, "'");
+  CouplingConfig c{};
+  c.split = split;
+  c.passive_first = passive == "first";
+  if (scale == "exp") c.scale = ScaleFn::Exp;
+  else if (scale == "tanh") c.scale = ScaleFn::Tanh;
+  else if (scale == "atan") c.scale = ScaleFn::Atan;
+  else if (scale == "sigmoid") c.scale = ScaleFn::Sigmoid;
+  else TORCH_CHECK_VALUE(false, "scale must be one of ['atan', 'exp', 'sigmoid', 'tanh'], got '", scale, "'");
+  TORCH_CHECK_VALUE(!(c.scale == ScaleFn::Tanh || c.scale == ScaleFn::Atan) || clamp > 0,
+                    "clamp must be > 0, got ", clamp);
+  TORCH_CHECK_VALUE(eps >= 0, "eps must be >= 0, got ", eps);
+  c.clamp = clamp;
+  c.atan_k = atan_k;
+  c.eps = eps;
+  return c;
+}
+
+// Shape facts of one call, derived from the input of shape (B, C, *S).
 struct CouplingShape {
   int64_t B;        // batch
   int64_t C;        // channels
@@ -25,37 +54,31 @@ struct CouplingShape {
 };
 
 // x is (B, C, *S) floating and 1 <= split <= C - 1; returns the active channel count.
-inline int64_t check_x_split(const at::Tensor& x, int64_t split, bool passive_first, const char* x_name) {
+inline int64_t check_x_split(const at::Tensor& x, const CouplingConfig& cfg, const char* x_name) {
   const auto dt = x.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
                    x_name, " must be float16, bfloat16, float32 or float64, got ", dt);
   TORCH_CHECK_VALUE(x.dim() >= 2, x_name, " must have shape (B, C, *S) with at least 2 dims, got ",
                     x.sizes());
-  const int64_t C = x.size(1);
+  const int64_t C = x.size(1), split = cfg.split;
   TORCH_CHECK_VALUE(split >= 1 && split <= C - 1, "split must be in [1, C - 1] = [1, ", C - 1, "] for C=", C,
                     " channels, got ", split);
-  return passive_first ? C - split : split;
+  return cfg.passive_first ? C - split : split;
 }
 
-inline CouplingShape check_coupling_args(const at::Tensor& x, const at::Tensor& s_raw,
-                                         const at::Tensor& t, const std::optional<at::Tensor>& a,
-                                         const std::optional<at::Tensor>& b, int64_t split,
-                                         bool passive_first, int64_t scale, double clamp,
-                                         double eps, const char* x_name) {
+inline CouplingShape check_coupling_args(const at::Tensor& x, const at::Tensor& s_raw, const at::Tensor& t,
+                                         const OptTensor& a, const OptTensor& b, const CouplingConfig& cfg,
+                                         const char* x_name) {
   const auto dt = x.scalar_type();
   CouplingShape sh;
-  sh.c_act = check_x_split(x, split, passive_first, x_name);
+  sh.c_act = check_x_split(x, cfg, x_name);
   sh.B = x.size(0);
   sh.C = x.size(1);
   sh.S = 1;
   for (int64_t d = 2; d < x.dim(); ++d) sh.S *= x.size(d);
-  TORCH_CHECK_VALUE(scale >= 0 && scale <= 3, "scale must be 0..3 (exp, tanh, atan, sigmoid), got ",
-                    scale);
-  TORCH_CHECK_VALUE(!(scale == 1 || scale == 2) || clamp > 0, "clamp must be > 0, got ", clamp);
-  TORCH_CHECK_VALUE(eps >= 0, "eps must be >= 0, got ", eps);
   sh.c_pas = sh.C - sh.c_act;
-  sh.act0 = passive_first ? split : 0;
-  sh.pas0 = passive_first ? 0 : split;
+  sh.act0 = cfg.passive_first ? cfg.split : 0;
+  sh.pas0 = cfg.passive_first ? 0 : cfg.split;
   auto want = x.sizes().vec();
   want[1] = sh.c_act;
   for (const auto& [name, v] : {std::pair<const char*, const at::Tensor*>{"s_raw", &s_raw},
@@ -83,9 +106,9 @@ inline CouplingShape check_coupling_args(const at::Tensor& x, const at::Tensor& 
 }
 
 // s_raw, t as views of a packed subnet output h = [s_raw | t] along channels, (B, 2 c_act, *S).
-inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const at::Tensor& h, int64_t split,
-                                                      bool passive_first, const char* x_name) {
-  const int64_t c_act = check_x_split(x, split, passive_first, x_name);
+inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const at::Tensor& h,
+                                                      const CouplingConfig& cfg, const char* x_name) {
+  const int64_t c_act = check_x_split(x, cfg, x_name);
   auto want = x.sizes().vec();
   want[1] = 2 * c_act;
   TORCH_CHECK_TYPE(h.scalar_type() == x.scalar_type(), "h must have the dtype of ", x_name, " (",
@@ -95,6 +118,44 @@ inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const
   TORCH_CHECK_VALUE(h.sizes().vec() == want, "h must have shape ", at::IntArrayRef(want),
                     " (B, 2 x active channels, *S) = [s_raw | t] along channels, got ", h.sizes());
   return {h.narrow(1, 0, c_act), h.narrow(1, c_act, c_act)};
+}
+
+// The incoming grads of a backward call: grad_out like the input (`in_name`, B samples),
+// grad_logdet (B,) floating.
+inline void check_backward_grads(const at::Tensor& grad_out, const at::Tensor& grad_logdet, const at::Tensor& input,
+                                 int64_t B, bool inverse) {
+  const char* in_name = inverse ? "y" : "x";
+  const char* g_name = inverse ? "grad_x" : "grad_y";
+  TORCH_CHECK_TYPE(grad_out.scalar_type() == input.scalar_type(), g_name, " must have the dtype of ",
+                   in_name, " (", input.scalar_type(), "), got ", grad_out.scalar_type());
+  TORCH_CHECK_VALUE(grad_out.sizes() == input.sizes(), g_name, " must have shape ", input.sizes(), ", got ",
+                    grad_out.sizes());
+  TORCH_CHECK_VALUE(grad_out.device() == input.device(), g_name, " must be on the device of ", in_name);
+  TORCH_CHECK_TYPE(at::isFloatingType(grad_logdet.scalar_type()), "grad_logdet must be floating, got ",
+                   grad_logdet.scalar_type());
+  TORCH_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == B,
+                    "grad_logdet must have shape (", B, ",), got ", grad_logdet.sizes());
+  TORCH_CHECK_VALUE(grad_logdet.device() == input.device(), "grad_logdet must be on the device of ", in_name);
+}
+
+// s_raw / t described for reading in place (csrc/common/flat_view.h)
+inline FlatView flatten_view(const at::Tensor& v) {
+  FlatView f;
+  f.sb = v.stride(0);
+  f.sc = v.stride(1);
+  int64_t expect = -1;  // stride the next-outer spatial dim needs to flatten
+  for (int64_t k = v.dim() - 1; k >= 2; --k) {
+    if (v.size(k) == 1) continue;
+    if (expect < 0) f.ss = v.stride(k);
+    else if (v.stride(k) != expect) f.ss = -1;
+    expect = v.stride(k) * v.size(k);
+  }
+  if (f.ss < 0)
+    for (int64_t k = 2; k < v.dim(); ++k) {
+      f.sizes.push_back(v.size(k));
+      f.strides.push_back(v.stride(k));
+    }
+  return f;
 }
 
 }  // namespace flowkern

@@ -19,7 +19,7 @@ echo "== building flowkern._C with $SAN"
 # torch's ninja build ignores CFLAGS but calls $CXX: wrap the compiler to add the flags.
 printf '#!/bin/sh\nexec g++ %s -g "$@"\n' "$SAN" >"$WORK/san-g++"
 chmod +x "$WORK/san-g++"
-(cd "$WORK" && CXX="$WORK/san-g++" LDFLAGS="$SAN" FLOWKERN_NO_CUDA=1 MAX_JOBS="${MAX_JOBS:-2}" \
+(cd "$WORK" && CXX="$WORK/san-g++" LDFLAGS="$SAN" FLOWKERN_NO_CUDA=1 FLOWKERN_DEBUG=1 MAX_JOBS="${MAX_JOBS:-2}" \
     "$PY" setup.py -q build_ext --inplace >"$WORK/build.log" 2>&1) || { tail -50 "$WORK/build.log"; exit 1; }
 SO="$(ls "$WORK"/flowkern/_C*.so)"
 syms="$(nm -D "$SO")"
@@ -37,11 +37,15 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$L
 export FLOWKERN_FUZZ_BACKENDS=cpu FLOWKERN_FUZZ_EXAMPLES="${SANITIZE_EXAMPLES:-150}"
 
 echo "== running CPU op tests under ASan/UBSan"
-tests=(python_tests/test_fuzz.py python_tests/test_audit.py python_tests/test_determinism.py
-       python_tests/test_ops_eager_autograd.py)
+# test_ops_isa.py runs the op library (the sanitized one: it loads flowkern/_C*.so of $WORK) in
+# subprocesses that inherit LD_PRELOAD / *SAN_OPTIONS, once per ATEN_CPU_CAPABILITY level.
+tests=()
+for f in test_fuzz.py test_audit.py test_determinism.py test_ops_isa.py; do
+    [ -e "$WORK/python_tests/$f" ] && tests+=("python_tests/$f")
+done
 for f in "$WORK"/python_tests/test_ops_cpu*.py; do [ -e "$f" ] && tests+=("python_tests/$(basename "$f")"); done
 status=0
-(cd "$WORK" && "$PY" -c "import flowkern, flowkern.ops.coupling as c; assert c._CPP, 'sanitized _C not loaded'" \
+(cd "$WORK" && "$PY" -c "import sys, flowkern._C as m; assert m.__file__.startswith(sys.argv[1]), 'sanitized _C not loaded: ' + m.__file__" "$WORK" \
   && "$PY" -m pytest -q -p no:cacheprovider -k "not subprocess and not triton" "${tests[@]}" "$@") || status=$?
 unset LD_PRELOAD
 if ls "$LOG".* >/dev/null 2>&1; then

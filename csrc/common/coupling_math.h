@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define FK_HD __host__ __device__ __forceinline__
@@ -24,17 +25,35 @@
 
 namespace flowkern {
 
-// Keep the numbering in sync with flowkern/ops/spec.py::SCALE_IDS.
-enum class ScaleFn : int { Exp = 0, Tanh = 1, Atan = 2, Sigmoid = 3 };
+// The scale function s = f(s_raw) (scale_value below). The ops name it by a string ("exp",
+// "tanh", "atan", "sigmoid"), which parse_config (csrc/ops_check.h) turns into this.
+enum class ScaleFn : int { Exp, Tanh, Atan, Sigmoid };
+
+// The configuration of one coupling call, shared by the CPU and CUDA backends; built and
+// checked from the op's arguments by parse_config (csrc/ops_check.h).
+struct CouplingConfig {
+  int64_t split;       // x[:, :split] / x[:, split:] are the two halves
+  bool passive_first;  // the first half is passive (actnorm only), the second active
+  ScaleFn scale;
+  double clamp;   // tanh / atan: bound of |s|
+  double atan_k;  // atan: s = clamp * atan_k * atan(s_raw / clamp)
+  double eps;     // sigmoid: s = log(sigmoid(s_raw + 2) + eps)
+};
 
 // Scalar parameters of the scale function, in the accumulation type T.
 template <typename T>
 struct ScaleParams {
   T clamp;      // tanh / atan: output bound
-  T inv_clamp;  // 1 / clamp
+  T inv_clamp;  // 1 / clamp (0 when clamp is 0: unused then)
   T atan_k;     // atan: s = clamp * atan_k * atan(s_raw / clamp)
   T eps;        // sigmoid: s = log(sigmoid(s_raw + 2) + eps)
 };
+
+template <typename T>
+FK_HD ScaleParams<T> scale_params(const CouplingConfig& c) {
+  return ScaleParams<T>{static_cast<T>(c.clamp), c.clamp != 0.0 ? static_cast<T>(1.0 / c.clamp) : T(0),
+                        static_cast<T>(c.atan_k), static_cast<T>(c.eps)};
+}
 
 template <typename T>
 struct ScalarMath;

@@ -1,4 +1,4 @@
-// CPU implementations of the flowkern::coupling_* ops (schemas in csrc/ops.cpp).
+// CPU implementations of the flowkern::coupling ops (schemas in csrc/ops.cpp).
 //
 // Checks the arguments, makes x / grads contiguous (s_raw and t are never copied: the
 // kernels read them through their strides), allocates contiguous outputs, and runs the
@@ -11,49 +11,43 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <tuple>
 
 #include "cpu/kernel_args.h"
-#include "cpu/output_cache.h"
+#include "op_entries.h"
 #include "ops_check.h"
-#include "packed_ops.h"
 
 namespace flowkern::cpu {
 namespace {
 
 using at::Tensor;
-using OptTensor = std::optional<Tensor>;
 
-const KernelTable& kernels() {
-  static const KernelTable* table = [] {
+// The kernel table of the best instruction set allowed by at::get_cpu_capability(), and its name.
+struct Isa {
+  const KernelTable* table;
+  const char* name;
+};
+
+const Isa& isa() {
+  static const Isa chosen = [] {
     const std::string cap = at::get_cpu_capability();
-    const KernelTable* t = nullptr;
-    if (cap == "AVX512") t = avx512::kernel_table();
-    if (!t && (cap == "AVX512" || cap == "AVX2")) t = avx2::kernel_table();
-    return t ? t : base::kernel_table();
+    if (cap == "AVX512")
+      if (const KernelTable* t = avx512::kernel_table()) return Isa{t, "avx512"};
+    if (cap == "AVX512" || cap == "AVX2")
+      if (const KernelTable* t = avx2::kernel_table()) return Isa{t, "avx2"};
+    return Isa{base::kernel_table(), "base"};
   }();
-  return *table;
+  return chosen;
 }
 
-// s_raw / t as (data, batch / channel strides, flattened spatial stride or the dims)
+const KernelTable& kernels() { return *isa().table; }
+
+// s_raw / t: their data and strides (read in place)
 StridedView describe(const Tensor& v) {
   StridedView d;
+  static_cast<FlatView&>(d) = flatten_view(v);
   d.data = v.data_ptr();
-  d.sb = v.stride(0);
-  d.sc = v.stride(1);
-  d.ss = 1;
-  int64_t expect = -1;  // stride the next-outer spatial dim needs to flatten
-  for (int64_t k = v.dim() - 1; k >= 2; --k) {
-    if (v.size(k) == 1) continue;
-    if (expect < 0) d.ss = v.stride(k);
-    else if (v.stride(k) != expect) d.ss = -1;
-    expect = v.stride(k) * v.size(k);
-  }
-  if (d.ss < 0)
-    for (int64_t k = 2; k < v.dim(); ++k) {
-      d.sizes.push_back(v.size(k));
-      d.strides.push_back(v.stride(k));
-    }
   return d;
 }
 
@@ -108,10 +102,8 @@ struct Call {
   int64_t folded_S = 1;
 
   Call(const Tensor& input, const Tensor& s_raw, const Tensor& t, const OptTensor& a_opt,
-       const OptTensor& b_opt, int64_t split, bool passive_first, int64_t scale, double clamp,
-       double atan_k, double eps, const char* in_name) {
-    const CouplingShape sh =
-        check_coupling_args(input, s_raw, t, a_opt, b_opt, split, passive_first, scale, clamp, eps, in_name);
+       const OptTensor& b_opt, const CouplingConfig& cfg, const char* in_name) {
+    const CouplingShape sh = check_coupling_args(input, s_raw, t, a_opt, b_opt, cfg, in_name);
     in = input.contiguous();
     auto& A = args;
     A.dtype = in.scalar_type();
@@ -121,10 +113,7 @@ struct Call {
     A.c_act = sh.c_act;
     A.act0 = sh.act0;
     A.g_bs = sh.c_act * sh.S;
-    A.scale = static_cast<int>(scale);
-    A.clamp = clamp;
-    A.atan_k = atan_k;
-    A.eps = eps;
+    A.cfg = cfg;
     A.has_ab = a_opt.has_value();
     A.in = in.data_ptr();
     A.r = describe(s_raw);
@@ -162,71 +151,41 @@ struct Call {
   Tensor acc_empty(int64_t n) const { return at::empty({n}, in.options().dtype(acc_scalar_type(in.scalar_type()))); }
 };
 
-std::tuple<Tensor, Tensor, Tensor> coupling_fwd_cpu(const Tensor& x, const Tensor& s_raw, const Tensor& t,
-                                                    const OptTensor& a, const OptTensor& b, int64_t split,
-                                                    bool passive_first, int64_t scale, double clamp,
-                                                    double atan_k, double eps, bool check) {
-  Call call(x, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "x");
-  Tensor y = empty_output(call.in.sizes(), call.in.options());
+// coupling (forward: x -> y, inverse: y -> x); err only for the forward with check
+Tensor3 run(const Tensor& input, const Tensor& s_raw, const Tensor& t, const OptTensor& a, const OptTensor& b,
+            const CouplingConfig& cfg, bool inverse, bool check) {
+  Call call(input, s_raw, t, a, b, cfg, input_name(inverse));
+  Tensor out = at::empty(call.in.sizes(), call.in.options());
   Tensor logdet = call.acc_empty(call.args.B);
   Tensor err = call.acc_empty(check ? call.args.B : 0);
-  call.args.out = y.data_ptr();
+  call.args.out = out.data_ptr();
   call.args.logdet = logdet.data_ptr();
   call.args.err = check ? err.data_ptr() : nullptr;
-  kernels().fwd(call.args);
-  return {y, logdet, err};
+  (inverse ? kernels().inv : kernels().fwd)(call.args);
+  return {out, logdet, err};
 }
 
-std::tuple<Tensor, Tensor> coupling_inv_cpu(const Tensor& y, const Tensor& s_raw, const Tensor& t,
-                                            const OptTensor& a, const OptTensor& b, int64_t split,
-                                            bool passive_first, int64_t scale, double clamp, double atan_k,
-                                            double eps) {
-  Call call(y, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "y");
-  Tensor x = empty_output(call.in.sizes(), call.in.options());
-  Tensor logdet = call.acc_empty(call.args.B);
-  call.args.out = x.data_ptr();
-  call.args.logdet = logdet.data_ptr();
-  kernels().inv(call.args);
-  return {x, logdet};
-}
-
-using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
-
-// Backward of either direction. With `packed`, s_raw and t are the halves of one subnet
-// output h and their grads are written into the halves of one grad_h (returned as grad_s_raw;
-// grad_t is then empty): no separate grads for autograd to scatter into zero-filled h-shaped
-// buffers and sum.
-template <bool Inverse>
-Grads bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& input, const Tensor& s_raw,
-              const Tensor& t, const OptTensor& a, const OptTensor& b, int64_t split, bool passive_first,
-              int64_t scale, double clamp, double atan_k, double eps, const Tensor* packed_h) {
-  const char* in_name = Inverse ? "y" : "x";
-  const char* g_name = Inverse ? "grad_x" : "grad_y";
-  Call call(input, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, in_name);
-  TORCH_CHECK_TYPE(grad_out.scalar_type() == input.scalar_type(), g_name, " must have the dtype of ",
-                   in_name, " (", input.scalar_type(), "), got ", grad_out.scalar_type());
-  TORCH_CHECK_VALUE(grad_out.sizes() == input.sizes(), g_name, " must have shape ", input.sizes(), ", got ",
-                    grad_out.sizes());
-  TORCH_CHECK_VALUE(grad_out.device() == input.device(), g_name, " must be on the device of ", in_name);
-  TORCH_CHECK_TYPE(at::isFloatingType(grad_logdet.scalar_type()), "grad_logdet must be floating, got ",
-                   grad_logdet.scalar_type());
-  TORCH_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == call.args.B,
-                    "grad_logdet must have shape (", call.args.B, ",), got ", grad_logdet.sizes());
-  TORCH_CHECK_VALUE(grad_logdet.device() == input.device(), "grad_logdet must be on the device of ", in_name);
+// coupling_backward, either direction; with packed_h the grads of s_raw and t are the halves of
+// one grad_h (returned as grad_s_raw, grad_t empty): see csrc/op_entries.h.
+Tensor5 backward(const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& input, const Tensor& s_raw,
+                 const Tensor& t, const OptTensor& a, const OptTensor& b, const CouplingConfig& cfg, bool inverse,
+                 const Tensor* packed_h) {
+  Call call(input, s_raw, t, a, b, cfg, input_name(inverse));
+  check_backward_grads(grad_out, grad_logdet, input, call.args.B, inverse);
   const Tensor g = grad_out.contiguous();
   const Tensor gl = grad_logdet.to(acc_scalar_type(input.scalar_type())).contiguous();
   auto& A = call.args;
-  Tensor g_in = empty_output(call.in.sizes(), call.in.options());
+  Tensor g_in = at::empty(call.in.sizes(), call.in.options());
   Tensor g_r, g_t;
   if (packed_h) {
-    g_r = empty_output(packed_h->sizes(), packed_h->options());
+    g_r = at::empty(packed_h->sizes(), packed_h->options());
     g_t = at::empty({0}, packed_h->options());
     A.g_r = g_r.data_ptr();
     A.g_t = static_cast<char*>(A.g_r) + A.g_bs * g_r.element_size();  // second half of each sample
     A.g_bs *= 2;
   } else {
-    g_r = empty_output(s_raw.sizes(), s_raw.options());
-    g_t = empty_output(t.sizes(), t.options());
+    g_r = at::empty(s_raw.sizes(), s_raw.options());
+    g_t = at::empty(t.sizes(), t.options());
     A.g_r = g_r.data_ptr();
     A.g_t = g_t.data_ptr();
   }
@@ -237,31 +196,17 @@ Grads bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& i
   A.out = g_in.data_ptr();
   A.g_a = g_a.data_ptr();
   A.g_b = g_b.data_ptr();
-  (Inverse ? kernels().inv_bwd : kernels().fwd_bwd)(A);
+  (inverse ? kernels().inv_bwd : kernels().fwd_bwd)(A);
   const auto dt = input.scalar_type();
   return {g_in, g_r, g_t, call.unfold_ab(g_a).to(dt), call.unfold_ab(g_b).to(dt)};
 }
 
-template <bool Inverse>
-Grads coupling_bwd_cpu(const Tensor& grad_out, const Tensor& grad_logdet, const Tensor& input,
-                       const Tensor& s_raw, const Tensor& t, const OptTensor& a, const OptTensor& b,
-                       int64_t split, bool passive_first, int64_t scale, double clamp, double atan_k,
-                       double eps) {
-  return bwd_cpu<Inverse>(grad_out, grad_logdet, input, s_raw, t, a, b, split, passive_first, scale, clamp,
-                          atan_k, eps, nullptr);
-}
-
 }  // namespace
+
+std::string kernel_isa() { return isa().name; }  // the op cpu_kernel_isa (csrc/ops.cpp)
+
 }  // namespace flowkern::cpu
 
 TORCH_LIBRARY_IMPL(flowkern, CPU, m) {
-  m.impl("coupling_fwd", &flowkern::cpu::coupling_fwd_cpu);
-  m.impl("coupling_inv", &flowkern::cpu::coupling_inv_cpu);
-  m.impl("coupling_fwd_bwd", &flowkern::cpu::coupling_bwd_cpu<false>);
-  m.impl("coupling_inv_bwd", &flowkern::cpu::coupling_bwd_cpu<true>);
-  namespace fc = flowkern::cpu;
-  m.impl("coupling_fwd_packed", &flowkern::fwd_packed<&fc::coupling_fwd_cpu>);
-  m.impl("coupling_inv_packed", &flowkern::inv_packed<&fc::coupling_inv_cpu>);
-  m.impl("coupling_fwd_packed_bwd", &flowkern::bwd_packed<&fc::bwd_cpu<false>, false>);
-  m.impl("coupling_inv_packed_bwd", &flowkern::bwd_packed<&fc::bwd_cpu<true>, true>);
+  flowkern::OpEntries<&flowkern::cpu::run, &flowkern::cpu::backward>::register_all(m);
 }

@@ -519,20 +519,14 @@ void finish_ab(const CouplingArgs& A, const Geo& g, const std::vector<Part<T>>& 
   }
 }
 
-template <typename T>
-ScaleP<T> scale_params(const CouplingArgs& A) {
-  return ScaleP<T>{static_cast<T>(A.clamp), static_cast<T>(1.0 / A.clamp), static_cast<T>(A.atan_k),
-                   static_cast<T>(A.eps)};
-}
-
 // fn(integral_constant<ScaleFn>, bool_constant<PE>) for the runtime (scale, pe)
 template <class Fn>
-auto with_scale_pe(int scale, bool pe, Fn&& fn) {
+auto with_scale_pe(ScaleFn scale, bool pe, Fn&& fn) {
   auto with_pe = [&](auto f) { return pe ? fn(f, std::true_type{}) : fn(f, std::false_type{}); };
   switch (scale) {
-    case 0: return with_pe(std::integral_constant<ScaleFn, ScaleFn::Exp>{});
-    case 1: return with_pe(std::integral_constant<ScaleFn, ScaleFn::Tanh>{});
-    case 2: return with_pe(std::integral_constant<ScaleFn, ScaleFn::Atan>{});
+    case ScaleFn::Exp: return with_pe(std::integral_constant<ScaleFn, ScaleFn::Exp>{});
+    case ScaleFn::Tanh: return with_pe(std::integral_constant<ScaleFn, ScaleFn::Tanh>{});
+    case ScaleFn::Atan: return with_pe(std::integral_constant<ScaleFn, ScaleFn::Atan>{});
     default: return with_pe(std::integral_constant<ScaleFn, ScaleFn::Sigmoid>{});
   }
 }
@@ -545,139 +539,6 @@ void set_ab(Seg<T>& s, const CouplingArgs& A, const Run& run) {
   s.inv_a = static_cast<const T*>(A.inv_a) + run.ch;
 }
 
-// ---- S = 1, float, unit channel stride: blocks of whole rows ----------------------------
-// The common case of vector flows (x (B, C) float, s_raw / t the halves of one packed subnet
-// output or contiguous): a chunk's rows run in one inlined loop, without the per-run
-// bookkeeping of drive() and without staging buffers. With short rows (C = 64: two vectors
-// per side) that bookkeeping cost as much as the math, and the calls it made between rows
-// kept consecutive rows' independent tanh / exp chains from overlapping in the core.
-// Same arithmetic, in the same order, as the generic path: results are bitwise equal.
-inline bool rows_path(const CouplingArgs& A, const Geo& g) {
-  return g.pe && A.dtype == c10::ScalarType::Float && A.r.sc == 1 && A.t.sc == 1 && g.C <= kTile;
-}
-
-// The fixed part of a row block: actnorm pointers of the passive (index 0) and active (1) sides.
-struct RowGeo {
-  int64_t pas0, n_pas, act0;
-  Seg<float> side[2];
-
-  RowGeo(const CouplingArgs& A, const Geo& g)
-      : pas0(g.act0 == 0 ? g.c_act : 0), n_pas(g.C - g.c_act), act0(g.act0) {
-    for (int k = 0; k < 2; ++k) {
-      const int64_t c0 = k ? g.act0 : pas0;
-      side[k].a = static_cast<const float*>(A.a) + c0;
-      side[k].b = static_cast<const float*>(A.b) + c0;
-      side[k].inv_a = static_cast<const float*>(A.inv_a) + c0;
-    }
-  }
-
-  // point sa at row b's active side: in / out (row starts) at the first active channel, s_raw / t of sample b
-  void active_row(Seg<float>& sa, const CouplingArgs& A, int64_t b, const float* in, float* out) const {
-    sa.in = in + act0;
-    sa.out = out + act0;
-    sa.r = static_cast<const float*>(A.r.data) + b * A.r.sb;
-    sa.t = static_cast<const float*>(A.t.data) + b * A.t.sb;
-  }
-};
-
-// y / x of rows [b0, b1) and their Parts (forward: Chk as in map_kernel; inverse: kNoCheck)
-template <ScaleFn F, bool Inverse, int Chk>
-FK_FLATTEN void map_rows(const CouplingArgs& A, const Geo& g, const ScaleP<float>& p, int64_t b0, int64_t b1,
-                         Part<float>* parts) {
-  const RowGeo rg(A, g);
-  Seg<float> sp = rg.side[0], sa = rg.side[1];
-  const bool copy_passive = !A.has_ab && Chk == kNoCheck;
-  for (int64_t b = b0; b < b1; ++b) {
-    const float* in = static_cast<const float*>(A.in) + b * g.C;
-    float* out = static_cast<float*>(A.out) + b * g.C;
-    Part<float> pp;
-    if (copy_passive) {
-      std::memcpy(out + rg.pas0, in + rg.pas0, rg.n_pas * sizeof(float));
-    } else {
-      sp.in = in + rg.pas0;
-      sp.out = out + rg.pas0;
-      pp = passive_map<true, Inverse, Chk, float>(sp, rg.n_pas);
-    }
-    rg.active_row(sa, A, b, in, out);
-    Part<float> pa;
-    if constexpr (Inverse) pa = inv_active<F, true, float>(sa, g.c_act, p);
-    else pa = fwd_active<F, true, Chk, float>(sa, g.c_act, p);
-    parts[b].s = pa.s;
-    parts[b].e = nanmax(nanmax(0.f, pp.e), pa.e);
-  }
-}
-
-// grads of rows [b0, b1); grad_a / grad_b contributions added to the chunk's da, db (C,)
-template <ScaleFn F, bool Inverse>
-FK_FLATTEN void bwd_rows(const CouplingArgs& A, const Geo& g, const ScaleP<float>& p, int64_t b0, int64_t b1,
-                         float* da, float* db) {
-  const RowGeo rg(A, g);
-  Seg<float> sp = rg.side[0], sa = rg.side[1];
-  sp.da = da + rg.pas0;
-  sp.db = db + rg.pas0;
-  sa.da = da + g.act0;
-  sa.db = db + g.act0;
-  const float* gl = static_cast<const float*>(A.glog);
-  for (int64_t b = b0; b < b1; ++b) {
-    const float* in = static_cast<const float*>(A.in) + b * g.C;
-    const float* gin = static_cast<const float*>(A.gout) + b * g.C;
-    float* out = static_cast<float*>(A.out) + b * g.C;
-    if (!A.has_ab) {  // y_p = x_p: the grad passes through
-      std::memcpy(out + rg.pas0, gin + rg.pas0, rg.n_pas * sizeof(float));
-    } else {
-      sp.in = in + rg.pas0;
-      sp.g = gin + rg.pas0;
-      sp.out = out + rg.pas0;
-      passive_bwd<true, Inverse, float>(sp, rg.n_pas);
-    }
-    rg.active_row(sa, A, b, in, out);
-    sa.g = gin + g.act0;
-    sa.gr = static_cast<float*>(A.g_r) + b * g.g_bs;
-    sa.gt = static_cast<float*>(A.g_t) + b * g.g_bs;
-    if constexpr (Inverse) inv_bwd_active<F, true, float>(sa, g.c_act, gl[b], p);
-    else fwd_bwd_active<F, true, float>(sa, g.c_act, gl[b], p);
-  }
-}
-
-// Runs fn(b0, b1, chunk) over the row chunks of drive()'s decomposition (same chunks, so the
-// per-chunk grad_a / grad_b slots and their reduction order are the generic path's).
-template <class Fn>
-void for_row_chunks(const Geo& g, const Fn& fn) {
-  const int64_t upc = g.units_per_chunk();
-  parallel_chunks(g.n_chunks(), g.B * g.C, [&](int64_t c0, int64_t c1) {
-    for (int64_t ch = c0; ch < c1; ++ch) fn(ch * upc, std::min(g.B, (ch + 1) * upc), ch);
-  });
-}
-
-template <bool Inverse>
-void map_rows_kernel(const CouplingArgs& A, const Geo& g, int chk) {
-  using Fn = void (*)(const CouplingArgs&, const Geo&, const ScaleP<float>&, int64_t, int64_t, Part<float>*);
-  const Fn fn = with_scale_pe(A.scale, true, [&](auto f, auto) -> Fn {
-    constexpr ScaleFn F = decltype(f)::value;
-    if constexpr (Inverse) return &map_rows<F, true, kNoCheck>;
-    else return chk == kNoCheck ? &map_rows<F, false, kNoCheck> : &map_rows<F, false, kCheckExact>;
-  });
-  const ScaleP<float> p = scale_params<float>(A);
-  std::vector<Part<float>> parts(g.B);
-  for_row_chunks(g, [&](int64_t b0, int64_t b1, int64_t) { fn(A, g, p, b0, b1, parts.data()); });
-  finish_logdet<float>(A, g, parts, Inverse ? -1.f : 1.f);
-}
-
-template <bool Inverse>
-void bwd_rows_kernel(const CouplingArgs& A, const Geo& g) {
-  using Fn = void (*)(const CouplingArgs&, const Geo&, const ScaleP<float>&, int64_t, int64_t, float*, float*);
-  const Fn fn = with_scale_pe(A.scale, true, [&](auto f, auto) -> Fn {
-    return &bwd_rows<decltype(f)::value, Inverse>;
-  });
-  const ScaleP<float> p = scale_params<float>(A);
-  std::vector<float> chunk_ab(g.n_chunks() * 2 * g.C, 0.f);
-  for_row_chunks(g, [&](int64_t b0, int64_t b1, int64_t ch) {
-    float* da = chunk_ab.data() + ch * 2 * g.C;
-    fn(A, g, p, b0, b1, da, da + g.C);
-  });
-  finish_ab<float>(A, g, {}, chunk_ab, Inverse ? -1.f : 1.f);
-}
-
 // ---- the four kernels, per storage dtype S -----------------------------------------
 template <typename S, bool Inverse>
 void map_kernel(const CouplingArgs& A) {
@@ -685,12 +546,11 @@ void map_kernel(const CouplingArgs& A) {
   using Fn = Part<T> (*)(const Seg<T>&, int64_t, const ScaleP<T>&);
   using PassiveFn = Part<T> (*)(const Seg<T>&, int64_t);
   const Geo g(A);
-  const ScaleP<T> p = scale_params<T>(A);
+  const ScaleP<T> p = scale_params<T>(A.cfg);
   int chk = kNoCheck;
   if (!Inverse && A.err)
     chk = std::is_same_v<S, c10::BFloat16> ? kCheckBF16 : std::is_same_v<S, c10::Half> ? kCheckHalf : kCheckExact;
-  if (rows_path(A, g)) return map_rows_kernel<Inverse>(A, g, chk);
-  const Fn core = with_scale_pe(A.scale, g.pe, [&](auto f, auto pe) -> Fn {
+  const Fn core = with_scale_pe(A.cfg.scale, g.pe, [&](auto f, auto pe) -> Fn {
     constexpr ScaleFn F = decltype(f)::value;
     constexpr bool PE = decltype(pe)::value;
     if constexpr (Inverse) {
@@ -704,7 +564,7 @@ void map_kernel(const CouplingArgs& A) {
       return &fwd_active<F, PE, kCheckExact, T>;
     }
   });
-  const PassiveFn passive = with_scale_pe(0, g.pe, [&](auto, auto pe) -> PassiveFn {
+  const PassiveFn passive = with_scale_pe(ScaleFn::Exp, g.pe, [&](auto, auto pe) -> PassiveFn {
     constexpr bool PE = decltype(pe)::value;
     if (chk == kNoCheck) return &passive_map<PE, Inverse, kNoCheck, T>;
     if constexpr (std::is_same_v<T, float>) {
@@ -744,9 +604,8 @@ void bwd_kernel(const CouplingArgs& A) {
   using T = acc_t<S>;
   using Fn = Part<T> (*)(const Seg<T>&, int64_t, T, const ScaleP<T>&);
   const Geo g(A);
-  if (rows_path(A, g)) return bwd_rows_kernel<Inverse>(A, g);
-  const ScaleP<T> p = scale_params<T>(A);
-  const Fn core = with_scale_pe(A.scale, g.pe, [&](auto f, auto pe) -> Fn {
+  const ScaleP<T> p = scale_params<T>(A.cfg);
+  const Fn core = with_scale_pe(A.cfg.scale, g.pe, [&](auto f, auto pe) -> Fn {
     constexpr ScaleFn F = decltype(f)::value;
     constexpr bool PE = decltype(pe)::value;
     if constexpr (Inverse) return &inv_bwd_active<F, PE, T>;

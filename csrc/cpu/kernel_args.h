@@ -8,26 +8,21 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
-#include <vector>
+
+#include "common/coupling_math.h"
+#include "common/flat_view.h"
 
 namespace flowkern::cpu {
 
 // A (B, C_active, *S) tensor read through its strides (s_raw, t): never copied.
-struct StridedView {
+struct StridedView : FlatView {
   const void* data = nullptr;
-  int64_t sb = 0;  // batch stride (elements)
-  int64_t sc = 0;  // channel stride
-  int64_t ss = 0;  // stride of the flattened spatial index, or -1 if the spatial
-                   // dims do not collapse to one stride (then use sizes/strides)
-  std::vector<int64_t> sizes, strides;  // spatial dims, for ss == -1
 };
 
-// Which direction a kernel runs; selects the sign of the log-det terms.
 struct CouplingArgs {
   c10::ScalarType dtype;
   int64_t B, C, S, c_act, act0;
-  int scale;  // flowkern::ScaleFn
-  double clamp, atan_k, eps;
+  CouplingConfig cfg;  // the scale function and its parameters (the split is in C, c_act, act0)
   bool has_ab;
   // actnorm vectors (C,) in the accumulation type (float, or double for float64);
   // ones/zeros without actnorm.
@@ -57,15 +52,11 @@ using KernelFn = void (*)(const CouplingArgs&);
 struct KernelTable {
   KernelFn fwd;      // y, logdet[, err]
   KernelFn inv;      // x, logdet
-  KernelFn fwd_bwd;  // grads of coupling_fwd
-  KernelFn inv_bwd;  // grads of coupling_inv
+  KernelFn fwd_bwd;  // grads of the forward (inverse=False)
+  KernelFn inv_bwd;  // grads of the inverse (inverse=True)
 };
 
 // One table per instruction set; nullptr when not compiled for this target.
-#define FK_ISA_UNAVAILABLE(isa) \
-  namespace flowkern::cpu::isa { \
-  const KernelTable* kernel_table() { return nullptr; } \
-  }
 namespace base { const KernelTable* kernel_table(); }
 namespace avx2 { const KernelTable* kernel_table(); }
 namespace avx512 { const KernelTable* kernel_table(); }

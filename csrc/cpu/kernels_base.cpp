@@ -1,6 +1,5 @@
-// The CPU kernels built for the baseline instruction set (at::vec's generic Vectorized).
-// Sorted first among the kernel files, so the linker keeps this TU's copies of shared
-// inline functions (see kernels_x86_avx2.cpp).
+// The CPU kernels built for the baseline instruction set (at::vec's generic Vectorized),
+// compiled with the extension's default flags. Every build has this table.
 #define CPU_CAPABILITY DEFAULT
 #define CPU_CAPABILITY_DEFAULT
 #define FK_ISA base

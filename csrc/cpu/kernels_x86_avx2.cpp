@@ -1,20 +1,18 @@
 // The CPU kernels built for AVX2 + FMA (at::vec's 256-bit Vectorized, Sleef u10 math).
 //
-// setup.py compiles every csrc/cpu file with the same flags, so the instruction set is
-// chosen here with `#pragma GCC target` (plus the ISA macros) before any include; coupling_cpu.cpp calls this
-// table only when at::get_cpu_capability() (ATEN_CPU_CAPABILITY) allows AVX2.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
-// g++ does not define the ISA macros for a target pragma; the vec / Sleef headers test them
-#define __AVX__ 1
-#define __AVX2__ 1
-#define __FMA__ 1
-#define __F16C__ 1
-#define CPU_CAPABILITY AVX2
-#define CPU_CAPABILITY_AVX2
+// On x86-64 setup.py and CMakeLists.txt compile this file as its own object with
+// -mavx2 -mfma -mf16c -mbmi -mbmi2 -mlzcnt -mpopcnt -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2
+// -DFLOWKERN_X86_ISA (as ATen builds its own per-ISA kernels); elsewhere it is built with the
+// default flags and has no table. Its code lives in ISA-named namespaces (flowkern::cpu::avx2,
+// at::vec::AVX2), so no function compiled for AVX2 can stand in for another object's copy at
+// link time; coupling_cpu.cpp calls the table only when at::get_cpu_capability() allows AVX2.
+#if defined(FLOWKERN_X86_ISA)
+#if !defined(__AVX2__) || !defined(__FMA__) || !defined(CPU_CAPABILITY_AVX2)
+#error "kernels_x86_avx2.cpp needs -mavx2 -mfma -DCPU_CAPABILITY=AVX2 -DCPU_CAPABILITY_AVX2 (see setup.py)"
+#endif
 #define FK_ISA avx2
 #include "cpu/coupling_kernels.h"
 #else
 #include "cpu/kernel_args.h"
-FK_ISA_UNAVAILABLE(avx2)
+const flowkern::cpu::KernelTable* flowkern::cpu::avx2::kernel_table() { return nullptr; }
 #endif

@@ -1,20 +1,14 @@
 // The CPU kernels built for AVX-512 (F, BW, VL, DQ; at::vec's 512-bit Vectorized).
-// Same scheme as kernels_x86_avx2.cpp.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
-#define __AVX__ 1
-#define __AVX2__ 1
-#define __FMA__ 1
-#define __F16C__ 1
-#define __AVX512F__ 1
-#define __AVX512BW__ 1
-#define __AVX512VL__ 1
-#define __AVX512DQ__ 1
-#define CPU_CAPABILITY AVX512
-#define CPU_CAPABILITY_AVX512
+// Same scheme as kernels_x86_avx2.cpp, with -mavx512f -mavx512bw -mavx512vl -mavx512dq added
+// and -DCPU_CAPABILITY=AVX512 -DCPU_CAPABILITY_AVX512.
+#if defined(FLOWKERN_X86_ISA)
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || !defined(__AVX512DQ__) || \
+    !defined(CPU_CAPABILITY_AVX512)
+#error "kernels_x86_avx512.cpp needs -mavx512f -mavx512bw -mavx512vl -mavx512dq -DCPU_CAPABILITY=AVX512 ... (see setup.py)"
+#endif
 #define FK_ISA avx512
 #include "cpu/coupling_kernels.h"
 #else
 #include "cpu/kernel_args.h"
-FK_ISA_UNAVAILABLE(avx512)
+const flowkern::cpu::KernelTable* flowkern::cpu::avx512::kernel_table() { return nullptr; }
 #endif

@@ -1,6 +1,9 @@
-// CUDA dispatch of the flowkern::coupling_* ops: checks arguments (csrc/ops_check.h),
+// CUDA dispatch of the flowkern::coupling ops: checks arguments (csrc/ops_check.h),
 // allocates outputs and partial buffers with ATen, and calls the raw-pointer launchers of
 // coupling_kernels.cu on the current stream.
+#ifdef FLOWKERN_PYTHON_MODULE
+#include <Python.h>  // first, as Python asks
+#endif
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that one needs the cuSPARSE headers
 #include <c10/cuda/CUDAGuard.h>
@@ -11,13 +14,12 @@
 #include <tuple>
 
 #include "cuda/coupling_launch.h"
+#include "op_entries.h"
 #include "ops_check.h"
-#include "packed_ops.h"
 
 #ifdef FLOWKERN_PYTHON_MODULE
-#include <Python.h>
 // `import flowkern._C_cuda` loads this library and with it the CUDA registrations below.
-extern "C" PyObject* PyInit__C_cuda(void) {
+PyMODINIT_FUNC PyInit__C_cuda(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C_cuda", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
@@ -27,7 +29,6 @@ namespace flowkern {
 namespace {
 
 using at::Tensor;
-using OptT = std::optional<Tensor>;
 namespace fc = flowkern::cuda;
 
 fc::DType dtype_of(const Tensor& x) {
@@ -41,40 +42,28 @@ fc::DType dtype_of(const Tensor& x) {
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
-// v (B, C', *S) and its (batch, channel, position) strides with S flattened, without a copy
-// when the spatial dims collapse to one stride (always for slices of a contiguous tensor).
+// v (B, C', *S) and its (batch, channel, position) strides with S flattened (flatten_view),
+// without a copy when the spatial dims collapse to one stride (always for slices of a contiguous tensor).
 std::tuple<Tensor, int64_t, int64_t, int64_t> bcs_view(const Tensor& v) {
-  if (v.dim() == 2) return {v, v.stride(0), v.stride(1), 0};
-  Tensor u = v;
-  auto collapsible = [](const Tensor& w) {
-    int64_t prev_stride = -1;  // stride of the previous non-singleton spatial dim
-    for (int64_t d = 2; d < w.dim(); ++d) {
-      if (w.size(d) == 1) continue;
-      if (prev_stride >= 0 && prev_stride != w.stride(d) * w.size(d)) return false;
-      prev_stride = w.stride(d);
-    }
-    return true;
-  };
-  if (!collapsible(u)) u = u.contiguous();
-  int64_t ss = 0;
-  for (int64_t d = 2; d < u.dim(); ++d)
-    if (u.size(d) != 1) ss = u.stride(d);
-  return {u, u.stride(0), u.stride(1), ss};
+  FlatView f = flatten_view(v);
+  if (f.ss >= 0) return {v, f.sb, f.sc, f.ss};
+  const Tensor u = v.contiguous();
+  f = flatten_view(u);
+  return {u, f.sb, f.sc, f.ss};
 }
 
 struct Prepared {
   CouplingShape sh;
   fc::DType dt;
   fc::Geometry g;
-  fc::Scale sc;
+  CouplingConfig sc;
   Tensor s_raw, t, a, b;  // a/b undefined without actnorm
 };
 
-Prepared prepare(const Tensor& x, const Tensor& s_raw, const Tensor& t, const OptT& a,
-                 const OptT& b, int64_t split, bool passive_first, int64_t scale, double clamp,
-                 double atan_k, double eps, const char* x_name) {
+Prepared prepare(const Tensor& x, const Tensor& s_raw, const Tensor& t, const OptTensor& a,
+                 const OptTensor& b, const CouplingConfig& cfg, const char* x_name) {
   Prepared p;
-  p.sh = check_coupling_args(x, s_raw, t, a, b, split, passive_first, scale, clamp, eps, x_name);
+  p.sh = check_coupling_args(x, s_raw, t, a, b, cfg, x_name);
   TORCH_CHECK_VALUE(x.is_cuda(), x_name, " must be a CUDA tensor for the cuda backend, got ",
                     x.device());
   p.dt = dtype_of(x);
@@ -85,7 +74,7 @@ Prepared prepare(const Tensor& x, const Tensor& s_raw, const Tensor& t, const Op
     p.a = a->contiguous();
     p.b = b->contiguous();
   }
-  p.sc = fc::Scale{static_cast<int>(scale), clamp, atan_k, eps};
+  p.sc = cfg;
   // 128-bit access of s_raw / t: a vector that starts on an active column must be all
   // active, contiguous and 16-byte aligned (coupling_launch.h, Lane::load_st).
   const int64_t V = fc::vec_width(p.dt);
@@ -118,71 +107,47 @@ Tensor actnorm_logdet(const Prepared& p, at::ScalarType acc) {
   return at::log(at::abs(p.a.to(acc))).sum().mul_(static_cast<double>(p.sh.S));
 }
 
-std::tuple<Tensor, Tensor, Tensor> coupling_fwd_cuda(const Tensor& x_in, const Tensor& s_raw,
-                                                     const Tensor& t, const OptT& a, const OptT& b,
-                                                     int64_t split, bool passive_first,
-                                                     int64_t scale, double clamp, double atan_k,
-                                                     double eps, bool check) {
-  Prepared p = prepare(x_in, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "x");
-  const c10::cuda::CUDAGuard guard(x_in.device());
+// coupling (forward: x -> y, inverse: y -> x); err only for the forward with check
+Tensor3 run(const Tensor& input, const Tensor& s_raw, const Tensor& t, const OptTensor& a, const OptTensor& b,
+            const CouplingConfig& cfg, bool inverse, bool check) {
+  Prepared p = prepare(input, s_raw, t, a, b, cfg, input_name(inverse));
+  const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const Tensor x = x_in.contiguous();
-  const auto acc = acc_scalar_type(x.scalar_type());
-  Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
-  p.g.vec_io = p.g.vec_io && aligned16(x.data_ptr()) && aligned16(y.data_ptr());
+  const Tensor in = input.contiguous();
+  const auto acc = acc_scalar_type(in.scalar_type());
+  Tensor out = at::empty_like(in, at::MemoryFormat::Contiguous);
+  p.g.vec_io = p.g.vec_io && aligned16(in.data_ptr()) && aligned16(out.data_ptr());
   const auto n_part = p.g.ld_part_size();
-  Tensor ld_part = at::empty({n_part}, x.options().dtype(acc));
-  Tensor err_part = check ? at::empty({n_part}, x.options().dtype(acc)) : Tensor();
-  fc::launch_fwd(p.dt, p.g, p.sc, x.data_ptr(), p.s_raw.data_ptr(), p.t.data_ptr(),
-                 ptr_or_null(p.a), ptr_or_null(p.b), y.data_ptr(), ld_part.data_ptr(),
-                 check ? err_part.data_ptr() : nullptr, stream);
+  Tensor ld_part = at::empty({n_part}, in.options().dtype(acc));
+  Tensor err_part = check ? at::empty({n_part}, in.options().dtype(acc)) : Tensor();
+  if (inverse) {
+    fc::launch_inv(p.dt, p.g, p.sc, in.data_ptr(), p.s_raw.data_ptr(), p.t.data_ptr(), ptr_or_null(p.a),
+                   ptr_or_null(p.b), out.data_ptr(), ld_part.data_ptr(), stream);
+  } else {
+    fc::launch_fwd(p.dt, p.g, p.sc, in.data_ptr(), p.s_raw.data_ptr(), p.t.data_ptr(), ptr_or_null(p.a),
+                   ptr_or_null(p.b), out.data_ptr(), ld_part.data_ptr(), check ? err_part.data_ptr() : nullptr,
+                   stream);
+  }
   const int64_t L = n_part / (p.sh.B > 0 ? p.sh.B : 1);
-  Tensor logdet = reduce_rows(ld_part, p.sh.B, L, actnorm_logdet(p, acc), 1.0, false, stream);
+  Tensor logdet = reduce_rows(ld_part, p.sh.B, L, actnorm_logdet(p, acc), inverse ? -1.0 : 1.0, false, stream);
   Tensor err = check ? reduce_rows(err_part, p.sh.B, L, Tensor(), 1.0, true, stream)
-                     : at::empty({0}, x.options().dtype(acc));
-  return {y, logdet, err};
+                     : at::empty({0}, in.options().dtype(acc));
+  return {out, logdet, err};
 }
 
-std::tuple<Tensor, Tensor> coupling_inv_cuda(const Tensor& y_in, const Tensor& s_raw,
-                                             const Tensor& t, const OptT& a, const OptT& b,
-                                             int64_t split, bool passive_first, int64_t scale,
-                                             double clamp, double atan_k, double eps) {
-  Prepared p = prepare(y_in, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, "y");
-  const c10::cuda::CUDAGuard guard(y_in.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const Tensor y = y_in.contiguous();
-  const auto acc = acc_scalar_type(y.scalar_type());
-  Tensor x = at::empty_like(y, at::MemoryFormat::Contiguous);
-  p.g.vec_io = p.g.vec_io && aligned16(x.data_ptr()) && aligned16(y.data_ptr());
-  const auto n_part = p.g.ld_part_size();
-  Tensor ld_part = at::empty({n_part}, y.options().dtype(acc));
-  fc::launch_inv(p.dt, p.g, p.sc, y.data_ptr(), p.s_raw.data_ptr(), p.t.data_ptr(),
-                 ptr_or_null(p.a), ptr_or_null(p.b), x.data_ptr(), ld_part.data_ptr(), stream);
-  const int64_t L = n_part / (p.sh.B > 0 ? p.sh.B : 1);
-  Tensor logdet = reduce_rows(ld_part, p.sh.B, L, actnorm_logdet(p, acc), -1.0, false, stream);
-  return {x, logdet};
-}
-
-using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
-
-// Shared body of both backward ops; `inverse` selects the kernel and the log-det sign. With
+// coupling_backward, either direction (`inverse` selects the kernel and the log-det sign). With
 // `packed_h`, s_raw / t are its halves and their grads go into the halves of one grad_h
-// (returned as grad_s_raw; grad_t is then empty).
-Grads coupling_bwd_cuda(bool inverse, const Tensor& g_out_in, const Tensor& g_logdet,
-                        const Tensor& inp_in, const Tensor& s_raw, const Tensor& t, const OptT& a,
-                        const OptT& b, int64_t split, bool passive_first, int64_t scale,
-                        double clamp, double atan_k, double eps, const Tensor* packed_h) {
-  const char* name = inverse ? "y" : "x";
-  Prepared p = prepare(inp_in, s_raw, t, a, b, split, passive_first, scale, clamp, atan_k, eps, name);
+// (returned as grad_s_raw; grad_t is then empty): see csrc/op_entries.h.
+Tensor5 backward(const Tensor& g_out_in, const Tensor& g_logdet, const Tensor& inp_in, const Tensor& s_raw,
+                 const Tensor& t, const OptTensor& a, const OptTensor& b, const CouplingConfig& cfg, bool inverse,
+                 const Tensor* packed_h) {
+  Prepared p = prepare(inp_in, s_raw, t, a, b, cfg, input_name(inverse));
   const auto acc = acc_scalar_type(inp_in.scalar_type());
-  TORCH_CHECK_VALUE(g_out_in.sizes() == inp_in.sizes(), "grad must have the shape of ", name, " ",
-                    inp_in.sizes(), ", got ", g_out_in.sizes());
-  TORCH_CHECK_VALUE(g_logdet.dim() == 1 && g_logdet.size(0) == p.sh.B,
-                    "grad_logdet must have shape (B,) = (", p.sh.B, ",), got ", g_logdet.sizes());
+  check_backward_grads(g_out_in, g_logdet, inp_in, p.sh.B, inverse);
   const c10::cuda::CUDAGuard guard(inp_in.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const Tensor inp = inp_in.contiguous();
-  const Tensor g_out = g_out_in.to(inp.scalar_type()).contiguous();
+  const Tensor g_out = g_out_in.contiguous();
   const Tensor gl = g_logdet.to(acc).contiguous();
   Tensor g_in = at::empty_like(inp, at::MemoryFormat::Contiguous);
   Tensor gs, gt;
@@ -229,41 +194,8 @@ Grads coupling_bwd_cuda(bool inverse, const Tensor& g_out_in, const Tensor& g_lo
   return {g_in, gs, gt, ga, gb};
 }
 
-Grads coupling_fwd_bwd_cuda(const Tensor& grad_y, const Tensor& grad_logdet, const Tensor& x,
-                            const Tensor& s_raw, const Tensor& t, const OptT& a, const OptT& b,
-                            int64_t split, bool passive_first, int64_t scale, double clamp,
-                            double atan_k, double eps) {
-  return coupling_bwd_cuda(false, grad_y, grad_logdet, x, s_raw, t, a, b, split, passive_first,
-                           scale, clamp, atan_k, eps, nullptr);
-}
-
-Grads coupling_inv_bwd_cuda(const Tensor& grad_x, const Tensor& grad_logdet, const Tensor& y,
-                            const Tensor& s_raw, const Tensor& t, const OptT& a, const OptT& b,
-                            int64_t split, bool passive_first, int64_t scale, double clamp,
-                            double atan_k, double eps) {
-  return coupling_bwd_cuda(true, grad_x, grad_logdet, y, s_raw, t, a, b, split, passive_first,
-                           scale, clamp, atan_k, eps, nullptr);
-}
-
-template <bool Inverse>
-Grads bwd_cuda(const Tensor& g_out, const Tensor& g_logdet, const Tensor& inp, const Tensor& s_raw,
-               const Tensor& t, const OptT& a, const OptT& b, int64_t split, bool passive_first, int64_t scale,
-               double clamp, double atan_k, double eps, const Tensor* packed_h) {
-  return coupling_bwd_cuda(Inverse, g_out, g_logdet, inp, s_raw, t, a, b, split, passive_first, scale, clamp,
-                           atan_k, eps, packed_h);
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(flowkern, CUDA, m) {
-  m.impl("coupling_fwd", &coupling_fwd_cuda);
-  m.impl("coupling_inv", &coupling_inv_cuda);
-  m.impl("coupling_fwd_bwd", &coupling_fwd_bwd_cuda);
-  m.impl("coupling_inv_bwd", &coupling_inv_bwd_cuda);
-  m.impl("coupling_fwd_packed", &fwd_packed<&coupling_fwd_cuda>);
-  m.impl("coupling_inv_packed", &inv_packed<&coupling_inv_cuda>);
-  m.impl("coupling_fwd_packed_bwd", &bwd_packed<&bwd_cuda<false>, false>);
-  m.impl("coupling_inv_packed_bwd", &bwd_packed<&bwd_cuda<true>, true>);
-}
+TORCH_LIBRARY_IMPL(flowkern, CUDA, m) { OpEntries<&run, &backward>::register_all(m); }
 
 }  // namespace flowkern

@@ -52,44 +52,38 @@ __device__ __forceinline__ A warp_max(A v) {
 
 // ---- runtime scale-function dispatch onto the shared math ---------------------------------
 template <typename A>
-__device__ __forceinline__ A scale_rt(int fn, A r, const ScaleParams<A>& p) {
+__device__ __forceinline__ A scale_rt(ScaleFn fn, A r, const ScaleParams<A>& p) {
   using M = ScalarMath<A>;
   switch (fn) {
-    case 0: return scale_value<ScaleFn::Exp, M>(r, p);
-    case 1: return scale_value<ScaleFn::Tanh, M>(r, p);
-    case 2: return scale_value<ScaleFn::Atan, M>(r, p);
+    case ScaleFn::Exp: return scale_value<ScaleFn::Exp, M>(r, p);
+    case ScaleFn::Tanh: return scale_value<ScaleFn::Tanh, M>(r, p);
+    case ScaleFn::Atan: return scale_value<ScaleFn::Atan, M>(r, p);
     default: return scale_value<ScaleFn::Sigmoid, M>(r, p);
   }
 }
 
 template <typename A>
-__device__ __forceinline__ ActiveGrads<A> bwd_fwd_rt(int fn, A x, A a, A b, A r, A gy, A gl,
+__device__ __forceinline__ ActiveGrads<A> bwd_fwd_rt(ScaleFn fn, A x, A a, A b, A r, A gy, A gl,
                                                      const ScaleParams<A>& p) {
   using M = ScalarMath<A>;
   switch (fn) {
-    case 0: return backward_fwd_active<ScaleFn::Exp, M>(x, a, b, r, gy, gl, p);
-    case 1: return backward_fwd_active<ScaleFn::Tanh, M>(x, a, b, r, gy, gl, p);
-    case 2: return backward_fwd_active<ScaleFn::Atan, M>(x, a, b, r, gy, gl, p);
+    case ScaleFn::Exp: return backward_fwd_active<ScaleFn::Exp, M>(x, a, b, r, gy, gl, p);
+    case ScaleFn::Tanh: return backward_fwd_active<ScaleFn::Tanh, M>(x, a, b, r, gy, gl, p);
+    case ScaleFn::Atan: return backward_fwd_active<ScaleFn::Atan, M>(x, a, b, r, gy, gl, p);
     default: return backward_fwd_active<ScaleFn::Sigmoid, M>(x, a, b, r, gy, gl, p);
   }
 }
 
 template <typename A>
-__device__ __forceinline__ ActiveGrads<A> bwd_inv_rt(int fn, A y, A inv_a, A b, A r, A t, A gx,
+__device__ __forceinline__ ActiveGrads<A> bwd_inv_rt(ScaleFn fn, A y, A inv_a, A b, A r, A t, A gx,
                                                      A gl, const ScaleParams<A>& p) {
   using M = ScalarMath<A>;
   switch (fn) {
-    case 0: return backward_inv_active<ScaleFn::Exp, M>(y, inv_a, b, r, t, gx, gl, p);
-    case 1: return backward_inv_active<ScaleFn::Tanh, M>(y, inv_a, b, r, t, gx, gl, p);
-    case 2: return backward_inv_active<ScaleFn::Atan, M>(y, inv_a, b, r, t, gx, gl, p);
+    case ScaleFn::Exp: return backward_inv_active<ScaleFn::Exp, M>(y, inv_a, b, r, t, gx, gl, p);
+    case ScaleFn::Tanh: return backward_inv_active<ScaleFn::Tanh, M>(y, inv_a, b, r, t, gx, gl, p);
+    case ScaleFn::Atan: return backward_inv_active<ScaleFn::Atan, M>(y, inv_a, b, r, t, gx, gl, p);
     default: return backward_inv_active<ScaleFn::Sigmoid, M>(y, inv_a, b, r, t, gx, gl, p);
   }
-}
-
-template <typename A>
-__host__ __device__ ScaleParams<A> make_params(const Scale& sc) {
-  return ScaleParams<A>{A(sc.clamp), sc.clamp != 0.0 ? A(1.0 / sc.clamp) : A(0), A(sc.atan_k),
-                        A(sc.eps)};
 }
 
 // ---- the lane's view of VEC consecutive columns of one row -------------------------------
@@ -195,11 +189,11 @@ struct Lane {
 
 template <typename T, typename A = typename AccOf<T>::type>
 __global__ void __launch_bounds__(kWarps * 32)
-fwd_kernel(Geometry g, Scale sc, const T* __restrict__ x, const T* __restrict__ s_raw,
+fwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ x, const T* __restrict__ s_raw,
            const T* __restrict__ t, const T* __restrict__ pa, const T* __restrict__ pb,
            T* __restrict__ y, A* __restrict__ ld_part, A* __restrict__ err_part) {
   constexpr int V = kVec<T>;
-  const ScaleParams<A> p = make_params<A>(sc);
+  const ScaleParams<A> p = scale_params<A>(sc);
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (row >= g.R) return;  // whole warp leaves together; no block-level sync here
@@ -215,7 +209,7 @@ fwd_kernel(Geometry g, Scale sc, const T* __restrict__ x, const T* __restrict__ 
     L.load_st(g, t, g.tsb, g.tsc, g.tss, tv);
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-      s[i] = L.act[i] ? scale_rt(sc.fn, r[i], p) : A(0);
+      s[i] = L.act[i] ? scale_rt(sc.scale, r[i], p) : A(0);
       yv[i] = L.act[i] ? affine_fwd(xv[i], L.a[i], L.sh[i], ScalarMath<A>::exp(s[i]), tv[i])
                        : actnorm_fwd(xv[i], L.a[i], L.sh[i]);
       ld += s[i];
@@ -242,11 +236,11 @@ fwd_kernel(Geometry g, Scale sc, const T* __restrict__ x, const T* __restrict__ 
 
 template <typename T, typename A = typename AccOf<T>::type>
 __global__ void __launch_bounds__(kWarps * 32)
-inv_kernel(Geometry g, Scale sc, const T* __restrict__ y, const T* __restrict__ s_raw,
+inv_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ y, const T* __restrict__ s_raw,
            const T* __restrict__ t, const T* __restrict__ pa, const T* __restrict__ pb,
            T* __restrict__ x, A* __restrict__ ld_part) {
   constexpr int V = kVec<T>;
-  const ScaleParams<A> p = make_params<A>(sc);
+  const ScaleParams<A> p = scale_params<A>(sc);
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (row >= g.R) return;
@@ -262,7 +256,7 @@ inv_kernel(Geometry g, Scale sc, const T* __restrict__ y, const T* __restrict__ 
     L.load_st(g, t, g.tsb, g.tsc, g.tss, tv);
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-      const A s = L.act[i] ? scale_rt(sc.fn, r[i], p) : A(0);
+      const A s = L.act[i] ? scale_rt(sc.scale, r[i], p) : A(0);
       xv[i] = L.act[i] ? affine_inv(yv[i], L.inv_a[i], L.sh[i], ScalarMath<A>::exp(-s), tv[i])
                        : actnorm_inv(yv[i], L.inv_a[i], L.sh[i]);
       ld += s;
@@ -322,12 +316,12 @@ __device__ __forceinline__ void store_ab_partials(const Geometry& g, const A (&d
 
 template <typename T, typename A = typename AccOf<T>::type>
 __global__ void __launch_bounds__(kWarps * 32)
-fwd_bwd_kernel(Geometry g, Scale sc, const T* __restrict__ gy, const A* __restrict__ gl,
+fwd_bwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ gy, const A* __restrict__ gl,
                const T* __restrict__ x, const T* __restrict__ s_raw, const T* __restrict__ pa,
                const T* __restrict__ pb, T* __restrict__ gx, T* __restrict__ gs,
                T* __restrict__ gt, A* __restrict__ ga_part, A* __restrict__ gb_part) {
   constexpr int V = kVec<T>;
-  const ScaleParams<A> p = make_params<A>(sc);
+  const ScaleParams<A> p = scale_params<A>(sc);
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const bool row_ok = row < g.R;  // no early exit: the block may synchronise below
@@ -345,7 +339,7 @@ fwd_bwd_kernel(Geometry g, Scale sc, const T* __restrict__ gy, const A* __restri
 #pragma unroll
     for (int i = 0; i < V; ++i) {
       if (L.act[i]) {
-        const ActiveGrads<A> gr = bwd_fwd_rt(sc.fn, xv[i], L.a[i], L.sh[i], r[i], gyv[i], glb, p);
+        const ActiveGrads<A> gr = bwd_fwd_rt(sc.scale, xv[i], L.a[i], L.sh[i], r[i], gyv[i], glb, p);
         gxv[i] = gr.gx;
         gsv[i] = gr.gs_raw;
         da[i] += gr.da;
@@ -366,13 +360,13 @@ fwd_bwd_kernel(Geometry g, Scale sc, const T* __restrict__ gy, const A* __restri
 
 template <typename T, typename A = typename AccOf<T>::type>
 __global__ void __launch_bounds__(kWarps * 32)
-inv_bwd_kernel(Geometry g, Scale sc, const T* __restrict__ gx, const A* __restrict__ gl,
+inv_bwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ gx, const A* __restrict__ gl,
                const T* __restrict__ y, const T* __restrict__ s_raw, const T* __restrict__ t,
                const T* __restrict__ pa, const T* __restrict__ pb, T* __restrict__ gy,
                T* __restrict__ gs, T* __restrict__ gt, A* __restrict__ ga_part,
                A* __restrict__ gb_part) {
   constexpr int V = kVec<T>;
-  const ScaleParams<A> p = make_params<A>(sc);
+  const ScaleParams<A> p = scale_params<A>(sc);
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const bool row_ok = row < g.R;
@@ -392,7 +386,7 @@ inv_bwd_kernel(Geometry g, Scale sc, const T* __restrict__ gx, const A* __restri
     for (int i = 0; i < V; ++i) {
       if (L.act[i]) {
         const ActiveGrads<A> gr =
-            bwd_inv_rt(sc.fn, yv[i], L.inv_a[i], L.sh[i], r[i], tv[i], gxv[i], glb, p);
+            bwd_inv_rt(sc.scale, yv[i], L.inv_a[i], L.sh[i], r[i], tv[i], gxv[i], glb, p);
         gyv[i] = gr.gx;
         gsv[i] = gr.gs_raw;
         gtv[i] = gr.gt;
@@ -469,7 +463,7 @@ dim3 grid_of(const Geometry& g) {
 bool empty(const Geometry& g) { return g.R == 0 || g.n_chunks == 0; }
 
 template <typename T>
-void fwd_t(const Geometry& g, const Scale& sc, const void* x, const void* s_raw, const void* t,
+void fwd_t(const Geometry& g, const CouplingConfig& sc, const void* x, const void* s_raw, const void* t,
            const void* a, const void* b, void* y, void* ld, void* err, cudaStream_t st) {
   using A = typename AccOf<T>::type;
   if (empty(g)) return;
@@ -480,7 +474,7 @@ void fwd_t(const Geometry& g, const Scale& sc, const void* x, const void* s_raw,
 }
 
 template <typename T>
-void inv_t(const Geometry& g, const Scale& sc, const void* y, const void* s_raw, const void* t,
+void inv_t(const Geometry& g, const CouplingConfig& sc, const void* y, const void* s_raw, const void* t,
            const void* a, const void* b, void* x, void* ld, cudaStream_t st) {
   using A = typename AccOf<T>::type;
   if (empty(g)) return;
@@ -490,7 +484,7 @@ void inv_t(const Geometry& g, const Scale& sc, const void* y, const void* s_raw,
 }
 
 template <typename T>
-void fwd_bwd_t(const Geometry& g, const Scale& sc, const void* gy, const void* gl, const void* x,
+void fwd_bwd_t(const Geometry& g, const CouplingConfig& sc, const void* gy, const void* gl, const void* x,
                const void* s_raw, const void* a, const void* b, void* gx, void* gs, void* gt,
                void* ga_part, void* gb_part, cudaStream_t st) {
   using A = typename AccOf<T>::type;
@@ -503,7 +497,7 @@ void fwd_bwd_t(const Geometry& g, const Scale& sc, const void* gy, const void* g
 }
 
 template <typename T>
-void inv_bwd_t(const Geometry& g, const Scale& sc, const void* gx, const void* gl, const void* y,
+void inv_bwd_t(const Geometry& g, const CouplingConfig& sc, const void* gx, const void* gl, const void* y,
                const void* s_raw, const void* t, const void* a, const void* b, void* gy, void* gs,
                void* gt, void* ga_part, void* gb_part, cudaStream_t st) {
   using A = typename AccOf<T>::type;
@@ -541,25 +535,25 @@ void reduce_ab_t(const Geometry& g, const void* ga_part, const void* gb_part, co
     case DType::BFloat16: FN<__nv_bfloat16>(__VA_ARGS__); break;   \
   }
 
-void launch_fwd(DType dt, const Geometry& g, const Scale& sc, const void* x, const void* s_raw,
+void launch_fwd(DType dt, const Geometry& g, const CouplingConfig& sc, const void* x, const void* s_raw,
                 const void* t, const void* a, const void* b, void* y, void* ld_part,
                 void* err_part, cudaStream_t stream) {
   FK_DISPATCH(dt, fwd_t, g, sc, x, s_raw, t, a, b, y, ld_part, err_part, stream);
 }
 
-void launch_inv(DType dt, const Geometry& g, const Scale& sc, const void* y, const void* s_raw,
+void launch_inv(DType dt, const Geometry& g, const CouplingConfig& sc, const void* y, const void* s_raw,
                 const void* t, const void* a, const void* b, void* x, void* ld_part,
                 cudaStream_t stream) {
   FK_DISPATCH(dt, inv_t, g, sc, y, s_raw, t, a, b, x, ld_part, stream);
 }
 
-void launch_fwd_bwd(DType dt, const Geometry& g, const Scale& sc, const void* gy, const void* gl,
+void launch_fwd_bwd(DType dt, const Geometry& g, const CouplingConfig& sc, const void* gy, const void* gl,
                     const void* x, const void* s_raw, const void* a, const void* b, void* gx,
                     void* gs, void* gt, void* ga_part, void* gb_part, cudaStream_t stream) {
   FK_DISPATCH(dt, fwd_bwd_t, g, sc, gy, gl, x, s_raw, a, b, gx, gs, gt, ga_part, gb_part, stream);
 }
 
-void launch_inv_bwd(DType dt, const Geometry& g, const Scale& sc, const void* gx, const void* gl,
+void launch_inv_bwd(DType dt, const Geometry& g, const CouplingConfig& sc, const void* gx, const void* gl,
                     const void* y, const void* s_raw, const void* t, const void* a, const void* b,
                     void* gy, void* gs, void* gt, void* ga_part, void* gb_part,
                     cudaStream_t stream) {

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "common/coupling_math.h"
+
 namespace flowkern::cuda {
 
 enum class DType : int { Float = 0, Double = 1, Half = 2, BFloat16 = 3 };
@@ -65,24 +67,19 @@ inline Geometry make_geometry(DType dt, int64_t B, int64_t C, int64_t S, int64_t
   return g;
 }
 
-struct Scale {
-  int fn;  // flowkern::ScaleFn
-  double clamp, atan_k, eps;
-};
-
 // y, ld_part (acc), err_part (acc, nullptr without check).
-void launch_fwd(DType dt, const Geometry& g, const Scale& sc, const void* x, const void* s_raw,
+void launch_fwd(DType dt, const Geometry& g, const CouplingConfig& sc, const void* x, const void* s_raw,
                 const void* t, const void* a, const void* b, void* y, void* ld_part,
                 void* err_part, cudaStream_t stream);
 // x, ld_part (sum of s; negated by the row reduction).
-void launch_inv(DType dt, const Geometry& g, const Scale& sc, const void* y, const void* s_raw,
+void launch_inv(DType dt, const Geometry& g, const CouplingConfig& sc, const void* y, const void* s_raw,
                 const void* t, const void* a, const void* b, void* x, void* ld_part,
                 cudaStream_t stream);
 // gx, gs, gt ((B, c_act, S), batch stride g.g_bs), ga/gb partials (acc, nullptr without actnorm).
-void launch_fwd_bwd(DType dt, const Geometry& g, const Scale& sc, const void* gy, const void* gl,
+void launch_fwd_bwd(DType dt, const Geometry& g, const CouplingConfig& sc, const void* gy, const void* gl,
                     const void* x, const void* s_raw, const void* a, const void* b, void* gx,
                     void* gs, void* gt, void* ga_part, void* gb_part, cudaStream_t stream);
-void launch_inv_bwd(DType dt, const Geometry& g, const Scale& sc, const void* gx, const void* gl,
+void launch_inv_bwd(DType dt, const Geometry& g, const CouplingConfig& sc, const void* gx, const void* gl,
                     const void* y, const void* s_raw, const void* t, const void* a, const void* b,
                     void* gy, void* gs, void* gt, void* ga_part, void* gb_part,
                     cudaStream_t stream);

@@ -24,9 +24,13 @@ photo a patch comes from as its class. Pixels are dequantised uniformly to [0, 1
    ``memory_saving_chunk=1``) for a few steps with the loss falling, and the process's peak RSS
    is reported. A 416 x 640 sample goes to ``sample_large.png``.
 
-Usage: ``python examples/image/glow_photos.py --out DIR [--quick]`` (writes ``metrics.json``,
-``report.md`` and the PNGs into DIR). The default run takes about three minutes on two cores;
-``--quick`` is a small smoke run of every stage (no claim about normflows' memory).
+Usage: ``python examples/image/glow_photos.py --out DIR [--demo | --quick]`` (writes
+``metrics.json``, ``report.md`` and the PNGs into DIR). Sizes: the default (:class:`Config`) is
+the full run; ``--demo`` (:func:`demo_config`, the last stage of ``make demo``) trains a
+shallower Glow for fewer steps and runs stage 3 at a fixed small batch, reporting the batch from
+which normflows' step would exceed this machine's memory instead of training at it; ``--quick``
+(:func:`quick_config`) is a small smoke run of every stage. The processing time of stage 3 at
+the full size grows with the machine's memory (the batch is chosen to exceed it).
 
 References: Kingma & Dhariwal 2018 (Glow); Theis et al. 2016 (dequantisation, bits/dim).
 """
@@ -71,6 +75,7 @@ class Config:
     large_steps: int = 3
     large_lr: float = 1e-4
     large_batch_max: int = 64
+    large_batch: int | None = None  # a fixed batch for stage 3 (None: the batch normflows cannot afford)
     memory_margin: float = 1.05
     probe_sizes: tuple = (128, 256)
     probe_batch: int = 4
@@ -78,9 +83,16 @@ class Config:
     quick: bool = False
 
 
+def demo_config() -> Config:
+    """``make demo``'s size: the notebook Glow with K = 2 steps per level, 60 training steps, and
+    stage 3 at a fixed batch of 4 whole photographs."""
+    return Config(depth=2, steps=60, large_batch=4)
+
+
 def quick_config() -> Config:
     return Config(patch=16, levels=2, depth=1, hidden=16, batch=16, steps=12, n_test=64, n_samples=4,
-                  large_shape=(64, 96), large_steps=2, large_lr=1e-3, probe_sizes=(16, 32), probe_batch=2, quick=True)
+                  large_shape=(64, 96), large_steps=2, large_lr=1e-3, probe_sizes=(16, 32), probe_batch=2,
+                  large_batch=2, quick=True)
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -312,10 +324,9 @@ def run_large(cfg: Config, fk, peer, photos: torch.Tensor, out: Path) -> dict:
     per_px = max(rss_per_px, saved_per_px)  # the saved tensors are alive at the peak: a lower bound
     nf_per_sample = per_px * H * W
     mem_total = mem_total_bytes()
-    if cfg.quick:
-        batch = 2
-    else:
-        batch = min(cfg.large_batch_max, math.ceil(cfg.memory_margin * mem_total / nf_per_sample))
+    # the smallest batch whose normflows step needs more than the machine's memory (with a margin)
+    unaffordable_batch = math.ceil(cfg.memory_margin * mem_total / nf_per_sample)
+    batch = cfg.large_batch if cfg.large_batch is not None else min(cfg.large_batch_max, unaffordable_batch)
     nf_needed = batch * nf_per_sample
 
     g = torch.Generator().manual_seed(cfg.seed + 2)
@@ -360,7 +371,7 @@ def run_large(cfg: Config, fk, peer, photos: torch.Tensor, out: Path) -> dict:
                 normflows_probes={str(k): v for k, v in probes.items()}, normflows_step_bytes_per_pixel=per_px,
                 normflows_rss_bytes_per_pixel=rss_per_px, normflows_saved_bytes_per_pixel=saved_per_px,
                 normflows_step_bytes_needed=nf_needed, normflows_saved_bytes_needed=batch * saved_per_px * H * W,
-                machine_mem_total_bytes=mem_total,
+                machine_mem_total_bytes=mem_total, normflows_unaffordable_from_batch=unaffordable_batch,
                 normflows_affordable=bool(nf_needed < mem_total), sample_file="sample_large.png")
 
 
@@ -398,6 +409,12 @@ def report(m: dict) -> str:
     t, lg, c = m["test_bpd"], m["large"], m["config"]
     probes = ", ".join(f"{k}x{k} ({v['step_bytes'] / 2 ** 20:.0f} MiB at batch {v['batch']})"
                        for k, v in lg["normflows_probes"].items())
+    if not lg["normflows_affordable"]:
+        verdict = "normflows cannot train it here"
+    else:  # a fixed small batch (--demo, --quick)
+        verdict = (f"normflows could train this batch here (its step would exceed this machine's memory from "
+                   f"batch {lg['normflows_unaffordable_from_batch']}); the full run, without --demo / --quick, "
+                   f"trains at the batch its model's normflows step cannot afford (up to {c['large_batch_max']})")
     lines = [
         "# Glow on real photographs: flowkern and normflows",
         "",
@@ -433,7 +450,7 @@ def report(m: dict) -> str:
         f"linear between {probes}), "
         f"i.e. {lg['normflows_step_bytes_needed'] / gib:.1f} GiB at this batch ({lg['normflows_saved_bytes_needed'] / gib:.1f} GiB "
         f"of it saved for backward); this machine has {lg['machine_mem_total_bytes'] / gib:.1f} GiB in all: "
-        f"{'normflows could train it here' if lg['normflows_affordable'] else 'normflows cannot train it here'}.",
+        f"{verdict}.",
         f"flowkern (memory_saving=True) saved {lg['flowkern_saved_bytes'] / 2**20:.1f} MiB for backward (the latents: "
         f"{lg['flowkern_latent_bytes'] / 2**20:.1f} MiB); process peak RSS {lg['process_peak_rss_bytes'] / gib:.2f} GiB.",
         "",
@@ -451,7 +468,9 @@ def report(m: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="directory for metrics.json, report.md, PNGs (required)")
-    parser.add_argument("--quick", action="store_true", help="small smoke run of every stage")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--demo", action="store_true", help="make demo's size (a shallower Glow, stage 3 at batch 4)")
+    size.add_argument("--quick", action="store_true", help="small smoke run of every stage")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("FLOWKERN_THREADS", "2")))
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -461,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out DIR is required")
-    cfg = quick_config() if args.quick else Config()
+    cfg = quick_config() if args.quick else demo_config() if args.demo else Config()
     m = run(cfg, args.out)
     t = m["test_bpd"]
     print(f"test bits/dim: flowkern {t['flowkern']:.4f}, normflows {t['normflows']:.4f} "

@@ -1,5 +1,6 @@
 """``report.md`` of a demo run: every section's metrics as tables and sentences, each target with
-its status (met / NOT met), and the PNG grids embedded where they are discussed."""
+its status (met / NOT met), and the PNG grids embedded where they are discussed; with the image
+stage (``run.py --image``), its bits/dim, samples and memory-saving run from ``<out>/image/``."""
 
 from __future__ import annotations
 
@@ -112,4 +113,39 @@ def render_report(m: dict) -> str:
             f"{_pct(t['prompted_colour_acc'])}, both {_pct(t['both_acc'])}.", "",
             "Rows: " + "; ".join(f"'{p}'" for p in t["picture_prompts"]) + ".", "",
             "![text to image](text_to_image.png)", ""]
+    if "image" in m:
+        lines += image_section(m["image"])
     return "\n".join(lines)
+
+
+def image_section(im: dict) -> list[str]:
+    """The image stage (``examples/image/glow_photos.py``): test bits/dim of normflows' Glow and its
+    flowkern conversion, the samples, the memory-saving run on whole photographs."""
+    gib, d = 2 ** 30, im["dir"]
+    t, lg, c, tr = im["test_bpd"], im["large"], im["config"], im["train"]
+    return [
+        "## Glow on photographs (image flows)", "",
+        f"`examples/image/glow_photos.py` ({im['size']} size; full report: [{d}/report.md]({d}/report.md)): "
+        f"normflows' notebook Glow (L={c['levels']}, K={c['depth']}, hidden {c['hidden']}) and its "
+        "`flowkern.compat.convert` conversion, the same initial weights, trained on the same "
+        f"{c['steps']} batches of {c['batch']} {c['patch']}x{c['patch']} patches of scikit-learn's two sample photos; "
+        f"test patches from a held-out region ({im['data']['n_test']}).", "",
+        "| | test bits/dim | training s |", "|---|---|---|",
+        f"| initial | {t['initial']:.4f} | |",
+        f"| normflows | {t['normflows']:.4f} | {tr['normflows_seconds']:.1f} |",
+        f"| flowkern | {t['flowkern']:.4f} | {tr['flowkern_seconds']:.1f} |", "",
+        f"Difference {t['difference']:+.2e} bits/dim (test standard error {t['se_test']:.2e}; float32 rounding "
+        f"alone: {t['rounding_reference_difference']:+.2e}): "
+        f"{'agree within noise' if t['agree_within_noise'] else 'DO NOT agree within noise'}.", "",
+        f"Samples (rows: {'; '.join(im['samples']['rows'])}):", "",
+        f"![glow samples]({d}/{im['samples']['file']})", "",
+        f"Memory-saving on {lg['shape'][1]}x{lg['shape'][2]} images, batch {lg['batch']}: bits/dim per step "
+        + ", ".join(f"{b:.3f}" for b in lg["bits_per_dim_per_step"])
+        + f" (loss {'fell' if lg['loss_fell'] else 'did NOT fall'}); saved for backward "
+        f"{lg['flowkern_saved_bytes'] / 2 ** 20:.1f} MiB, process peak RSS {lg['process_peak_rss_bytes'] / gib:.2f} GiB; "
+        f"normflows' step would need {lg['normflows_step_bytes_needed'] / gib:.1f} GiB of this machine's "
+        f"{lg['machine_mem_total_bytes'] / gib:.1f} GiB "
+        + ("(not affordable)." if not lg["normflows_affordable"] else
+           f"(affordable at this batch, not from batch {lg.get('normflows_unaffordable_from_batch', '?')}; "
+           "`make demo-image` trains a deeper model at a batch normflows cannot afford)."), "",
+        f"![large sample]({d}/{lg['sample_file']})", ""]

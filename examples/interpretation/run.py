@@ -1,6 +1,9 @@
 """The interpretation demo on ColorfulDigits: train the experts, the IIN, the invariance cINN and
 the Net2Net translators (:mod:`stages`), write PNG grids, ``metrics.json`` and ``report.md`` to
-``--out``. ``make demo`` runs it as ``python examples/interpretation/run.py --out runs/demo``.
+``--out``. ``make demo`` runs it as ``python examples/interpretation/run.py --out runs/demo --image demo``:
+``--image SIZE`` adds the image example (``examples/image/glow_photos.py``, Glow on photographs,
+flowkern against normflows) as the last stage, in a subprocess writing into ``<out>/image/``; its
+metrics go under ``image`` in ``metrics.json`` and its numbers and pictures into ``report.md``.
 
 The stages run on the CPU with torch and the BLAS / OpenMP pools of numpy and scikit-learn limited
 to ``--threads`` (the flows are small; oversubscribed BLAS pools slow the probes down several
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -28,20 +32,24 @@ from report import render_report
 from stages import (QUICK, Context, DemoConfig, classifier_invariances, iin_factors, load_data,
                     net2net_class_conditional, net2net_text_to_image, sketch_concept, train_experts)
 
-__all__ = ["MALLOC_ENV", "Stage", "main", "parse_args", "run"]
+__all__ = ["IMAGE_SIZES", "MALLOC_ENV", "Stage", "image_stage", "main", "parse_args", "run"]
 
 # the glibc malloc variables (and the tunables string that can hold them) recorded in the config
 MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+IMAGE_SCRIPT = Path(__file__).resolve().parents[1] / "image" / "glow_photos.py"
+IMAGE_SIZES = {"quick": ["--quick"], "demo": ["--demo"], "full": []}  # glow_photos.py's size flags
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (default runs/demo)")
-    parser.add_argument("--quick", action="store_true", help="small budget (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small budget (a smoke run of every stage)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: the small nets are slower with more)")
     parser.add_argument("--no-text", action="store_true", help="skip the MiniLM text-to-image experiment")
+    parser.add_argument("--image", choices=tuple(IMAGE_SIZES), default=None,
+                        help="also run examples/image/glow_photos.py at this size as the last stage (into OUT/image)")
     return parser.parse_args(argv)
 
 
@@ -58,6 +66,16 @@ class Stage:
 
     def __exit__(self, *exc) -> None:
         self.timings[self.name] = round(time.perf_counter() - self.t0, 2)
+
+
+def image_stage(out: Path, size: str) -> dict:
+    """``glow_photos.py --out OUT [size flag]`` in a fresh process (its own thread count, default 2;
+    the environment, glibc variables included, passed on); its ``metrics.json``, with ``dir``
+    (relative to the demo's folder) and ``size`` added."""
+    cmd = [sys.executable, str(IMAGE_SCRIPT), "--out", str(out), *IMAGE_SIZES[size]]
+    subprocess.run(cmd, check=True)
+    m = json.loads((out / "metrics.json").read_text())
+    return {"dir": out.name, "size": size, **m}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             with Stage(timings, "text"):
                 m["text"] = net2net_text_to_image(ctx, experts)
+        if args.image:
+            with Stage(timings, "image"):
+                m["image"] = image_stage(out / "image", args.image)
     timings["total"] = round(time.perf_counter() - t_start, 2)
     m["timings_s"] = timings
     (out / "metrics.json").write_text(json.dumps(m, indent=2))

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .._checks import check_int
 from ..spec import acc_dtype, channel_view
 from .base import InitFlag, InvertibleModule, ParamGrads, add_param_grad, check_input
 
@@ -43,9 +44,7 @@ class ActNormParams(InitFlag, nn.Module):
 
     def __init__(self, channels: int, allow_inverse_init: bool = False) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int, got {channels!r}")
-        self.channels = channels
+        self.channels = check_int("channels", channels, minimum=1)
         self.allow_inverse_init = allow_inverse_init
         self.loc = nn.Parameter(torch.zeros(channels))
         self.scale = nn.Parameter(torch.ones(channels))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .._checks import check_int
 from .actnorm import ActNorm
 from .double import DoubleAffineCoupling
 from .flow import ConditionalFlow, Flow
@@ -31,12 +32,10 @@ def build_flow(
     (``cond_dim=0`` with an embedder takes its ``out_dim``).
     """
     for name, v in (("dim", dim), ("n_blocks", n_blocks), ("hidden", hidden)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int(name, v, minimum=1)
     if dim < 2:
         raise ValueError(f"dim must be >= 2 for a coupling flow, got {dim}")
-    if isinstance(cond_dim, bool) or not isinstance(cond_dim, int) or cond_dim < 0:
-        raise ValueError(f"cond_dim must be an int >= 0, got {cond_dim!r}")
+    check_int("cond_dim", cond_dim, minimum=0)
     if embedder is not None:
         out_dim = getattr(embedder, "out_dim", None)
         if cond_dim == 0:

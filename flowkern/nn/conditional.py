@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_int
 from .coupling import AffineCoupling
 
 __all__ = ["ConditionalAffineCoupling", "broadcast_condition"]
@@ -46,9 +47,7 @@ class ConditionalAffineCoupling(AffineCoupling):
 
     def __init__(self, channels: int, cond_channels: int, subnet: nn.Module, **kwargs) -> None:
         super().__init__(channels, subnet, **kwargs)
-        if isinstance(cond_channels, bool) or not isinstance(cond_channels, int) or cond_channels < 1:
-            raise ValueError(f"cond_channels must be a positive int, got {cond_channels!r}")
-        self.cond_channels = cond_channels
+        self.cond_channels = check_int("cond_channels", cond_channels, minimum=1)
 
     def _subnet_input(self, z_p: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         return torch.cat((z_p, broadcast_condition(c, z_p, self.cond_channels)), dim=1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_int
 from .base import InvertibleModule, ParamGrads, check_input
 from .conditional import ConditionalAffineCoupling
 from .coupling import AffineCoupling, SeparateNets
@@ -43,10 +44,8 @@ class DoubleAffineCoupling(InvertibleModule):
         separate_nets: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 2:
-            raise ValueError(f"channels must be an int >= 2, got {channels!r}")
-        if isinstance(cond_channels, bool) or not isinstance(cond_channels, int) or cond_channels < 0:
-            raise ValueError(f"cond_channels must be an int >= 0, got {cond_channels!r}")
+        check_int("channels", channels, minimum=2)
+        check_int("cond_channels", cond_channels, minimum=0)
         self.channels, self.cond_channels = channels, cond_channels
         self.half = channels // 2
         couplings = []

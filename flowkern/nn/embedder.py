@@ -13,15 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_int
 from .subnets import MLP
 
 __all__ = ["Embedder", "MLPEmbedder", "ConvEmbedder"]
 
 
 def _positive(name: str, v: object, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
-    return v
+    return check_int(name, v, minimum=minimum)
 
 
 class Embedder(nn.Module):

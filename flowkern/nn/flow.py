@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from .._checks import check_int
 from ..spec import acc_dtype
 from .base import InvertibleModule
 from .memory import memory_saving_forward
@@ -109,8 +110,7 @@ class Flow(InvertibleModule):
 
     def sample(self, n: int, c: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
         """x = f^{-1}(temperature * eps), eps ~ N(0, I) of shape (n, *event_shape)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_int("n", n, minimum=1)
         if not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         if self.event_shape is None:

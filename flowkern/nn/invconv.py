@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from .._checks import check_int
 from ..spec import acc_dtype
 from .base import InvertibleModule, check_input
 
@@ -26,9 +27,7 @@ class InvConv1x1(InvertibleModule):
 
     def __init__(self, channels: int, seed: int = 0) -> None:
         super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int, got {channels!r}")
-        self.channels = channels
+        self.channels = check_int("channels", channels, minimum=1)
         g = torch.Generator().manual_seed(seed)
         q, _ = torch.linalg.qr(torch.randn(channels, channels, generator=g, dtype=torch.float64))
         p, lower, upper = torch.linalg.lu(q)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import check_int
 from .base import InvertibleModule, ParamGrads, check_input, zero_logdet
 
 __all__ = ["Permute", "Shuffle", "Reverse"]
@@ -40,9 +41,7 @@ class Permute(InvertibleModule):
 
 
 def _check_channels(channels: object) -> int:
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
-    return channels
+    return check_int("channels", channels, minimum=1)
 
 
 class Shuffle(Permute):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_int
+
 __all__ = ["MLP"]
 
 
@@ -23,10 +25,8 @@ class MLP(nn.Module):
                  zero_init: bool = False) -> None:
         super().__init__()
         for name, v in (("in_features", in_features), ("out_features", out_features), ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"depth must be an int >= 0, got {depth!r}")
+            check_int(name, v, minimum=1)
+        check_int("depth", depth, minimum=0)
         layers: list[nn.Module] = [nn.Linear(in_features, hidden), nn.LeakyReLU(inplace=True)]
         for _ in range(depth):
             layers += [nn.Linear(hidden, hidden), nn.LeakyReLU(inplace=True)]
