@@ -178,15 +178,18 @@ def test_conv_embedders_pooled_and_spatial():
     torch.testing.assert_close(img_flow.inverse(zi, img)[0], xi, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 @pytest.mark.parametrize("cond_dim", [0, 3])
-def test_initialised_flow_compiles_fullgraph_with_eager_grads(cond_dim):
+def test_initialised_flow_compiles_fullgraph_with_eager_grads(cond_dim, device):
     """After ActNorm's init (or loading an initialised checkpoint) no layer reads a tensor on the
     host, so torch.compile(fullgraph=True) traces the whole NLL; its loss and grads match eager."""
     torch.manual_seed(6)
-    flow = build_flow(6, 2, 16, depth=1, cond_dim=cond_dim)
+    flow = build_flow(6, 2, 16, depth=1, cond_dim=cond_dim).to(device)
     x, c = torch.randn(32, 6) * 2 + 1, (torch.randn(32, cond_dim) if cond_dim else None)
+    x, c = x.to(device), (c.to(device) if cond_dim else None)
     flow.nll_loss(x, c)  # data-dependent init, eagerly
-    fresh = build_flow(6, 2, 16, depth=1, cond_dim=cond_dim)
+    fresh = build_flow(6, 2, 16, depth=1, cond_dim=cond_dim).to(device)
     fresh.load_state_dict(flow.state_dict())
     torch._dynamo.reset()
     compiled = torch.compile(lambda x, c: fresh.nll_loss(x, c), fullgraph=True)

@@ -54,21 +54,23 @@ def _cfg(opts):
 @pytest.mark.parametrize("passive", ["first", "second"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
                          ids=str)
-def test_forward_inverse_match_reference(shape, scale, passive, dtype):
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_forward_inverse_match_reference(shape, scale, passive, dtype, backend):
+    """The CUDA kernels and the Triton kernels on CUDA tensors, against the fp64 reference."""
     B, C, spatial, split = shape
     layout = ("halves", "interleaved", "contiguous")[(len(spatial) + C) % 3]
     x, s_raw, t, a, b, kw = make_case(B, C, spatial, split, passive, dtype=dtype, layout=layout,
                                       device="cuda")
     opts = _opts(kw, scale)
     cfg = _cfg(opts)
-    y, logdet, err = flowkern.coupling_forward(x, s_raw, t, a, b, check=True, backend="cuda", **opts)
+    y, logdet, err = flowkern.coupling_forward(x, s_raw, t, a, b, check=True, backend=backend, **opts)
     y_ref, ld_ref = coupling_forward_ref(*upcast(x, s_raw, t, a, b), cfg)
     atol, rtol = TOL[dtype] if dtype != torch.float64 else (1e-9, 1e-9)
     torch.testing.assert_close(y.double(), y_ref, atol=atol, rtol=rtol)
     ld_tol = 1e-9 if dtype == torch.float64 else 2e-5 * x[0].numel()
     torch.testing.assert_close(logdet.double(), ld_ref, atol=ld_tol, rtol=1e-5)
     assert err.shape == (B,) and float(err.max()) < 8 * atol * max(1.0, float(y_ref.abs().max()))
-    x2, ld_inv = flowkern.coupling_inverse(y, s_raw, t, a, b, backend="cuda", **opts)
+    x2, ld_inv = flowkern.coupling_inverse(y, s_raw, t, a, b, backend=backend, **opts)
     x_ref, ld_inv_ref = coupling_inverse_ref(*upcast(y, s_raw, t, a, b), cfg)
     torch.testing.assert_close(x2.double(), x_ref, atol=atol, rtol=rtol)
     torch.testing.assert_close(ld_inv.double(), ld_inv_ref, atol=ld_tol, rtol=1e-5)
@@ -87,7 +89,8 @@ def _loss(out, logdet):
 @pytest.mark.parametrize("passive", ["first", "second"])
 @pytest.mark.parametrize("spatial", [(), (5,), (2, 9)], ids=str)
 @pytest.mark.parametrize("actnorm", [True, False])
-def test_backward_matches_reference_autograd(direction, scale, passive, spatial, actnorm):
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_backward_matches_reference_autograd(direction, scale, passive, spatial, actnorm, backend):
     x, s_raw, t, a, b, kw = make_case(6, 9, spatial, 4, passive, dtype=torch.float64,
                                       layout="interleaved", actnorm=actnorm, device="cuda")
     opts = _opts(kw, scale)
@@ -106,7 +109,7 @@ def test_backward_matches_reference_autograd(direction, scale, passive, spatial,
             out, logdet = fn(*args, backend=backend, **opts)[:2]
         return torch.autograd.grad(_loss(out, logdet), leaves)
 
-    for g, w in zip(grads("cuda"), grads("reference")):
+    for g, w in zip(grads(backend), grads("reference")):
         torch.testing.assert_close(g, w, atol=1e-9, rtol=1e-9)
 
 
@@ -135,3 +138,27 @@ def test_results_are_deterministic():
 
     for u, v in zip(run(), run()):
         assert torch.equal(u, v)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_opcheck_on_cuda(dtype):
+    """Schema, fake kernel, autograd registration and dispatch of every compiled overload (and of
+    the Triton op) on CUDA tensors."""
+    from flowkern.backends.triton.ops import coupling_backward_triton, coupling_triton
+
+    x, s_raw, t, a, b, kw = make_case(3, 7, (5,), 3, dtype=dtype, layout="interleaved", device="cuda")
+    h = torch.cat([s_raw, t], 1)
+    cfg = (kw["split"], kw["passive"], "atan", 1.5, 0.6, 0.0)
+    g = torch.randn_like(x)
+    gl = torch.randn(3, dtype=torch.float64 if dtype == torch.float64 else torch.float32, device="cuda")
+    ops = torch.ops.flowkern
+    for inverse in (False, True):
+        torch.library.opcheck(ops.coupling.default, (x, s_raw, t, a, b, *cfg, inverse, not inverse))
+        torch.library.opcheck(ops.coupling.packed, (x, h, a, b, *cfg, inverse, not inverse))
+        torch.library.opcheck(ops.coupling_backward.default, (g, gl, x, s_raw, t, a, b, *cfg, inverse))
+        torch.library.opcheck(ops.coupling_backward.packed, (g, gl, x, h, a, b, *cfg, inverse))
+        torch.library.opcheck(coupling_triton, (x, s_raw, t, a, b, *cfg, inverse, not inverse))
+        torch.library.opcheck(coupling_backward_triton, (g, gl, x, s_raw, t, a, b, *cfg, inverse))
+        xg = x.clone().requires_grad_(True)
+        torch.library.opcheck(ops.coupling.default, (xg, s_raw, t, a, b, *cfg, inverse, False))

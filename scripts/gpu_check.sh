@@ -45,7 +45,7 @@ export PYTHONUNBUFFERED=1
 # node ids, case-insensitive). A kind with no test fails the coverage stage.
 COVERAGE='{
   "cuda numerics vs reference": "test_ops_cuda.*(reference|gradcheck)",
-  "triton numerics vs reference": "triton.*(reference|gradcheck)",
+  "triton numerics vs reference": "(reference|gradcheck).*triton|triton.*(reference|gradcheck)",
   "torch.compile of flows on cuda": "compile.*(flow|nn_)|(flow|nn_).*compile",
   "opcheck on cuda": "opcheck"
 }'
