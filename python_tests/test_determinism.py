@@ -59,9 +59,9 @@ def test_op_bitwise_across_runs_and_threads(backend, dtype):
     _assert_bitwise(runs)
 
 
-def test_rows_path_bitwise_across_threads_at_the_parallel_threshold():
-    """(307, 61) rows: 18,727 elements, above the kernels' 16,384-element parallel threshold (the
-    (256, 64) benchmark shape's side of it) with an odd batch and a prime channel count."""
+def test_vectors_bitwise_across_threads_at_the_parallel_threshold():
+    """(307, 61) vectors: 18,727 elements, above the kernels' 16,384-element parallel threshold
+    with an odd batch and a prime channel count."""
     if probe_backend("cpu") is not None:
         pytest.skip(probe_backend("cpu"))
     g = torch.Generator().manual_seed(7)
