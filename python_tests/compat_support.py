@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 # float32 comparisons of whole peer blocks/models (several ops, different but equivalent
 # rounding orders): a few ulps of the values involved.
 ATOL, RTOL = 2e-5, 2e-5

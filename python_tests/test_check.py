@@ -14,7 +14,6 @@ from flowkern.cli import main as cli_main
 from flowkern.nn import ActNorm, Flow, InvertibleModule, build_flow
 
 
-
 class Doubling(InvertibleModule):
     """y = 2x with a configurable defect: a biased inverse or a wrong log-det."""
 

@@ -14,7 +14,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import flowkern
 from flowkern.nn import Flow, build_flow
 
-
 STEPS = 8
 
 

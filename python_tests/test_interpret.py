@@ -1,21 +1,23 @@
-"""IIN (factor loss, factor sizes, transformer ops, sketch pairs), invariance sampling and the layering
-of the interpretation layer (interpret and the example's experts build on flowkern.training, not on
-flowkern.translate)."""
+"""IIN (factor loss, factor sizes, transformer ops, sketch pairs), invariance sampling (the layering
+of the interpretation layer is checked in test_layering)."""
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from flowkern.interpret import (FactorLoss, FactorTransformer, estimate_factor_sizes, fit_iin, pair_correlation_scores,
-                                sample_invariances, sketch_pairs)
+from flowkern.interpret import (
+    FactorLoss,
+    FactorTransformer,
+    estimate_factor_sizes,
+    fit_iin,
+    pair_correlation_scores,
+    sample_invariances,
+    sketch_pairs,
+)
 from flowkern.translate import Net2Net
-
-from .interpretation_example import EXAMPLE_DIR
 
 
 @pytest.fixture(autouse=True)

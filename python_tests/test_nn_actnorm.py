@@ -8,7 +8,6 @@ import torch
 from flowkern.nn import MLP, ActNorm, ActNormCoupling
 
 
-
 @pytest.mark.parametrize("shape", [(64, 5), (16, 3, 5, 7)])
 def test_first_training_forward_standardises(shape):
     x = torch.randn(*shape, dtype=torch.float64) * torch.linspace(0.5, 3, shape[1], dtype=torch.float64).reshape(
@@ -74,7 +73,7 @@ def test_actnorm_coupling_initialises_fused_actnorm():
     torch.testing.assert_close(y[:, :3].mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-10, rtol=0)
     torch.testing.assert_close(y[:, :3].std(0), torch.ones(3, dtype=torch.float64), atol=1e-5, rtol=0)
     # log-det contains the actnorm term: compare with actnorm followed by a plain coupling
-    from flowkern.nn import AffineCoupling, ActNorm
+    from flowkern.nn import ActNorm, AffineCoupling
 
     an = ActNorm(6).double().eval()
     an.load_state_dict(m.actnorm.state_dict())

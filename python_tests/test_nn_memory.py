@@ -22,7 +22,6 @@ from flowkern.nn import (
 )
 
 
-
 def _grads(model: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     model.zero_grad()
     leaves = [v.detach().clone().requires_grad_(True) for v in inputs]

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import flowkern
-from flowkern.backends import compiled
-from flowkern.backends import BackendUnavailableError
+from flowkern.backends import BackendUnavailableError, compiled
 from flowkern.ops import CouplingConfig, coupling_forward_ref, coupling_inverse_ref
 
 from .helpers import SCALES, TOL, make_case, upcast

@@ -9,7 +9,6 @@ import io
 import pytest
 import torch
 
-
 nn = pytest.importorskip("flowkern.nn")
 
 

@@ -46,6 +46,7 @@ from ..nn.image import autocast_off, backprop_folded_conv, channels_last_call, c
 from ..nn.squeeze import Squeeze as _Squeeze2x2
 from ..nn.squeeze import squeeze2x2, unsqueeze2x2
 from ..ops import coupling_forward, coupling_inverse
+from ..spec import acc_dtype
 from ._fused import params_dtype_device
 from .convert import register_converter
 
@@ -67,9 +68,6 @@ __all__ = [
 def _adapter(peer: str):
     return importlib.import_module(f"{__package__}.{peer}")
 
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class _PermutationNode(Node):
@@ -240,7 +238,7 @@ class GlowBlock(nn.Module):
         _, conv, norm = self.flows
         a = torch.exp(-norm.s).reshape(-1)
         b = -norm.t.reshape(-1) * a
-        acc = _acc(like.dtype)
+        acc = acc_dtype(like.dtype)
         if conv.use_lu:  # W = P L U, as normflows' _assemble_W, with cached triangular masks
             lower, upper = self._masks(conv.num_channels, conv.L)
             U = conv.U * upper + torch.diag(conv.sign_S * torch.exp(conv.log_S))
@@ -427,7 +425,7 @@ class _GaussianBaseNode(Node):
 
     @staticmethod
     def _logdet(log_std: Tensor, z: Tensor) -> Tensor:
-        ls = log_std.to(_acc(z.dtype))
+        ls = log_std.to(acc_dtype(z.dtype))
         if ls.shape[0] == 1:
             return (ls.sum() * (z[0].numel() // ls[0].numel())).expand(z.shape[0])
         return ls.expand(z.shape).flatten(1).sum(1)

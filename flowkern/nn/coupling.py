@@ -23,8 +23,8 @@ import math
 import torch
 from torch import nn
 
-from ..ops.coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from .._checks import check_int
+from ..ops.coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from ..spec import CouplingConfig, channel_view
 from .actnorm import ActNormParams
 from .base import (

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..spec import acc_dtype
 from .base import InvertibleModule, ParamGrads, add_param_grad, trainable_parameters
 
 __all__ = ["Node", "ModuleNode", "InvertibleProgram", "run_program", "DeferredGrads"]
@@ -36,15 +37,12 @@ __all__ = ["Node", "ModuleNode", "InvertibleProgram", "run_program", "DeferredGr
 Conds = tuple  # tuple[torch.Tensor | None, ...]
 
 
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
 
 def _as_logdet(ld: object, like: torch.Tensor) -> torch.Tensor | None:
     """A node's log-det as a (B,) tensor in the accumulation dtype (None for "no term")."""
     if ld is None:
         return None
-    acc = _acc(like.dtype)
+    acc = acc_dtype(like.dtype)
     if isinstance(ld, torch.Tensor):
         ld = ld.to(acc)
         if ld.dim() == 1 and ld.shape[0] == like.shape[0]:
@@ -167,7 +165,7 @@ class InvertibleProgram:
         """Outputs and the summed (B,) log-det, with ordinary autograd."""
         slots = dict(zip(self.inputs, xs))
         ref = xs[0]
-        logdet = torch.zeros(ref.shape[0], dtype=_acc(ref.dtype), device=ref.device)
+        logdet = torch.zeros(ref.shape[0], dtype=acc_dtype(ref.dtype), device=ref.device)
         for node in self.nodes:
             outs, ld = node.run([slots.pop(i) for i in node.inputs], conds)
             for i, v in zip(node.outputs, outs):
@@ -181,7 +179,7 @@ class InvertibleProgram:
         """Inputs rebuilt from outputs, and the inverse's summed log-det."""
         slots = dict(zip(self.outputs, ys))
         ref = ys[0]
-        logdet = torch.zeros(ref.shape[0], dtype=_acc(ref.dtype), device=ref.device)
+        logdet = torch.zeros(ref.shape[0], dtype=acc_dtype(ref.dtype), device=ref.device)
         for node in reversed(self.nodes):
             ins, ld = node.invert([slots.pop(i) for i in node.outputs], conds)
             for i, v in zip(node.inputs, ins):
@@ -275,7 +273,7 @@ class _ProgramFunction(torch.autograd.Function):
         grad_outs = [torch.zeros_like(o) if g is None else g for o, g in zip(outs, grad_outs)]
         B = outs[0].shape[0]
         if grad_logdet is None:
-            grad_logdet = torch.zeros(B, dtype=_acc(outs[0].dtype), device=outs[0].device)
+            grad_logdet = torch.zeros(B, dtype=acc_dtype(outs[0].dtype), device=outs[0].device)
         want_c = [c is not None and ctx.needs_input_grad[4 + n_x + i] for i, c in enumerate(conds)]
         param_grads = DeferredGrads()
         autocast = torch.autocast(*ctx.autocast[:1], dtype=ctx.autocast[1]) if ctx.autocast else contextlib.nullcontext()

@@ -36,12 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_bool, check_int, check_number
+from ..spec import acc_dtype
 from .actnorm import ActNorm, ActNormParams
 from .base import InvertibleModule, ParamGrads, add_param_grad, check_input, trainable_parameters
 from .conditional import ConditionalAffineCoupling, broadcast_condition
 from .coupling import AffineCoupling
 from .invconv import InvConv1x1
-from .squeeze import squeeze2x2, unsqueeze2x2
+from .squeeze import unsqueeze2x2
 
 __all__ = [
     "defer_or_backprop",
@@ -57,9 +58,6 @@ __all__ = [
     "bits_per_dim",
 ]
 
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def autocast_off(t: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -263,7 +261,7 @@ class GlowStep(InvertibleModule):
         """The folded 1x1 convolution ``(W', b')`` in ``like``'s dtype and its per-position log-det."""
         a, b = self.actnorm.coefficients(like)
         W = self.invconv.weight().to(like.dtype)
-        acc = _acc(like.dtype)
+        acc = acc_dtype(like.dtype)
         ld = torch.log(torch.abs(self.actnorm.scale.to(acc))).sum() + self.invconv.log_s.to(acc).sum()
         return W * a, W @ b, ld
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .._checks import check_bool, check_choice, check_int, check_number
+from ..spec import acc_dtype
 from .actnorm import ActNorm
 from .base import InvertibleModule, ParamGrads
 from .conditional import ConditionalAffineCoupling
@@ -52,9 +53,6 @@ __all__ = [
 
 SPLIT_PRIORS = ("learned", "normal")
 
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 # ---- factor-out ---------------------------------------------------------------------------------
@@ -127,7 +125,7 @@ class Split(nn.Module):
         """(kept, standardised latent, log-det of the standardisation)."""
         self._check(x, "x")
         if self.coupling is None:
-            return x[:, :self.keep], x[:, self.keep:], torch.zeros(x.shape[0], dtype=_acc(x.dtype), device=x.device)
+            return x[:, :self.keep], x[:, self.keep:], torch.zeros(x.shape[0], dtype=acc_dtype(x.dtype), device=x.device)
         y, ld = self.coupling(x, c)
         return y[:, :self.keep], y[:, self.keep:], ld
 
@@ -137,7 +135,7 @@ class Split(nn.Module):
         y = torch.cat((kept, latent), 1)
         self._check(y, "cat(kept, latent)")
         if self.coupling is None:
-            return y, torch.zeros(y.shape[0], dtype=_acc(y.dtype), device=y.device)
+            return y, torch.zeros(y.shape[0], dtype=acc_dtype(y.dtype), device=y.device)
         return self.coupling.inverse(y, c)
 
     def invert_and_backprop(self, kept: torch.Tensor, latent: torch.Tensor, c: torch.Tensor | None,
@@ -187,7 +185,7 @@ class AffinePrior(InvertibleModule):
 
     @staticmethod
     def _logdet(log_std: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        ls = log_std.to(_acc(z.dtype))
+        ls = log_std.to(acc_dtype(z.dtype))
         if ls.shape[0] == 1:  # shared by the batch: count the broadcast copies
             per = ls.sum() * (z[0].numel() // max(1, ls[0].numel()))
             return per.expand(z.shape[0])
@@ -407,7 +405,7 @@ class MultiScaleFlow(nn.Module):
     @staticmethod
     def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
         """log N(z; 0, I) per sample, in the log-det accumulation dtype."""
-        zz = z.flatten(1).to(_acc(z.dtype))
+        zz = z.flatten(1).to(acc_dtype(z.dtype))
         return -0.5 * (zz * zz).sum(1) - 0.5 * zz.shape[1] * math.log(2 * math.pi)
 
     @classmethod
