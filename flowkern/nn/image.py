@@ -152,8 +152,8 @@ class ConvSubnet(nn.Sequential):
 
 def channels_last_call(fn, x: torch.Tensor):
     """``fn(x)`` with a 4-d CPU input in channels-last layout and the output made contiguous
-    (NCHW) again: oneDNN's convolutions run NHWC without reordering every call (1.2-1.5x faster
-    forward + backward of the Glow subnet at 32x32 on 2 cores); the fused op wants NCHW."""
+    (NCHW) again: oneDNN's CPU convolutions run NHWC without reordering every call; the fused op
+    wants NCHW (docs/benchmarks.md measures the effect)."""
     if x.dim() != 4 or x.device.type != "cpu":
         return fn(x)
     out = fn(x.contiguous(memory_format=torch.channels_last))
@@ -165,8 +165,8 @@ def channels_last_call(fn, x: torch.Tensor):
 # ---- Glow step --------------------------------------------------------------------------------
 def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """y[:, i] = sum_j weight[i, j] x[:, j] (+ bias[i]) at every position of x (B, C, *S), as one
-    batched matrix product over the flattened positions (several times faster than ``conv2d``
-    with a 1x1 kernel at Glow's small channel counts on CPU)."""
+    batched matrix product over the flattened positions (on CPU, at Glow's small channel counts,
+    cheaper than ``conv2d`` with a 1x1 kernel)."""
     B, C = x.shape[:2]
     xv = x.reshape(B, C, -1)
     if bias is None:
@@ -192,7 +192,7 @@ def backprop_folded_conv(u: torch.Tensor, grad_u: torch.Tensor, grad_logdet: tor
         w_inv = torch.linalg.inv(wd.double())
         x = conv1x1(u, w_inv.to(wd.dtype), (-(w_inv @ bd.double())).to(wd.dtype))  # W'^{-1} u - W'^{-1} b'
         grad_x = conv1x1(grad_u, wd.T)
-        # one (C, B*N) x (B*N, C) product (a batched product of B tiny matrices is several times slower)
+        # one (C, B*N) x (B*N, C) product, not a batched product of B tiny matrices
         gu = grad_u.reshape(u.shape[0], C, -1).transpose(0, 1).reshape(C, -1)
         g_w = gu @ x.reshape(u.shape[0], C, -1).transpose(0, 1).reshape(C, -1).T
         g_b = gu.sum(1)
