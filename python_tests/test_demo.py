@@ -28,11 +28,11 @@ STAGES = ("data", "experts", "iin", "sketch", "invariances", "net2net_logits")
 
 
 def demo_recipe_env() -> dict[str, str]:
-    """The ``VAR=value`` assignments that prefix the command of the Makefile's ``demo:`` recipe."""
-    recipe = re.search(r"^demo:.*\n\t(.+)$", (REPO / "Makefile").read_text(), re.M)
-    assert recipe, "Makefile has no demo: recipe"
-    assert "examples/interpretation/run.py" in recipe.group(1)
-    return dict(re.findall(r"(\w+)=(\S+)\s", recipe.group(1).split("$(PY)")[0]))
+    """The ``VAR=value`` assignments that prefix the command of ``make demo`` (as make expands them)."""
+    dry = subprocess.run(["make", "-n", "-s", "demo"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    lines = [ln for ln in dry.stdout.splitlines() if "examples/interpretation/run.py" in ln]
+    assert len(lines) == 1, f"make -n demo runs examples/interpretation/run.py once:\n{dry.stdout}{dry.stderr}"
+    return dict(re.findall(r"(\w+)=(\S+)\s", lines[0].split("examples/interpretation/run.py")[0]))
 
 
 @pytest.fixture(scope="module")
