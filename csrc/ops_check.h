@@ -1,5 +1,5 @@
 // Argument checking shared by every compiled backend of the flowkern::coupling ops.
-// Same rules and messages as the Python side's argument checks.
+// Same rules and messages as flowkern/spec.py.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -23,7 +23,7 @@ inline at::ScalarType acc_scalar_type(at::ScalarType dt) { return dt == at::kDou
 // The op's config arguments, checked (split is checked against the input by check_coupling_args).
 inline CouplingConfig parse_config(int64_t split, std::string_view passive, std::string_view scale, double clamp,
                                    double atan_k, double eps) {
-  TORCH_CHECK_VALUE(passive == "first" || passive == "second", "passive must be 'first' or 'second', got '",
+  TORCH_CHECK_VALUE(passive == "first" || passive == "second", "passive must be one of ['first', 'second'], got '",
                     passive, "'");
   CouplingConfig c{};
   c.split = split;
@@ -32,7 +32,7 @@ inline CouplingConfig parse_config(int64_t split, std::string_view passive, std:
   else if (scale == "tanh") c.scale = ScaleFn::Tanh;
   else if (scale == "atan") c.scale = ScaleFn::Atan;
   else if (scale == "sigmoid") c.scale = ScaleFn::Sigmoid;
-  else TORCH_CHECK_VALUE(false, "scale must be one of ['atan', 'exp', 'sigmoid', 'tanh'], got '", scale, "'");
+  else TORCH_CHECK_VALUE(false, "scale must be one of ['exp', 'tanh', 'atan', 'sigmoid'], got '", scale, "'");
   TORCH_CHECK_VALUE(!(c.scale == ScaleFn::Tanh || c.scale == ScaleFn::Atan) || clamp > 0,
                     "clamp must be > 0, got ", clamp);
   TORCH_CHECK_VALUE(eps >= 0, "eps must be >= 0, got ", eps);

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from colorful_digits import (  # noqa: E402
-    COLOURS,
-    FACTORS,
-    ColorfulDigits,
-    NuisanceParams,
-    load_gray_digits,
-    random_deform,
-    render,
-    writer_split,
-)
 
 from .interpretation_example import EXAMPLE_DIR  # noqa: F401  (before the example's modules: puts them on sys.path)
+
+from colorful_digits import (COLOURS, FACTORS, ColorfulDigits, NuisanceParams, load_gray_digits,  # noqa: E402
+                             random_deform, render, writer_split)
 
 
 @pytest.fixture(scope="module")

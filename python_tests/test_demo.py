@@ -13,12 +13,13 @@ import sys
 
 import pytest
 import torch
-from experts import train_autoencoder, train_classifier  # noqa: E402
-from run import MALLOC_ENV  # noqa: E402
 
 from flowkern.cli import main as cli_main
 
 from .interpretation_example import EXAMPLE_DIR, RUN_SCRIPT
+
+from experts import train_autoencoder, train_classifier  # noqa: E402
+from run import MALLOC_ENV  # noqa: E402
 
 REPO = EXAMPLE_DIR.parents[1]
 PICTURES = ("iin_swap_digit.png", "iin_swap_colour.png", "iin_interp_digit.png", "iin_interp_colour.png",

@@ -7,12 +7,13 @@ import importlib.util
 
 import pytest
 import torch
-from experts import TEST_TEMPLATES, TRAIN_TEMPLATES, caption, text_available  # noqa: E402
 
 from flowkern.training import EpochBatches, train_steps
 from flowkern.translate import Net2Net
 
 from .interpretation_example import EXAMPLE_DIR  # noqa: F401  (before the example's modules: puts them on sys.path)
+
+from experts import TEST_TEMPLATES, TRAIN_TEMPLATES, caption, text_available  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
