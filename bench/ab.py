@@ -14,12 +14,13 @@ sides, ``PYTHONPATH`` naming the side's tree) training one model in one mode alo
 alternate: per round, per model and mode, before then after. A process reports the median of
 its timed steps; a table cell is the median over rounds, "after / before" the ratio of those
 medians, and the spread the range of the per-round ratios (after over the before run just
-beside it). Both sides run with glibc's default heap (``MALLOC_*`` and ``GLIBC_TUNABLES``
-removed from the environment).
+beside it). The environment's ``MALLOC_*`` and ``GLIBC_TUNABLES`` are removed: a side runs with
+glibc's default heap unless it is one of the sides below.
 
-The heap A/B runs the after tree alone, alternating glibc's defaults with :data:`HEAP_ENV` in
-the environment: the variables the Makefile's ``MALLOC_ENV`` sets for ``make demo`` and
-``make bench`` (mmap threshold 32 MiB, glibc's 64-bit maximum; trim threshold 1 GiB).
+Every side also runs with :data:`HEAP_ENV` in the environment (the variables the Makefile's
+``MALLOC_ENV`` sets for ``make demo`` and ``make bench``: mmap threshold 32 MiB, glibc's 64-bit
+maximum; trim threshold 1 GiB), in the same alternation: the before / after table has a row per
+heap setting, and the heap table compares the after tree's two.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BEFORE", "HEAP_ENV", "MODELS", "MODES", "Tree", "resolve", "measure_ab", "measure_heap", "report", "main"]
+__all__ = ["BEFORE", "HEAP_ENV", "MODELS", "MODES", "Tree", "resolve", "measure_ab", "report", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ab_worker.py"
@@ -168,13 +169,20 @@ def _alternate(sides: dict[str, tuple[Tree, bool]], cases: list[tuple[str, str]]
     return runs
 
 
+HEAP_SET = ", MALLOC_* set"  # suffix of the sides that run with HEAP_ENV
+_MEASURED: dict[tuple, Runs] = {}  # one alternation serves both tables of a report.py run
+
+
 def measure_ab(before: Tree, after: Tree, cases, rounds: int, steps: int, quick: bool, threads: int | None) -> Runs:
-    return _alternate({"before": (before, False), "after": (after, False)}, cases, rounds, steps, quick, threads)
-
-
-def measure_heap(after: Tree, cases, rounds: int, steps: int, quick: bool, threads: int | None) -> Runs:
-    return _alternate({"glibc defaults": (after, False), "MALLOC_* set": (after, True)}, cases, rounds, steps,
-                      quick, threads)
+    """One alternation of four sides per round, model and mode: before and after, each with glibc's
+    defaults and with :data:`HEAP_ENV` (the before / after table reads both, the heap table the
+    after tree's two)."""
+    key = (before, after, tuple(cases), rounds, steps, quick, threads)
+    if key not in _MEASURED:
+        sides = {"before": (before, False), "after": (after, False),
+                 "before" + HEAP_SET: (before, True), "after" + HEAP_SET: (after, True)}
+        _MEASURED[key] = _alternate(sides, cases, rounds, steps, quick, threads)
+    return _MEASURED[key]
 
 
 def _summary(runs: Runs, base: str, new: str) -> list[dict]:
@@ -207,20 +215,21 @@ def _plan(rounds: int, steps: int, quick: bool) -> tuple[str, str]:
 
 def ab_table(runs: Runs, before: Tree, after: Tree, rounds: int, steps: int, quick: bool = False) -> str:
     plan_rounds, plan_steps = _plan(rounds, steps, quick)
+    env = " ".join(f"{k}={v}" for k, v in HEAP_ENV.items())
     one = next(iter(next(iter(runs.values()))["after"]))
     lines = [f"before: {before.desc}; after: {after.desc}. torch {one['torch']}, {one['threads']} threads, "
              f"op backend on CPU: " + ", ".join(f"{s} {'/'.join(sorted(b))}" for s, b in _backends(runs).items())
-             + f". {plan_rounds} alternating before / after; each process trains one "
-             f"model alone for {plan_steps} and reports their median; "
-             "glibc's default heap on both sides.", "",
-             "| model | mode | before ms | after ms | after / before | per-round ratios (min–max) "
+             + f". {plan_rounds} alternating before / after, each with glibc's default heap and with `{env}`; "
+             f"each process trains one model alone for {plan_steps} and reports their median.", "",
+             "| model | mode | heap | before ms | after ms | after / before | per-round ratios (min–max) "
              f"| ≤ {TOLERANCE:.2f} | page faults / step before | after |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
-    for r in _summary(runs, "before", "after"):
-        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['base_ms']:.1f} | {r['new_ms']:.1f} "
-                     f"| {r['ratio']:.3f} "
-                     f"| {r['lo']:.3f}–{r['hi']:.3f} | {'yes' if r['ratio'] <= TOLERANCE else '**no**'} "
-                     f"| {r['base_faults']:.0f} | {r['new_faults']:.0f} |")
+             "|---|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    for heap, suffix in (("glibc defaults", ""), ("MALLOC_* set", HEAP_SET)):
+        for r in _summary(runs, "before" + suffix, "after" + suffix):
+            lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {heap} | {r['base_ms']:.1f} | {r['new_ms']:.1f} "
+                         f"| {r['ratio']:.3f} "
+                         f"| {r['lo']:.3f}–{r['hi']:.3f} | {'yes' if r['ratio'] <= TOLERANCE else '**no**'} "
+                         f"| {r['base_faults']:.0f} | {r['new_faults']:.0f} |")
     return "\n".join(lines)
 
 
@@ -232,7 +241,7 @@ def heap_table(runs: Runs, after: Tree, rounds: int, steps: int, quick: bool = F
              "| model | mode | glibc defaults ms | MALLOC_* set ms | set / defaults | per-round ratios (min–max) "
              "| page faults / step, defaults | set |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in _summary(runs, "glibc defaults", "MALLOC_* set"):
+    for r in _summary(runs, "after", "after" + HEAP_SET):
         lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['base_ms']:.1f} | {r['new_ms']:.1f} "
                      f"| {r['ratio']:.3f} "
                      f"| {r['lo']:.3f}–{r['hi']:.3f} | {r['base_faults']:.0f} | {r['new_faults']:.0f} |")
@@ -248,18 +257,12 @@ def report(before: str | None = BEFORE, after: str | None = None, *, rounds: int
     steps = steps or (3 if quick else 6)
     cases = [(m, mode) for m in models for mode in modes]
     after_tree = resolve(after)
-    parts = []
-    if ab:
-        before_tree = resolve(before)
-        runs = measure_ab(before_tree, after_tree, cases, rounds, steps, quick, threads)
-        parts.append(ab_table(runs, before_tree, after_tree, rounds, steps, quick))
-        if raw is not None:
-            raw["ab"] = [dict(model=k[0], mode=k[1], runs=v) for k, v in runs.items()]
-    if heap:
-        runs = measure_heap(after_tree, cases, rounds, steps, quick, threads)
-        parts.append(heap_table(runs, after_tree, rounds, steps, quick))
-        if raw is not None:
-            raw["heap"] = [dict(model=k[0], mode=k[1], runs=v) for k, v in runs.items()]
+    before_tree = resolve(before)
+    runs = measure_ab(before_tree, after_tree, cases, rounds, steps, quick, threads)
+    if raw is not None:
+        raw["ab"] = [dict(model=k[0], mode=k[1], runs=v) for k, v in runs.items()]
+    parts = ([ab_table(runs, before_tree, after_tree, rounds, steps, quick)] if ab else []) + \
+        ([heap_table(runs, after_tree, rounds, steps, quick)] if heap else [])
     return "\n\n".join(parts)
 
 
@@ -288,8 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(p)
     p.add_argument("--quick", action="store_true", help="bench_flows.QUICK configs, fewer rounds and steps")
-    p.add_argument("--skip-ab", action="store_true", help="only the heap A/B")
-    p.add_argument("--skip-heap", action="store_true", help="only the before/after A/B")
+    p.add_argument("--skip-ab", action="store_true", help="print only the heap table")
+    p.add_argument("--skip-heap", action="store_true", help="print only the before/after table")
     p.add_argument("--json", help="also write every process's result to this file")
     args = p.parse_args(argv)
     raw: dict = {}
