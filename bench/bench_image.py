@@ -8,7 +8,7 @@ initialised on one sample; flowkern's is ``flowkern.compat.convert`` of it (the 
 Every implementation steps with ``torch.optim.Adam``.
 
 Each measurement runs in a fresh subprocess (one at a time), so its peak RSS is that of one
-training process: ``peak RSS`` is the process's ``ru_maxrss``; ``step RSS`` subtracts the RSS
+training process: ``peak RSS`` is the process's ``VmHWM``; ``step RSS`` subtracts the RSS
 after the model and batch were built (the interpreter, torch and the weights). Step times are
 medians over the timed steps after two warm-up steps. Bytes saved for backward: tensors packed
 by autograd during the forward + loss (``torch.autograd.graph.saved_tensors_hooks``,
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -78,10 +77,12 @@ QUICK = [
 
 
 # ---- the worker: one measurement in a fresh process ------------------------------------------------
-def _vm_rss(pid: int | str = "self") -> int:
+def _vm_rss(pid: int | str = "self", key: str = "VmRSS") -> int:
+    """The process's resident set (``VmRSS``) or its peak (``VmHWM``), in bytes. The peak is read
+    here, not from ``ru_maxrss``: that survives ``exec`` and would report the parent's peak."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -179,7 +180,7 @@ def worker(job: dict) -> dict:
         if impl != "flowkern-compile":
             opt.zero_grad(set_to_none=True)
             out["saved_per_sample"] = _saved_bytes(lambda: model.forward_kld(x, y)) / cfg.batch
-    out.update(loss=float(loss), peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    out.update(loss=float(loss), peak_rss=_vm_rss(key="VmHWM"))
     return out
 
 

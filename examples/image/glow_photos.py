@@ -41,7 +41,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import sys
 import time
 import warnings
@@ -180,7 +179,10 @@ def saved_bytes(fn) -> int:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set (``VmHWM``; ``ru_maxrss`` survives ``exec`` and would
+    report a larger parent's peak)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def mem_total_bytes() -> int:
