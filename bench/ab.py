@@ -177,7 +177,7 @@ def measure_ab(before: Tree, after: Tree, cases, rounds: int, steps: int, quick:
     """One alternation of four sides per round, model and mode: before and after, each with glibc's
     defaults and with :data:`HEAP_ENV` (the before / after table reads both, the heap table the
     after tree's two)."""
-    key = (before, after, tuple(cases), rounds, steps, quick, threads)
+    key = (before.path, after.path, tuple(cases), rounds, steps, quick, threads)  # not desc: it names git state
     if key not in _MEASURED:
         sides = {"before": (before, False), "after": (after, False),
                  "before" + HEAP_SET: (before, True), "after" + HEAP_SET: (after, True)}
