@@ -72,7 +72,7 @@ def _config(split, passive, scale, clamp, atan_k, eps, inverse, check) -> Coupli
 
 def _fake_outputs(inp, check: bool) -> tuple:
     acc = acc_dtype(inp.dtype)
-    return (torch.empty_like(inp, memory_format=torch.contiguous_format),
+    return (_contiguous_like(inp),
             inp.new_empty((inp.shape[0],), dtype=acc), inp.new_empty((inp.shape[0] if check else 0,), dtype=acc))
 
 
