@@ -13,6 +13,7 @@ PACKAGE = ROOT / "flowkern"
 # rank of each top-level part of flowkern: a module may import parts of lower rank and its own part
 RANK = {
     "_checks": 0,
+    "_memory": 0,
     "spec": 1,
     "backends": 2,
     "ops": 3,

@@ -196,3 +196,40 @@ def test_trainable_parameters_match_parameters_order():
     want_blocks = list(dict.fromkeys(p for b in blocks for p in b.parameters() if p.requires_grad))
     got_blocks = trainable_parameters(*blocks)
     assert len(got_blocks) == len(want_blocks) and all(a is b for a, b in zip(got_blocks, want_blocks))
+
+
+def test_param_grads_sum_in_place_without_touching_autograds_tensors():
+    from flowkern.nn.base import ParamGrads
+
+    p = nn.Parameter(torch.zeros(3))
+    g1, g2, g3 = torch.ones(3), torch.full((3,), 2.0), torch.full((3,), 4.0)
+    grads = ParamGrads()
+    grads.add(p, None)
+    assert id(p) not in grads
+    grads.add(p, g1)
+    assert grads[id(p)] is g1
+    grads.add(p, g2)  # the first sum allocates: g1 (autograd's tensor) is left as it was
+    summed = grads[id(p)]
+    assert summed is not g1 and torch.equal(g1, torch.ones(3))
+    grads.add(p, g3)  # later sums go into the buffer ParamGrads owns
+    assert grads[id(p)] is summed
+    assert torch.equal(summed, torch.full((3,), 7.0))
+    assert torch.equal(g2, torch.full((3,), 2.0)) and torch.equal(g3, torch.full((3,), 4.0))
+    h = nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))  # a wider grad is not added in place
+    grads.add(h, torch.ones(2, dtype=torch.bfloat16))
+    grads.add(h, torch.ones(2, dtype=torch.bfloat16))
+    grads.add(h, torch.ones(2, dtype=torch.float32))
+    assert grads[id(h)].dtype == torch.float32 and torch.equal(grads[id(h)], torch.full((2,), 3.0))
+
+
+def test_release_free_memory_returns_pages_on_glibc():
+    import sys
+
+    from flowkern._memory import release_free_memory
+
+    blocks = [torch.empty(1 << 14).fill_(1.0) for _ in range(512)]  # 64 KiB blocks: below any mmap threshold
+    del blocks[::2]  # interior holes
+    released = release_free_memory()
+    assert isinstance(released, bool)
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert released, "malloc_trim(0) found no free pages after freeing 16 MiB of interior blocks"

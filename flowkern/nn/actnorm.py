@@ -21,7 +21,7 @@ from torch import nn
 
 from .._checks import check_int
 from ..spec import acc_dtype, channel_view
-from .base import InitFlag, InvertibleModule, ParamGrads, add_param_grad, check_input
+from .base import InitFlag, InvertibleModule, ParamGrads, check_input
 
 __all__ = ["ActNorm", "ActNormParams", "channel_stats"]
 
@@ -112,7 +112,7 @@ class ActNorm(ActNormParams, InvertibleModule):
             if self.scale.requires_grad:
                 acc = acc_dtype(y.dtype)
                 g_scale = (grad_y * y).sum(dims, dtype=acc) + math.prod(y.shape[2:]) * grad_logdet.sum(dtype=acc)
-                add_param_grad(grads, self.scale, (g_scale / self.scale.to(acc)).to(self.scale.dtype))
+                grads.add(self.scale, (g_scale / self.scale.to(acc)).to(self.scale.dtype))
             if self.loc.requires_grad:
-                add_param_grad(grads, self.loc, (grad_y.sum(dims) * a).to(self.loc.dtype))
+                grads.add(self.loc, (grad_y.sum(dims) * a).to(self.loc.dtype))
             return x, grad_y * channel_view(a, y), None

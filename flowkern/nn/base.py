@@ -24,7 +24,6 @@ __all__ = [
     "InitFlag",
     "InvertibleModule",
     "ParamGrads",
-    "add_param_grad",
     "check_input",
     "zero_logdet",
     "collect_check_errors",
@@ -36,8 +35,33 @@ __all__ = [
     "check_overflow",
 ]
 
-# Parameter grads of the memory-saving backward, keyed by id(parameter).
-ParamGrads = dict[int, torch.Tensor]
+
+class ParamGrads(dict):
+    """The parameter grads of a memory-saving backward, ``id(parameter) -> grad``.
+
+    :meth:`add` sums a parameter's grads from several blocks or batch chunks in place, into a
+    buffer it allocated itself (never into a tensor autograd handed over, which may alias
+    another grad): one more grad costs one parameter-sized tensor, not two (a class-conditional
+    Gaussian prior over a large image has parameters the size of ten images)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owned: set[int] = set()
+
+    def add(self, p: torch.Tensor, g: torch.Tensor | None) -> None:
+        """Accumulate g into the grad of parameter p (no-op for None)."""
+        if g is None:
+            return
+        key = id(p)
+        cur = self.get(key)
+        if cur is None:
+            self[key] = g
+        elif key in self._owned and torch.promote_types(cur.dtype, g.dtype) == cur.dtype:
+            cur.add_(g)
+        else:
+            self[key] = cur + g
+            self._owned.add(key)
+
 
 _CHECK_COLLECTORS: list[list[tuple[nn.Module, torch.Tensor]]] = []
 _OVERFLOW_WATCH: list[dict[int, str]] = []
@@ -153,15 +177,8 @@ def backprop_block(
     leaf_grads = [torch.zeros_like(v) if g is None else g for v, g in zip(leaves, got)]
     grad_c = got[len(leaves)] if want_c else None
     for p, g in zip(params, got[len(inputs) - len(params):]):
-        add_param_grad(grads, p, g)
+        grads.add(p, g)
     return leaf_grads, grad_c
-
-
-def add_param_grad(grads: ParamGrads, p: torch.Tensor, g: torch.Tensor | None) -> None:
-    """Accumulate g into ``grads`` under parameter p (no-op for None)."""
-    if g is not None:
-        key = id(p)
-        grads[key] = g if key not in grads else grads[key] + g
 
 
 def _sync_init_flag_after_load(module: InitFlag, incompatible_keys: object) -> None:

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._memory import release_free_memory
 from ..spec import acc_dtype
-from .base import InvertibleModule, ParamGrads, add_param_grad, trainable_parameters
+from .base import InvertibleModule, ParamGrads, trainable_parameters
 
 __all__ = ["Node", "ModuleNode", "InvertibleProgram", "run_program", "DeferredGrads"]
 
@@ -103,7 +104,7 @@ class Node:
         for k, i in enumerate(cond_idx):
             grad_conds[i] = got[len(leaves) + k]
         for p, g in zip(params, got[len(leaves) + len(cond_idx):]):
-            add_param_grad(grads, p, g)
+            grads.add(p, g)
         return [x.detach() for x in xs], grad_xs, grad_conds
 
 
@@ -196,7 +197,7 @@ def _autocast_state(device_type: str) -> tuple | None:
     return device_type, torch.get_autocast_dtype(device_type)
 
 
-class DeferredGrads(dict):
+class DeferredGrads(ParamGrads):
     """The parameter-grad accumulator of the memory-saving backward (``id(param) -> grad``), with
     ``pending``: small per-node graphs (e.g. a folded 1x1 convolution's weight as a function of its
     LU factors and actnorm) whose parameter grads are computed in one ``autograd.grad`` call at the
@@ -216,7 +217,7 @@ class DeferredGrads(dict):
         with torch.enable_grad():
             got = torch.autograd.grad(outputs, params, grads, allow_unused=True)
         for p, g in zip(params, got):
-            add_param_grad(self, p, g)
+            self.add(p, g)
 
 
 def _initialized(program: InvertibleProgram) -> bool:
@@ -249,12 +250,19 @@ class _ProgramFunction(torch.autograd.Function):
         B = xs[0].shape[0]
         # the first call's data-dependent init must see the whole batch
         slices = _batch_slices(B, chunk) if chunk and _initialized(program) else [slice(None)]
-        pieces = [program.run([_take(x, sl, B) for x in xs], tuple(_take(c, sl, B) for c in conds)) for sl in slices]
-        if len(pieces) == 1:
-            outs, logdet = pieces[0]
-        else:
-            outs = [torch.cat([p[0][k] for p in pieces]) for k in range(len(pieces[0][0]))]
-            logdet = torch.cat([p[1] for p in pieces])
+        if len(slices) == 1:
+            outs, logdet = program.run(xs, conds)
+        else:  # each chunk's outputs are written into the batch's as they come: no list of pieces
+            outs, logdet = None, None
+            for sl in slices:
+                o, ld = program.run([_take(x, sl, B) for x in xs], tuple(_take(c, sl, B) for c in conds))
+                if outs is None:
+                    outs = [v.new_empty((B, *v.shape[1:])) for v in o]
+                    logdet = ld.new_empty((B, *ld.shape[1:]))
+                for dst, v in zip(outs, o):
+                    dst[sl] = v
+                logdet[sl] = ld
+                del o, ld
         inputs = {id(t) for t in tensors if isinstance(t, torch.Tensor)}
         # an output that is an input, or a view of a larger tensor, is copied: the saved outputs
         # must neither alias the inputs nor keep a level's full activation alive
@@ -283,12 +291,17 @@ class _ProgramFunction(torch.autograd.Function):
                 conds_in = tuple(None if c is None else
                                  _take(c, sl, B).detach().requires_grad_(True) if w else _take(c, sl, B)
                                  for c, w in zip(conds, want_c))
-                per_chunk.append(_backward_chunk(program, [o[sl].detach() for o in outs], [g[sl] for g in grad_outs],
-                                                 grad_logdet[sl], conds_in, want_c, param_grads))
+                gx, gc = _backward_chunk(program, [o[sl].detach() for o in outs], [g[sl] for g in grad_outs],
+                                         grad_logdet[sl], conds_in, want_c, param_grads)
+                # keep only the input grads autograd asked for (an image batch usually needs none)
+                per_chunk.append(([g if ctx.needs_input_grad[4 + k] else None for k, g in enumerate(gx)], gc))
+                del gx, gc
+                if ctx.chunk:  # the chunk's freed tensors: give their pages back (flowkern._memory)
+                    release_free_memory()
             param_grads.flush()
-        grad_xs = [torch.cat([p[0][k] for p in per_chunk]) if len(per_chunk) > 1 else per_chunk[0][0][k]
+        grad_xs = [None if not ctx.needs_input_grad[4 + k] else
+                   torch.cat([p[0][k] for p in per_chunk]) if len(per_chunk) > 1 else per_chunk[0][0][k]
                    for k in range(n_x)]
-        grad_xs = [g if ctx.needs_input_grad[4 + k] else None for k, g in enumerate(grad_xs)]
         grad_conds = []
         for k, (c, w) in enumerate(zip(conds, want_c)):
             gs = [p[1][k] for p in per_chunk]
@@ -331,7 +344,9 @@ def run_program(program: InvertibleProgram, xs: Sequence[torch.Tensor], conds: C
     ``memory_saving`` (and grad enabled) only the outputs and conditions are saved for backward
     (module docstring); ``chunk`` then runs the forward and the backward on batch chunks of that
     many samples, one chunk's activations alive at a time (the same gradients up to summation
-    order; the first call, which runs the data-dependent inits, is not chunked)."""
+    order; the first call, which runs the data-dependent inits, is not chunked), and after each
+    chunk of the backward the heap's freed pages go back to the OS
+    (:func:`flowkern._memory.release_free_memory`)."""
     if memory_saving and torch.is_grad_enabled():
         conds = tuple(conds)
         out = _ProgramFunction.apply(program, len(xs), len(conds), chunk, *xs, *conds, *program.parameters())

@@ -38,7 +38,7 @@ from torch import nn
 from .._checks import check_bool, check_int, check_number
 from ..spec import acc_dtype
 from .actnorm import ActNorm, ActNormParams
-from .base import InvertibleModule, ParamGrads, add_param_grad, check_input, trainable_parameters
+from .base import InvertibleModule, ParamGrads, check_input, trainable_parameters
 from .conditional import ConditionalAffineCoupling, broadcast_condition
 from .coupling import AffineCoupling
 from .invconv import InvConv1x1
@@ -215,7 +215,7 @@ def defer_or_backprop(grads: ParamGrads, outputs: tuple, grad_outputs: tuple, pa
     with torch.enable_grad():
         got = torch.autograd.grad(outputs, params, grad_outputs, allow_unused=True)
     for p, g in zip(params, got):
-        add_param_grad(grads, p, g)
+        grads.add(p, g)
 
 
 class GlowStep(InvertibleModule):

@@ -51,7 +51,7 @@ class InvertibleSequenceFunction(torch.autograd.Function):
             grad_logdet = torch.zeros(z.shape[0], dtype=acc_dtype(z.dtype), device=z.device)
         want_c = c is not None and ctx.needs_input_grad[2]
         c_in = c.detach().requires_grad_(True) if want_c else c
-        grads: ParamGrads = {}
+        grads = ParamGrads()
         grad_c = None
         y, grad_y = z.detach(), grad_z
         for block in reversed(ctx.blocks):

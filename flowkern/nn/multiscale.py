@@ -273,6 +273,8 @@ class MultiScaleFlow(nn.Module):
             of this many samples, so that only one chunk's working set (a level's tensors and one
             subnet's activations) is alive at a time: the peak memory of very large images then
             falls to the latents plus one chunk's working set (None: the whole batch at once).
+            After each chunk of the backward the heap's freed pages are returned to the OS
+            (glibc's ``malloc_trim``), so they do not stay resident as the arena's holes.
         event_shape: per-sample input shape (C, H, W); recorded at the first forward if not given.
 
     References: Dinh et al. 2017 (RealNVP), Sec. 3.6; Kingma & Dhariwal 2018 (Glow), Fig. 2.
