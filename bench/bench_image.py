@@ -7,8 +7,10 @@ Model: normflows' ``examples/glow.ipynb`` Glow (L levels of K ``GlowBlock`` s an
 initialised on one sample; flowkern's is ``flowkern.compat.convert`` of it (the same weights).
 Every implementation steps with ``torch.optim.Adam``.
 
-Each measurement runs in a fresh subprocess (one at a time). Step times are medians over the
-timed steps after two warm-up steps, in the environment ``make bench`` sets. Memory is measured
+Each measurement runs in a fresh subprocess (one at a time). A process's step time is the median
+over its timed steps after two warm-up steps, in the environment ``make bench`` sets; each
+implementation runs in ``--rounds`` processes (default 3), alternating with the others in a
+seeded random order per round, and a cell is the median over its processes. Memory is measured
 by separate one-step processes under glibc's default heap for every implementation (the
 ``MALLOC_*`` variables of the README's "CPU training" note are removed: their 1 GiB trim
 threshold keeps freed heap resident and would measure the setting, not the model): ``peak RSS``
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -279,6 +282,17 @@ def _fmt_bytes(v) -> str:
     return f"{v:.0f} B"
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The rounds of one implementation: median step and compile times; the first error if any failed."""
+    ok = [r for r in runs if "step_ms" in r]
+    if not ok:
+        return runs[0]
+    out = {"step_ms": statistics.median(r["step_ms"] for r in ok), "rounds": [r["step_ms"] for r in ok]}
+    compiles = [r["compile_s"] for r in ok if r.get("compile_s") is not None]
+    out["compile_s"] = statistics.median(compiles) if compiles else None
+    return out
+
+
 def largest_trainable(cfg: Config, impl: str, budget: int, threads: int, sizes: list[int], chunk: int | None,
                       log) -> tuple[int | None, dict]:
     """The largest side in ``sizes`` (ascending) whose batch-8 step stays within ``budget``
@@ -323,16 +337,19 @@ def run(args) -> dict:
     for cfg in configs:
         log(f"{cfg.name}")
         res["floor"][cfg.name] = _launch(dict(config=asdict(cfg), mode="floor", threads=args.threads))
-        for impl in IMPLS:
-            if impl == "flowkern-compile" and args.no_compile:
-                continue
-            r = _launch(dict(config=asdict(cfg), impl=impl, mode="step", threads=args.threads))
-            res["steps"][cfg.name, impl] = r
-            log(f"  {impl}: {_fmt_ms(r.get('step_ms'))} ms {r.get('error', '')}")
+        keys = [i for i in IMPLS if not (i == "flowkern-compile" and args.no_compile)]
         if cfg.size >= 128:  # memory-saving one sample at a time (memory_saving_chunk=1)
-            r = _launch(dict(config=asdict(cfg), impl="flowkern-ms", mode="step", threads=args.threads, chunk=1))
-            res["steps"][cfg.name, "flowkern-ms-chunk1"] = r
-            log(f"  flowkern-ms chunk 1: {_fmt_ms(r.get('step_ms'))} ms {r.get('error', '')}")
+            keys.append("flowkern-ms-chunk1")
+        runs: dict[str, list[dict]] = {k: [] for k in keys}
+        rng = random.Random(cfg.name)
+        for rnd in range(args.rounds):  # fresh processes alternate, in a seeded random order per round
+            for key in rng.sample(keys, len(keys)):
+                impl, chunk = ("flowkern-ms", 1) if key == "flowkern-ms-chunk1" else (key, None)
+                r = _launch(dict(config=asdict(cfg), impl=impl, mode="step", threads=args.threads, chunk=chunk))
+                runs[key].append(r)
+                log(f"  round {rnd + 1} {key}: {_fmt_ms(r.get('step_ms'))} ms {r.get('error', '')}")
+        for key, rs in runs.items():
+            res["steps"][cfg.name, key] = _median_run(rs)
         for impl, chunk in MEMORY_IMPLS[:3] + (MEMORY_IMPLS[3:] if cfg.size >= 128 else []):
             key = impl if chunk is None else f"{impl}-chunk{chunk}"
             r = _launch(dict(config=asdict(replace(cfg, steps=1)), impl=impl, mode="memory", threads=args.threads,
@@ -382,7 +399,7 @@ def run(args) -> dict:
 def table(res: dict, args) -> str:
     configs = QUICK if args.quick else CONFIGS
     lines = [f"### Glow training step (normflows notebook Glow and its flowkern conversion), CPU float32, "
-             f"{res['threads']} threads, one run", "",
+             f"{res['threads']} threads, median of {args.rounds} alternating processes each", "",
              "| config | normflows ms | flowkern ms | speedup | memory-saving ms | ms / std | bound 1+floor/3/std "
              "| torch.compile ms (compile s) | conv floor NCHW / CL ms |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -481,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 GiB budget (a minute or two)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--budget-gib", type=float, default=None, help="memory budget (default 8, quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed processes per implementation, "
+                        "alternating (default 3, quick 1)")
     parser.add_argument("--skip-budget", action="store_true", help="skip the largest-resolution search")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
@@ -491,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.budget_gib is None:
         args.budget_gib = 1.0 if args.quick else 8.0
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
     res = run(args)
     text = table(res, args)
     print(text)
