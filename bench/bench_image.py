@@ -56,7 +56,13 @@ __all__ = ["Config", "CONFIGS", "QUICK", "main"]
 
 GIB = 2 ** 30
 IMPLS = ("normflows", "flowkern", "flowkern-ms", "flowkern-compile")
-MEMORY_IMPLS = [("normflows", None), ("flowkern", None), ("flowkern-ms", None), ("flowkern-ms", 1)]
+CHUNK1 = "flowkern-ms-chunk1"  # memory-saving one sample at a time (memory_saving_chunk=1), at 128x128 and up
+MEMORY_KEYS = ("normflows", "flowkern", "flowkern-ms", CHUNK1)
+
+
+def _impl_chunk(key: str) -> tuple[str, int | None]:
+    """The worker's implementation and ``memory_saving_chunk`` behind a table key."""
+    return ("flowkern-ms", 1) if key == CHUNK1 else (key, None)
 
 
 @dataclass(frozen=True)
@@ -303,7 +309,7 @@ def largest_trainable(cfg: Config, impl: str, budget: int, threads: int, sizes: 
         if side not in results:
             job = dict(config=asdict(replace(cfg, size=side, batch=8, steps=1)), impl=impl, mode="memory",
                        threads=threads, chunk=chunk, saved=False)
-            r = _launch(job, budget)
+            r = _launch(job, budget, timeout=3600)
             results[side] = r
             log(f"    {impl} {side}x{side}: " + ("over budget" if r.get("over_budget") else r.get("error") or
                                                f"peak RSS {_fmt_bytes(r['peak_rss'])}"))
@@ -337,21 +343,20 @@ def run(args) -> dict:
     for cfg in configs:
         log(f"{cfg.name}")
         res["floor"][cfg.name] = _launch(dict(config=asdict(cfg), mode="floor", threads=args.threads))
-        keys = [i for i in IMPLS if not (i == "flowkern-compile" and args.no_compile)]
-        if cfg.size >= 128:  # memory-saving one sample at a time (memory_saving_chunk=1)
-            keys.append("flowkern-ms-chunk1")
+        big = [CHUNK1] if cfg.size >= 128 else []
+        keys = [i for i in IMPLS if not (i == "flowkern-compile" and args.no_compile)] + big
         runs: dict[str, list[dict]] = {k: [] for k in keys}
         rng = random.Random(cfg.name)
         for rnd in range(args.rounds):  # fresh processes alternate, in a seeded random order per round
             for key in rng.sample(keys, len(keys)):
-                impl, chunk = ("flowkern-ms", 1) if key == "flowkern-ms-chunk1" else (key, None)
+                impl, chunk = _impl_chunk(key)
                 r = _launch(dict(config=asdict(cfg), impl=impl, mode="step", threads=args.threads, chunk=chunk))
                 runs[key].append(r)
                 log(f"  round {rnd + 1} {key}: {_fmt_ms(r.get('step_ms'))} ms {r.get('error', '')}")
         for key, rs in runs.items():
             res["steps"][cfg.name, key] = _median_run(rs)
-        for impl, chunk in MEMORY_IMPLS[:3] + (MEMORY_IMPLS[3:] if cfg.size >= 128 else []):
-            key = impl if chunk is None else f"{impl}-chunk{chunk}"
+        for key in [k for k in MEMORY_KEYS if k != CHUNK1] + big:
+            impl, chunk = _impl_chunk(key)
             r = _launch(dict(config=asdict(replace(cfg, steps=1)), impl=impl, mode="memory", threads=args.threads,
                              chunk=chunk))
             res["memory"][cfg.name, key] = r
@@ -380,15 +385,9 @@ def run(args) -> dict:
         fk_res: dict = {}
         fk_side = None
         if nf_side:
-            target = 4 * nf_side
-            r = _launch(dict(config=asdict(replace(cfg, size=target, batch=8, steps=1)), impl="flowkern-ms",
-                             mode="memory", threads=args.threads, chunk=1, saved=False), budget, timeout=3600)
-            fk_res[target] = r
-            log(f"    flowkern-ms {target}x{target}: " + ("over budget" if r.get("over_budget") else
-                                                          r.get("error") or f"peak RSS {_fmt_bytes(r['peak_rss'])}"))
-            if not r.get("over_budget") and "error" not in r:
-                fk_side = target
-            else:
+            target = 4 * nf_side  # tried first; below it only if it does not fit
+            fk_side, fk_res = largest_trainable(cfg, "flowkern-ms", budget, args.threads, [target], 1, log)
+            if fk_side is None:
                 fk_side, more = largest_trainable(cfg, "flowkern-ms", budget, args.threads,
                                                   [s for s in sizes if nf_side <= s < target], 1, log)
                 fk_res.update(more)
@@ -426,18 +425,17 @@ def table(res: dict, args) -> str:
             targets.append(f"memory-saving / standard at {cfg.name}: {ratio:.2f}x "
                            f"({'met' if ratio <= 1.45 else 'MISSED'}; target <= 1.45x; bound "
                            f"{'-' if bound is None else f'{bound:.2f}x'})")
-    mem_keys = ("normflows", "flowkern", "flowkern-ms", "flowkern-ms-chunk1")
     lines += ["", "Memory, one training step per fresh process under glibc's default heap (module docstring):", "",
               "| config | saved for backward per sample: normflows / flowkern / memory-saving | "
               "peak RSS: normflows / flowkern / memory-saving / memory-saving chunk 1 | "
               "step RSS (peak - after build), same order |",
               "|---|---|---|---|"]
     for cfg in configs:
-        m = {k: res["memory"].get((cfg.name, k), {}) for k in mem_keys}
-        saved = " / ".join(_fmt_bytes(m[k].get("saved_per_sample")) for k in mem_keys[:3])
-        rss = " / ".join(_fmt_bytes(m[k].get("peak_rss")) for k in mem_keys)
+        m = {k: res["memory"].get((cfg.name, k), {}) for k in MEMORY_KEYS}
+        saved = " / ".join(_fmt_bytes(m[k].get("saved_per_sample")) for k in MEMORY_KEYS[:3])
+        rss = " / ".join(_fmt_bytes(m[k].get("peak_rss")) for k in MEMORY_KEYS)
         step_rss = " / ".join(_fmt_bytes(m[k]["peak_rss"] - m[k]["base_rss"]) if "peak_rss" in m[k] else "-"
-                              for k in mem_keys)
+                              for k in MEMORY_KEYS)
         lines.append(f"| {cfg.name} (B={cfg.batch}) | {saved} | {rss} | {step_rss} |")
         nf, ms = m["normflows"], m["flowkern-ms"]
         if "64x64" in cfg.name and nf.get("saved_per_sample") and ms.get("saved_per_sample"):
@@ -445,7 +443,7 @@ def table(res: dict, args) -> str:
             targets.append(f"memory-saving saved bytes at 64x64: {100 * r:.2f}% of normflows' "
                            f"({'met' if r <= 0.02 else 'MISSED'}; target <= 2%)")
         if "128x128" in cfg.name and nf.get("peak_rss"):
-            for label, key in (("memory-saving", "flowkern-ms"), ("memory-saving, chunk 1", "flowkern-ms-chunk1")):
+            for label, key in (("memory-saving", "flowkern-ms"), ("memory-saving, chunk 1", CHUNK1)):
                 mm = m[key]
                 if not mm.get("peak_rss"):
                     continue

@@ -282,6 +282,7 @@ class _ProgramFunction(torch.autograd.Function):
         B = outs[0].shape[0]
         if grad_logdet is None:
             grad_logdet = torch.zeros(B, dtype=acc_dtype(outs[0].dtype), device=outs[0].device)
+        want_x = [ctx.needs_input_grad[4 + k] for k in range(n_x)]
         want_c = [c is not None and ctx.needs_input_grad[4 + n_x + i] for i, c in enumerate(conds)]
         param_grads = DeferredGrads()
         autocast = torch.autocast(*ctx.autocast[:1], dtype=ctx.autocast[1]) if ctx.autocast else contextlib.nullcontext()
@@ -294,14 +295,13 @@ class _ProgramFunction(torch.autograd.Function):
                 gx, gc = _backward_chunk(program, [o[sl].detach() for o in outs], [g[sl] for g in grad_outs],
                                          grad_logdet[sl], conds_in, want_c, param_grads)
                 # keep only the input grads autograd asked for (an image batch usually needs none)
-                per_chunk.append(([g if ctx.needs_input_grad[4 + k] else None for k, g in enumerate(gx)], gc))
+                per_chunk.append(([g if w else None for g, w in zip(gx, want_x)], gc))
                 del gx, gc
                 if ctx.chunk:  # the chunk's freed tensors: give their pages back (flowkern._memory)
                     release_free_memory()
             param_grads.flush()
-        grad_xs = [None if not ctx.needs_input_grad[4 + k] else
-                   torch.cat([p[0][k] for p in per_chunk]) if len(per_chunk) > 1 else per_chunk[0][0][k]
-                   for k in range(n_x)]
+        grad_xs = [None if not w else torch.cat([p[0][k] for p in per_chunk]) if len(per_chunk) > 1
+                   else per_chunk[0][0][k] for k, w in enumerate(want_x)]
         grad_conds = []
         for k, (c, w) in enumerate(zip(conds, want_c)):
             gs = [p[1][k] for p in per_chunk]
