@@ -8,7 +8,8 @@ initialised on one sample; flowkern's is ``flowkern.compat.convert`` of it (the 
 Every implementation steps with ``torch.optim.Adam``.
 
 Each measurement runs in a fresh subprocess (one at a time). A process's step time is the median
-over its timed steps after two warm-up steps, in the environment ``make bench`` sets; each
+over its timed steps after two warm-up steps, in the environment ``make bench`` sets, and its page
+faults per step the minor faults (``getrusage``) of those steps over their number; each
 implementation runs in ``--rounds`` processes (default 3), alternating with the others in a
 seeded random order per round, and a cell is the median over its processes. Memory is measured
 by separate one-step processes under glibc's default heap for every implementation (the
@@ -26,6 +27,12 @@ normflows runs them) and channels-last (as flowkern's subnets run on CPU). The m
 step re-runs the subnets' forward, a third of the floor: the bound beside its ratio is
 ``1 + conv_floor / 3 / standard step``.
 
+The last row repeats the 128x128 configuration with ``MALLOC_MMAP_MAX_=0`` added to the timed
+processes' environment: its 32 MiB activations sit at glibc's largest mmap threshold, so under
+the ``MALLOC_*`` variables of ``make bench`` each still gets a fresh mapping per allocation,
+faulted in page by page; with no per-block mappings they come from the heap (which grows towards
+the trim threshold instead: glibc reuses freed large blocks poorly for aligned allocations).
+
 Largest resolution at batch 8 within the memory budget (8 GiB): square images, sides multiple of
 32; each size is one training step in a fresh subprocess whose RSS is watched (and the process
 killed above the budget); normflows' size is searched, flowkern's memory-saving mode
@@ -40,6 +47,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,13 +83,21 @@ class Config:
     batch: int = 32
     steps: int = 5
     classes: int = 10
+    heap: str = ""  # extra glibc variables ("NAME=value ...") of the timed processes; no memory rows
+
+
+# above glibc's largest mmap threshold (32 MiB) a block gets a mapping of its own, unmapped on free,
+# whatever MALLOC_MMAP_THRESHOLD_ says: the 128x128 row's 32 MiB activations fault their pages in on
+# every allocation. The same row with no per-block mappings shows what that costs each implementation.
+NO_MMAP = "MALLOC_MMAP_MAX_=0"
 
 
 CONFIGS = [
     Config("notebook Glow 32x32, hidden 64", 32, hidden=64, batch=32),
     Config("notebook Glow 32x32, hidden 256", 32, hidden=256, batch=32),
     Config("64x64, K=2, hidden 64", 64, depth=2, hidden=64, batch=16),
-    Config("128x128, K=2, hidden 64", 128, depth=2, hidden=64, batch=32, steps=3),
+    Config("128x128, K=2, hidden 64", 128, depth=2, hidden=64, batch=32),
+    Config(f"128x128, K=2, hidden 64, {NO_MMAP}", 128, depth=2, hidden=64, batch=32, heap=NO_MMAP),
 ]
 QUICK = [
     Config("quick 16x16, hidden 16", 16, levels=2, depth=2, hidden=16, batch=8, steps=2),
@@ -185,11 +201,14 @@ def worker(job: dict) -> dict:
     if job["mode"] == "step":
         step()
         times = []
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(cfg.steps):
             t0 = time.perf_counter()
             step()
             times.append(time.perf_counter() - t0)
-        out.update(step_ms=statistics.median(times) * 1e3, step_ms_min=min(times) * 1e3, compile_s=compile_s)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / cfg.steps
+        out.update(step_ms=statistics.median(times) * 1e3, step_ms_min=min(times) * 1e3, compile_s=compile_s,
+                   faults_per_step=faults)
     else:  # one step: its peak, then (after the peak was read) the bytes saved for backward
         out.update(base_rss=base_rss, peak_rss=_vm_rss(key="VmHWM"))
         if impl != "flowkern-compile" and job.get("saved", True):
@@ -249,6 +268,8 @@ def _launch(job: dict, budget: int | None = None, timeout: float = 1800.0) -> di
     env = None
     if job.get("mode") == "memory":  # glibc's default heap (module docstring)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    elif job["config"].get("heap"):
+        env = dict(os.environ, **dict(a.split("=", 1) for a in job["config"]["heap"].split()))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     watched, killed, t0 = 0, False, time.time()
     while proc.poll() is None:
@@ -293,7 +314,8 @@ def _median_run(runs: list[dict]) -> dict:
     ok = [r for r in runs if "step_ms" in r]
     if not ok:
         return runs[0]
-    out = {"step_ms": statistics.median(r["step_ms"] for r in ok), "rounds": [r["step_ms"] for r in ok]}
+    out = {"step_ms": statistics.median(r["step_ms"] for r in ok), "rounds": [r["step_ms"] for r in ok],
+           "faults_per_step": statistics.median(r["faults_per_step"] for r in ok)}
     compiles = [r["compile_s"] for r in ok if r.get("compile_s") is not None]
     out["compile_s"] = statistics.median(compiles) if compiles else None
     return out
@@ -355,7 +377,7 @@ def run(args) -> dict:
                 log(f"  round {rnd + 1} {key}: {_fmt_ms(r.get('step_ms'))} ms {r.get('error', '')}")
         for key, rs in runs.items():
             res["steps"][cfg.name, key] = _median_run(rs)
-        for key in [k for k in MEMORY_KEYS if k != CHUNK1] + big:
+        for key in ([k for k in MEMORY_KEYS if k != CHUNK1] + big) * (not cfg.heap):
             impl, chunk = _impl_chunk(key)
             r = _launch(dict(config=asdict(replace(cfg, steps=1)), impl=impl, mode="memory", threads=args.threads,
                              chunk=chunk))
@@ -400,8 +422,9 @@ def table(res: dict, args) -> str:
     lines = [f"### Glow training step (normflows notebook Glow and its flowkern conversion), CPU float32, "
              f"{res['threads']} threads, median of {args.rounds} alternating processes each", "",
              "| config | normflows ms | flowkern ms | speedup | memory-saving ms | ms / std | bound 1+floor/3/std "
-             "| torch.compile ms (compile s) | conv floor NCHW / CL ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| torch.compile ms (compile s) | conv floor NCHW / CL ms | page faults / step: normflows / flowkern "
+             "/ memory-saving |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     targets = []
     for cfg in configs:
         s = {impl: res["steps"].get((cfg.name, impl), {}) for impl in IMPLS}
@@ -415,7 +438,9 @@ def table(res: dict, args) -> str:
                      f"{'-' if speed is None else f'{speed:.2f}x'} | {_fmt_ms(ms)} | "
                      f"{'-' if ratio is None else f'{ratio:.2f}x'} | {'-' if bound is None else f'{bound:.2f}x'} | "
                      f"{_fmt_ms(cp)} ({'-' if cs is None else f'{cs:.0f}'}) | "
-                     f"{_fmt_ms(fl.get('floor_nchw_ms'))} / {_fmt_ms(fl.get('floor_cl_ms'))} |")
+                     f"{_fmt_ms(fl.get('floor_nchw_ms'))} / {_fmt_ms(fl.get('floor_cl_ms'))} | "
+                     + " / ".join("-" if s[i].get("faults_per_step") is None else f"{s[i]['faults_per_step']:.0f}"
+                                  for i in IMPLS[:3]) + " |")
         if speed is not None:
             small = cfg.hidden <= 64
             targets.append(f"standard step vs normflows at {cfg.name}: {speed:.2f}x "
@@ -425,12 +450,17 @@ def table(res: dict, args) -> str:
             targets.append(f"memory-saving / standard at {cfg.name}: {ratio:.2f}x "
                            f"({'met' if ratio <= 1.45 else 'MISSED'}; target <= 1.45x; bound "
                            f"{'-' if bound is None else f'{bound:.2f}x'})")
+    for cfg in (c for c in configs if c.heap):
+        lines += ["", f"The {cfg.name} row's timed processes add `{cfg.heap}` to the environment: no block gets a "
+                      "mapping of its own. Above glibc's largest mmap threshold (32 MiB, what `MALLOC_MMAP_THRESHOLD_` "
+                      "can reach) a block is mapped on allocation and unmapped on free, so the 32 MiB activations of "
+                      "this configuration fault in their pages at every allocation (the page-fault column)."]
     lines += ["", "Memory, one training step per fresh process under glibc's default heap (module docstring):", "",
               "| config | saved for backward per sample: normflows / flowkern / memory-saving | "
               "peak RSS: normflows / flowkern / memory-saving / memory-saving chunk 1 | "
               "step RSS (peak - after build), same order |",
               "|---|---|---|---|"]
-    for cfg in configs:
+    for cfg in (c for c in configs if not c.heap):
         m = {k: res["memory"].get((cfg.name, k), {}) for k in MEMORY_KEYS}
         saved = " / ".join(_fmt_bytes(m[k].get("saved_per_sample")) for k in MEMORY_KEYS[:3])
         rss = " / ".join(_fmt_bytes(m[k].get("peak_rss")) for k in MEMORY_KEYS)
