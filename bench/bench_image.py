@@ -86,10 +86,7 @@ class Config:
     heap: str = ""  # extra glibc variables ("NAME=value ...") of the timed processes; no memory rows
 
 
-# above glibc's largest mmap threshold (32 MiB) a block gets a mapping of its own, unmapped on free,
-# whatever MALLOC_MMAP_THRESHOLD_ says: the 128x128 row's 32 MiB activations fault their pages in on
-# every allocation. The same row with no per-block mappings shows what that costs each implementation.
-NO_MMAP = "MALLOC_MMAP_MAX_=0"
+NO_MMAP = "MALLOC_MMAP_MAX_=0"  # the 128x128 row again, no block with a mapping of its own (module docstring)
 
 
 CONFIGS = [
