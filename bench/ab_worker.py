@@ -20,14 +20,13 @@ import argparse
 import inspect
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 
 import torch
 
-from bench_flows import CONFIGS, QUICK
+from bench_flows import CONFIGS, QUICK, minor_faults
 
 MODELS = ("iin", "compvis", "cinn")  # CONFIGS / QUICK in this order
 MODES = ("standard", "memory-saving")
@@ -71,10 +70,6 @@ def _batch(cfg):
     return x, torch.randn(cfg.batch, cfg.cond_dim) if cfg.cond_dim else None
 
 
-def _minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def _backend() -> str:
     """The op backend flowkern picks for CPU tensors in this tree ('?' if it cannot say)."""
     try:
@@ -94,13 +89,13 @@ def run(model: str, mode: str, steps: int, warmup: int, quick: bool) -> dict:
     opt = torch.optim.Adam(flow.parameters(), lr=1e-5, fused=True)
     times, faults = [], []
     for i in range(warmup + steps):  # warm-up: ActNorm's data-dependent init, the allocator
-        f0, t0 = _minor_faults(), time.perf_counter()
+        f0, t0 = minor_faults(), time.perf_counter()
         opt.zero_grad(set_to_none=True)
         flow.nll_loss(x, c).backward()
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-            faults.append(_minor_faults() - f0)
+            faults.append(minor_faults() - f0)
     return dict(model=model, mode=mode, config=cfg.name, steps_s=times, median_s=statistics.median(times),
                 faults=int(statistics.median(faults)), flowkern=os.path.dirname(os.path.abspath(flowkern.__file__)),
                 backend=_backend(), torch=torch.__version__, threads=torch.get_num_threads(),

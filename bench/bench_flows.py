@@ -196,7 +196,8 @@ def make_optimizer(model: nn.Module | list[torch.Tensor]) -> torch.optim.Optimiz
     return torch.optim.Adam(params, lr=1e-5, fused=True)
 
 
-def _minor_faults() -> int:
+def minor_faults() -> int:
+    """Minor page faults of this process so far (``getrusage``): fresh pages the kernel zero-filled."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
@@ -212,18 +213,18 @@ def step_times(models: dict[str, tuple[nn.Module, object]], x, c, reps: int,
     times: dict[str, list[tuple[float, float, int]]] = {name: [] for name in (*models, *extra)}
     for i in range(reps + 2):  # two warm-up rounds: data-dependent inits, allocator
         for name, (_, loss_fn) in models.items():
-            f0, t0 = _minor_faults(), time.perf_counter()
+            f0, t0 = minor_faults(), time.perf_counter()
             opts[name].zero_grad(set_to_none=True)
             loss_fn(x, c).backward()
             t1 = time.perf_counter()
             opts[name].step()
             if i >= 2:
-                times[name].append((time.perf_counter() - t0, t1 - t0, _minor_faults() - f0))
+                times[name].append((time.perf_counter() - t0, t1 - t0, minor_faults() - f0))
         for name, fn in extra.items():
-            f0, t0 = _minor_faults(), time.perf_counter()
+            f0, t0 = minor_faults(), time.perf_counter()
             fn()
             if i >= 2:
-                times[name].append((time.perf_counter() - t0, 0.0, _minor_faults() - f0))
+                times[name].append((time.perf_counter() - t0, 0.0, minor_faults() - f0))
     return {name: (statistics.median(v[0] for v in ts), None if name in extra else statistics.median(v[1] for v in ts),
                    int(statistics.median(v[2] for v in ts)))
             for name, ts in times.items()}

@@ -28,10 +28,9 @@ step re-runs the subnets' forward, a third of the floor: the bound beside its ra
 ``1 + conv_floor / 3 / standard step``.
 
 The last row repeats the 128x128 configuration with ``MALLOC_MMAP_MAX_=0`` added to the timed
-processes' environment: its 32 MiB activations sit at glibc's largest mmap threshold, so under
-the ``MALLOC_*`` variables of ``make bench`` each still gets a fresh mapping per allocation,
-faulted in page by page; with no per-block mappings they come from the heap (which grows towards
-the trim threshold instead: glibc reuses freed large blocks poorly for aligned allocations).
+processes' environment (why: the note :func:`table` prints under the step table); glibc then
+serves its 32 MiB blocks from the heap, which grows towards the trim threshold instead (freed
+large blocks are reused poorly for aligned allocations).
 
 Largest resolution at batch 8 within the memory budget (8 GiB): square images, sides multiple of
 32; each size is one training step in a fresh subprocess whose RSS is watched (and the process
@@ -47,7 +46,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -153,6 +151,7 @@ def worker(job: dict) -> dict:
     """One implementation on one config (``job['mode']``: 'step' times the step, 'memory' runs one
     step for its peak RSS and then counts the bytes saved for backward, 'floor' times the convs)."""
     import torch
+    from bench_flows import minor_faults
 
     torch.set_num_threads(job["threads"])
     cfg = Config(**job["config"])
@@ -198,12 +197,12 @@ def worker(job: dict) -> dict:
     if job["mode"] == "step":
         step()
         times = []
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        faults = minor_faults()
         for _ in range(cfg.steps):
             t0 = time.perf_counter()
             step()
             times.append(time.perf_counter() - t0)
-        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / cfg.steps
+        faults = (minor_faults() - faults) / cfg.steps
         out.update(step_ms=statistics.median(times) * 1e3, step_ms_min=min(times) * 1e3, compile_s=compile_s,
                    faults_per_step=faults)
     else:  # one step: its peak, then (after the peak was read) the bytes saved for backward
