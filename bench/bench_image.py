@@ -32,6 +32,11 @@ processes' environment (why: the note :func:`table` prints under the step table)
 serves its 32 MiB blocks from the heap, which grows towards the trim threshold instead (freed
 large blocks are reused poorly for aligned allocations).
 
+Peak RSS with the batch: the 128x128 configuration at batches 32 to 256, normflows beside
+memory-saving one sample at a time, one step per fresh process. The process before the step
+(about 0.7 GiB, of which ``import torch`` alone is 0.5 GiB) is in both peaks, so the whole-process
+ratio falls towards the step-RSS ratio only as the batch grows.
+
 Largest resolution at batch 8 within the memory budget (8 GiB): square images, sides multiple of
 32; each size is one training step in a fresh subprocess whose RSS is watched (and the process
 killed above the budget); normflows' size is searched, flowkern's memory-saving mode
@@ -87,17 +92,21 @@ class Config:
 NO_MMAP = "MALLOC_MMAP_MAX_=0"  # the 128x128 row again, no block with a mapping of its own (module docstring)
 
 
+LARGE = Config("128x128, K=2, hidden 64", 128, depth=2, hidden=64, batch=32)
 CONFIGS = [
     Config("notebook Glow 32x32, hidden 64", 32, hidden=64, batch=32),
     Config("notebook Glow 32x32, hidden 256", 32, hidden=256, batch=32),
     Config("64x64, K=2, hidden 64", 64, depth=2, hidden=64, batch=16),
-    Config("128x128, K=2, hidden 64", 128, depth=2, hidden=64, batch=32),
-    Config(f"128x128, K=2, hidden 64, {NO_MMAP}", 128, depth=2, hidden=64, batch=32, heap=NO_MMAP),
+    LARGE,
+    replace(LARGE, name=f"{LARGE.name}, {NO_MMAP}", heap=NO_MMAP),
 ]
 QUICK = [
     Config("quick 16x16, hidden 16", 16, levels=2, depth=2, hidden=16, batch=8, steps=2),
     Config("quick 32x32, hidden 32", 32, levels=2, depth=1, hidden=32, batch=8, steps=2),
 ]
+# peak RSS with the batch: the 128x128 configuration from its table batch up (quick: the last quick one)
+BATCHES = (LARGE, (32, 64, 128, 256))
+QUICK_BATCHES = (QUICK[-1], (4, 8))
 
 
 # ---- the worker: one measurement in a fresh process ------------------------------------------------
@@ -357,7 +366,7 @@ def largest_trainable(cfg: Config, impl: str, budget: int, threads: int, sizes: 
 def run(args) -> dict:
     configs = QUICK if args.quick else CONFIGS
     log = (lambda s: print(s, file=sys.stderr, flush=True))
-    res: dict = {"threads": args.threads, "steps": {}, "memory": {}, "floor": {}, "growth": {}, "budget": {}}
+    res: dict = {"threads": args.threads, "steps": {}, "memory": {}, "floor": {}, "growth": {}, "batch": {}, "budget": {}}
     for cfg in configs:
         log(f"{cfg.name}")
         res["floor"][cfg.name] = _launch(dict(config=asdict(cfg), mode="floor", threads=args.threads))
@@ -393,6 +402,14 @@ def run(args) -> dict:
                 res["growth"][axis, value, impl] = r
                 log(f"  growth {axis}={value} {impl}: saved/sample {_fmt_bytes(r.get('saved_per_sample'))}, "
                     f"peak RSS {_fmt_bytes(r.get('peak_rss'))}")
+    cfg, batches = QUICK_BATCHES if args.quick else BATCHES
+    for b in batches:
+        for key in ("normflows", CHUNK1):
+            impl, chunk = _impl_chunk(key)
+            r = _launch(dict(config=asdict(replace(cfg, batch=b, steps=1)), impl=impl, mode="memory",
+                             threads=args.threads, chunk=chunk, saved=False))
+            res["batch"][b, key] = r
+            log(f"  batch {b} {key}: peak RSS {_fmt_bytes(r.get('peak_rss'))} {r.get('error', '')}")
     if not args.skip_budget:
         budget = int(args.budget_gib * GIB)
         cfg = configs[0]
@@ -498,6 +515,23 @@ def table(res: dict, args) -> str:
             const = len(set(ms_saved)) == 1
             targets.append(f"memory-saving saved bytes constant in {axis}: {'met' if const else 'MISSED'} "
                            f"({', '.join(_fmt_bytes(v) for v in ms_saved)})")
+    cfg, batches = QUICK_BATCHES if args.quick else BATCHES
+    if res["batch"]:
+        lines += ["", f"Peak RSS with the batch, {cfg.name} (one step per fresh process; the process before the "
+                      "step holds the interpreter, torch, the model and the batch):", "",
+                  "| batch | normflows peak RSS | memory-saving chunk 1 peak RSS | ratio | "
+                  "step RSS: normflows / memory-saving chunk 1 |", "|---|---|---|---|---|"]
+        met = []
+        for b in batches:
+            nf, ms = res["batch"].get((b, "normflows"), {}), res["batch"].get((b, CHUNK1), {})
+            r = ms["peak_rss"] / nf["peak_rss"] if nf.get("peak_rss") and ms.get("peak_rss") else None
+            if r is not None and r <= 0.25:
+                met.append(b)
+            step = " / ".join(_fmt_bytes(m["peak_rss"] - m["base_rss"]) if "peak_rss" in m else "-" for m in (nf, ms))
+            lines.append(f"| {b} | {_fmt_bytes(nf.get('peak_rss'))} | {_fmt_bytes(ms.get('peak_rss'))} | "
+                         f"{'-' if r is None else f'{100 * r:.0f}%'} | {step} |")
+        targets.append(f"peak RSS of memory-saving chunk 1 <= 25% of normflows' at {cfg.name}: "
+                       + (f"met from batch {met[0]} on" if met else f"MISSED at every batch of {list(batches)}"))
     if res["budget"]:
         nf_side, nf_res = res["budget"]["normflows"]
         fk_side, fk_res = res["budget"]["flowkern-ms"]
