@@ -15,7 +15,7 @@ back to back with ``torch.mm(out=)``, timed in the same rounds as the steps — 
 costs if everything but the GEMMs were free. "GEMM floor + Adam, bias-grad and LeakyReLU passes"
 adds the memory-bound work every implementation here does besides its GEMMs (:func:`non_gemm_work`),
 timed in the same rounds: a bound for any step built on ATen's GEMMs and kernels. Bytes saved for backward: tensors packed by autograd during
-the forward+loss (``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage).
+the forward+loss (:func:`flowkern.check.saved_bytes`, deduplicated by storage).
 Page faults: minor faults per step (``getrusage``), i.e. fresh pages the kernel zero-filled
 because glibc gave the previous step's freed memory back. The heap is a process setting: the
 table's caption names the ``MALLOC_*`` / ``GLIBC_TUNABLES`` / ``LD_PRELOAD`` variables the process
@@ -177,20 +177,6 @@ def make_nflows(cfg: Config):
 
 
 # ---- measurement -----------------------------------------------------------------
-def saved_bytes(loss_fn, x, c) -> int:
-    per_storage: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        key = t.untyped_storage().data_ptr()
-        per_storage[key] = max(per_storage.get(key, 0), t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn(x, c)
-    loss.backward()
-    return sum(per_storage.values())
-
-
 def make_optimizer(model: nn.Module | list[torch.Tensor]) -> torch.optim.Optimizer:
     params = model.parameters() if isinstance(model, nn.Module) else model
     return torch.optim.Adam(params, lr=1e-5, fused=True)
@@ -301,6 +287,8 @@ def _batch(cfg: Config) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def measure(cfg: Config, reps: int) -> list[dict]:
+    from flowkern.check import saved_bytes  # here: ab_worker imports this module against older trees
+
     x, c = _batch(cfg)
     rows = []
     makers = [("flowkern", lambda: make_flowkern(cfg, False)),
@@ -317,7 +305,7 @@ def measure(cfg: Config, reps: int) -> list[dict]:
     for name, (model, loss_fn) in models.items():
         t, t_fb, faults = times[name]
         rows.append(dict(config=cfg.name, impl=name, seconds=t, forward_backward=t_fb, faults=faults,
-                         bytes=saved_bytes(loss_fn, x, c)))
+                         bytes=saved_bytes(lambda: loss_fn(x, c))))
     for key, label in (("hot", "GEMM floor, hot operands"), ("floor", "GEMM floor")):
         rows.append(dict(config=cfg.name, impl=f"{label} ({gflop:.1f} GFLOP)", seconds=times[key][0], forward_backward=None,
                          faults=times[key][2], bytes=None))

@@ -18,7 +18,7 @@ threshold keeps freed heap resident and would measure the setting, not the model
 is the process's ``VmHWM``; ``step RSS`` subtracts the RSS after the model, the optimizer and
 the batch were built (the interpreter and torch alone are about 0.5 GiB). Bytes saved for
 backward: tensors packed by autograd during the forward + loss
-(``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage), per sample.
+(:func:`flowkern.check.saved_bytes`, deduplicated by storage), per sample.
 
 Conv floor: every convolution of the step — each block's 1x1 convolution and its subnet's three
 convolutions — forward, grad-input and grad-weight, on tensors of the step's shapes, run back to
@@ -140,27 +140,13 @@ def notebook_glow(cfg: Config):
     return nf.MultiscaleFlow(q0, flows, merges)
 
 
-def _saved_bytes(fn) -> int:
-    import torch
-
-    per: dict[int, int] = {}
-
-    def pack(t):
-        key = t.untyped_storage().data_ptr()
-        per[key] = max(per.get(key, 0), t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    out.backward()
-    return sum(per.values())
-
-
 def worker(job: dict) -> dict:
     """One implementation on one config (``job['mode']``: 'step' times the step, 'memory' runs one
     step for its peak RSS and then counts the bytes saved for backward, 'floor' times the convs)."""
     import torch
     from bench_flows import minor_faults
+
+    from flowkern.check import saved_bytes
 
     torch.set_num_threads(job["threads"])
     cfg = Config(**job["config"])
@@ -218,7 +204,7 @@ def worker(job: dict) -> dict:
         out.update(base_rss=base_rss, peak_rss=_vm_rss(key="VmHWM"))
         if impl != "flowkern-compile" and job.get("saved", True):
             opt.zero_grad(set_to_none=True)
-            out["saved_per_sample"] = _saved_bytes(lambda: model.forward_kld(x, y)) / cfg.batch
+            out["saved_per_sample"] = saved_bytes(lambda: model.forward_kld(x, y)) / cfg.batch
     out["loss"] = float(loss)
     return out
 

@@ -3,8 +3,8 @@
 For a FrEIA ``SequenceINN``, a normflows ``NormalizingFlow`` and an nflows ``Flow``
 (``CompositeTransform``), each converted with :func:`flowkern.compat.convert`, one run
 measures the median time of a step (negative log-likelihood forward + backward) and the
-bytes of the tensors autograd saves for backward (``torch.autograd.graph.saved_tensors_hooks``,
-distinct storages counted once).
+bytes of the tensors autograd saves for backward (:func:`flowkern.check.saved_bytes`: each
+storage once, by its largest saved view).
 
     python bench/bench_peers.py [--quick]          # markdown table
     pytest bench/bench_peers.py --benchmark-only   # pytest-benchmark cases
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowkern.check import saved_bytes
 from flowkern.compat import convert
 
 __all__ = ["table", "MODELS"]
@@ -120,21 +121,6 @@ MODELS: dict[str, Callable] = {"FrEIA SequenceINN": freia_model, "normflows Norm
                                "nflows Flow": nflows_model}
 
 
-def saved_bytes(step: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the distinct storages autograd saves for backward during ``step()``."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        if t.device.type != "meta":
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return sum(seen.values())
-
-
 def step_time(model: nn.Module, loss: Callable, reps: int) -> float:
     """Median seconds of one forward + backward."""
     times = []
@@ -165,8 +151,8 @@ def table(quick: bool) -> str:
         peer, ours, loss = prepare(name, quick)
         diff = abs(loss(peer).item() - loss(ours).item())
         tp, to = step_time(peer, loss, reps), step_time(ours, loss, reps)
-        bp = saved_bytes(lambda: loss(peer).backward())
-        bo = saved_bytes(lambda: loss(ours).backward())
+        bp = saved_bytes(lambda: loss(peer))
+        bo = saved_bytes(lambda: loss(ours))
         rows.append(f"| {name} | {1e3 * tp:.2f} | {1e3 * to:.2f} | {tp / to:.2f}x | {bp / 2**20:.2f} | "
                     f"{bo / 2**20:.2f} | {bo / bp:.2f} | {diff:.1e} |")
     return "\n".join(rows)

@@ -15,12 +15,16 @@ Checks, each against a bound derived from the dtype's machine epsilon
 A :class:`~flowkern.nn.MultiScaleFlow` is certified node by node of its invertible program
 (squeezes, steps, factor-outs, priors); its output is the list of latents, concatenated
 (flattened) for the Jacobian.
+
+:func:`saved_bytes` measures the other promise of a memory-saving flow: the bytes a training
+step keeps for its backward.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +35,7 @@ from .nn.flow import ConditionalFlow, Flow
 from .nn.multiscale import MultiScaleFlow
 from .spec import acc_dtype
 
-__all__ = ["InvertibilityError", "CertifyReport", "certify", "add_arguments", "run"]
+__all__ = ["InvertibilityError", "CertifyReport", "certify", "saved_bytes", "add_arguments", "run"]
 
 K_BLOCK = 1e3
 JACOBIAN_MAX_DIMS = 256
@@ -284,6 +288,38 @@ def certify(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None = None,
     if strict and fail:
         raise InvertibilityError(report)
     return report
+
+
+def saved_bytes(loss_fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes autograd keeps for backward while ``loss_fn()`` runs; then runs ``backward()`` of the
+    loss it returns.
+
+    Every tensor that autograd saves during the forward
+    (:func:`torch.autograd.graph.saved_tensors_hooks`) counts once per storage, by its largest
+    saved view. The backward runs outside the hooks: what a memory-saving backward saves while it
+    recomputes a block is its working set, not memory held between forward and backward.
+
+    Args:
+        loss_fn: a training step's forward, returning the scalar loss.
+
+    Example: ``saved_bytes(lambda: flow.nll_loss(x))`` is the activation memory of the step;
+    with ``memory_saving=True`` it is the latents' bytes, constant in depth.
+    """
+    per_storage: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type != "meta":
+            key = t.untyped_storage().data_ptr()
+            per_storage[key] = max(per_storage.get(key, 0), t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn()
+    if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+        got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise TypeError(f"loss_fn must return a scalar torch.Tensor, got {got}")
+    loss.backward()
+    return sum(per_storage.values())
 
 
 # ---- command line -------------------------------------------------------------

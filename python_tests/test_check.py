@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from flowkern.check import CertifyReport, InvertibilityError, certify
+from flowkern.check import CertifyReport, InvertibilityError, certify, saved_bytes
 from flowkern.cli import main as cli_main
 from flowkern.nn import ActNorm, Flow, InvertibleModule, build_flow
 
@@ -119,3 +119,24 @@ def test_bad_arguments():
         certify(Flow([ActNorm(2)]), [1.0, 2.0])
     with pytest.raises(TypeError, match="^model must be"):
         certify(torch.nn.Linear(2, 2), torch.randn(2, 2))
+
+
+def test_saved_bytes_counts_each_storage_once_by_its_largest_view_then_runs_backward():
+    x = torch.randn(7, 5)  # a constant: mul saves it for w's grad
+    w = torch.randn(7, 5, requires_grad=True)
+    v = torch.randn(7, 3, requires_grad=True)
+    assert saved_bytes(lambda: (x * w).sum()) == 7 * 5 * 4
+    torch.testing.assert_close(w.grad, x)
+    w.grad = None
+    # x whole (for w's grad) and its view x[:, :3] (for v's): one storage, counted by its largest view
+    assert saved_bytes(lambda: (x * w).sum() + (x[:, :3] * v).sum()) == 7 * 5 * 4
+    y = torch.randn(11, dtype=torch.float64)
+    assert saved_bytes(lambda: (x * w).sum() + (y * w[0, 0]).sum().float()) == 7 * 5 * 4 + 11 * 8
+
+
+def test_saved_bytes_wants_a_scalar_loss():
+    w = torch.randn(3, requires_grad=True)
+    with pytest.raises(TypeError, match="^loss_fn must return a scalar torch.Tensor, got shape \\(3,\\)"):
+        saved_bytes(lambda: w * 2)
+    with pytest.raises(TypeError, match="^loss_fn must return a scalar torch.Tensor, got float"):
+        saved_bytes(lambda: 1.0)

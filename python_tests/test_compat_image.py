@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 import flowkern.compat.image as image
+from flowkern.check import saved_bytes
 from flowkern.compat import convert
 from flowkern.nn import Squeeze
 
-from .test_nn_memory import saved_bytes
 
 nf = pytest.importorskip("normflows")
 D64 = torch.float64

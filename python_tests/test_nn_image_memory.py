@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from flowkern.check import saved_bytes
 from flowkern.nn import MLPEmbedder, MultiScaleFlow, build_glow, build_realnvp
 
-from .test_nn_memory import saved_bytes
 
 D64 = torch.float64
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import flowkern
+from flowkern.check import saved_bytes
 from flowkern.nn import (
     ActNorm,
     ActNormCoupling,
@@ -109,21 +110,6 @@ def test_optimizer_steps_match():
             opt.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pb, pa, rtol=1e-9, atol=1e-10)
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of tensors saved for backward while running ``fn`` (deduplicated by storage)."""
-    per_storage: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        key = t.untyped_storage().data_ptr()
-        per_storage[key] = max(per_storage.get(key, 0), t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    out.backward()
-    return sum(per_storage.values())
 
 
 @pytest.mark.parametrize("conditional", [False, True])

@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from flowkern.check import saved_bytes  # noqa: E402
 from flowkern.compat import convert  # noqa: E402
 from flowkern.nn import bits_per_dim, dequantize  # noqa: E402
 
@@ -163,21 +164,6 @@ def resize_bases(model, shape: tuple[int, int], cfg: Config) -> None:
 
 
 # ---- measurement helpers ---------------------------------------------------------------------------
-def saved_bytes(fn) -> int:
-    """Bytes of tensors saved for backward while ``fn()`` runs (deduplicated by storage); runs the backward."""
-    per: dict[int, int] = {}
-
-    def pack(t):
-        key = t.untyped_storage().data_ptr()
-        per[key] = max(per.get(key, 0), t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    out.backward()
-    return sum(per.values())
-
-
 def peak_rss_bytes() -> int:
     """This process's peak resident set (``VmHWM``; ``ru_maxrss`` survives ``exec`` and would
     report a larger parent's peak)."""
