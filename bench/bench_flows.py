@@ -15,7 +15,7 @@ back to back with ``torch.mm(out=)``, timed in the same rounds as the steps — 
 costs if everything but the GEMMs were free. "GEMM floor + Adam, bias-grad and LeakyReLU passes"
 adds the memory-bound work every implementation here does besides its GEMMs (:func:`non_gemm_work`),
 timed in the same rounds: a bound for any step built on ATen's GEMMs and kernels. Bytes saved for backward: tensors packed by autograd during
-the forward+loss (:func:`flowkern.check.saved_bytes`, deduplicated by storage).
+the forward+loss (:func:`flowkern.check.saved_bytes`: each saved storage once, whole).
 Page faults: minor faults per step (``getrusage``), i.e. fresh pages the kernel zero-filled
 because glibc gave the previous step's freed memory back. The heap is a process setting: the
 table's caption names the ``MALLOC_*`` / ``GLIBC_TUNABLES`` / ``LD_PRELOAD`` variables the process

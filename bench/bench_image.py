@@ -18,7 +18,7 @@ threshold keeps freed heap resident and would measure the setting, not the model
 is the process's ``VmHWM``; ``step RSS`` subtracts the RSS after the model, the optimizer and
 the batch were built (the interpreter and torch alone are about 0.5 GiB). Bytes saved for
 backward: tensors packed by autograd during the forward + loss
-(:func:`flowkern.check.saved_bytes`, deduplicated by storage), per sample.
+(:func:`flowkern.check.saved_bytes`: each saved storage once, whole), per sample.
 
 Conv floor: every convolution of the step — each block's 1x1 convolution and its subnet's three
 convolutions — forward, grad-input and grad-weight, on tensors of the step's shapes, run back to

@@ -4,7 +4,7 @@ For a FrEIA ``SequenceINN``, a normflows ``NormalizingFlow`` and an nflows ``Flo
 (``CompositeTransform``), each converted with :func:`flowkern.compat.convert`, one run
 measures the median time of a step (negative log-likelihood forward + backward) and the
 bytes of the tensors autograd saves for backward (:func:`flowkern.check.saved_bytes`: each
-storage once, by its largest saved view).
+storage once, whole).
 
     python bench/bench_peers.py [--quick]          # markdown table
     pytest bench/bench_peers.py --benchmark-only   # pytest-benchmark cases

@@ -62,7 +62,7 @@ convolutions alone (NCHW and channels-last).
 GEMMs (or convolutions) per layer against the standard step's three, so a memory-saving step
 costs at least the standard step plus a third of the floor (the image table shows this bound
 beside the measured ratio). Bytes saved for backward are counted by `flowkern.check.saved_bytes`
-(`saved_tensors_hooks`, one count per storage) during forward + loss.
+(`saved_tensors_hooks`, each saved storage once, whole) during forward + loss.
 
 **Per-call cost.** At small shapes (e.g. (256, 64)) a pass is a few microseconds of kernel
 and a fixed cost (Python, the dispatcher, argument checks, allocation), and a call that follows
@@ -107,7 +107,7 @@ floor + Adam, bias-grad and LeakyReLU passes" adds the memory-bound work every i
 besides its GEMMs, with ATen's kernels on the step's shapes: a bound for any step built on ATen's
 GEMMs. "flowkern, torch.compile": standard mode under `torch.compile(fullgraph=True)`. Page faults:
 minor faults per step (`getrusage`). Saved for backward: tensors packed by autograd during forward
-+ loss (`flowkern.check.saved_bytes`, one count per storage)."""
++ loss (`flowkern.check.saved_bytes`: each saved storage once, whole)."""
 
 AB_METHOD = """\
 The same flow training steps (IIN, CompVis and cINN configs above; standard and memory-saving

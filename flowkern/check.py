@@ -295,9 +295,10 @@ def saved_bytes(loss_fn: Callable[[], torch.Tensor]) -> int:
     loss it returns.
 
     Every tensor that autograd saves during the forward
-    (:func:`torch.autograd.graph.saved_tensors_hooks`) counts once per storage, by its largest
-    saved view. The backward runs outside the hooks: what a memory-saving backward saves while it
-    recomputes a block is its working set, not memory held between forward and backward.
+    (:func:`torch.autograd.graph.saved_tensors_hooks`) counts its whole storage, once: a saved
+    view keeps all of its base alive. The backward runs outside the hooks: what a memory-saving
+    backward saves while it recomputes a block is its working set, not memory held between
+    forward and backward.
 
     Args:
         loss_fn: a training step's forward, returning the scalar loss.
@@ -309,8 +310,8 @@ def saved_bytes(loss_fn: Callable[[], torch.Tensor]) -> int:
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         if t.device.type != "meta":
-            key = t.untyped_storage().data_ptr()
-            per_storage[key] = max(per_storage.get(key, 0), t.numel() * t.element_size())
+            storage = t.untyped_storage()
+            per_storage[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -121,15 +121,16 @@ def test_bad_arguments():
         certify(torch.nn.Linear(2, 2), torch.randn(2, 2))
 
 
-def test_saved_bytes_counts_each_storage_once_by_its_largest_view_then_runs_backward():
+def test_saved_bytes_counts_each_saved_storage_once_whole_then_runs_backward():
     x = torch.randn(7, 5)  # a constant: mul saves it for w's grad
     w = torch.randn(7, 5, requires_grad=True)
     v = torch.randn(7, 3, requires_grad=True)
     assert saved_bytes(lambda: (x * w).sum()) == 7 * 5 * 4
     torch.testing.assert_close(w.grad, x)
     w.grad = None
-    # x whole (for w's grad) and its view x[:, :3] (for v's): one storage, counted by its largest view
+    # x whole (for w's grad) and its view x[:, :3] (for v's): one storage
     assert saved_bytes(lambda: (x * w).sum() + (x[:, :3] * v).sum()) == 7 * 5 * 4
+    assert saved_bytes(lambda: (x[:, :3] * v).sum()) == 7 * 5 * 4  # a view keeps its whole base
     y = torch.randn(11, dtype=torch.float64)
     assert saved_bytes(lambda: (x * w).sum() + (y * w[0, 0]).sum().float()) == 7 * 5 * 4 + 11 * 8
 
