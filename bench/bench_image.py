@@ -344,6 +344,11 @@ def _fmt_ratio(summary: dict | None) -> str:
     return "-" if summary is None else f"{summary['median']:.2f}x ({summary['q1']:.2f}-{summary['q3']:.2f})"
 
 
+def _fmt_step_rss(m: dict) -> str:
+    """A memory run's peak RSS above its RSS after the build."""
+    return _fmt_bytes(m["peak_rss"] - m["base_rss"]) if "peak_rss" in m else "-"
+
+
 def _fmt_bytes(v) -> str:
     if v is None:
         return "-"
@@ -379,10 +384,11 @@ def _paired_summary(runs: list[dict], over: str) -> dict | None:
     ok = [r for r in runs if "paired_ms" in r]
     if not ok:
         return None
-    pooled = [v for r in ok for v in _ratios(r, over)[1]]
+    per_run = [_ratios(r, over) for r in ok]
+    pooled = [v for _, per in per_run for v in per]
     q1, _, q3 = statistics.quantiles(pooled, n=4) if len(pooled) > 1 else pooled * 3
     return {"median": statistics.median(pooled), "q1": q1, "q3": q3, "n": len(pooled),
-            "per_process": [_ratios(r, over)[0] for r in ok]}
+            "per_process": [median for median, _ in per_run]}
 
 
 def largest_trainable(cfg: Config, impl: str, budget: int, threads: int, sizes: list[int], chunk: int | None,
@@ -556,8 +562,7 @@ def table(res: dict, args) -> str:
         m = {k: res["memory"].get((cfg.name, k), {}) for k in MEMORY_KEYS}
         saved = " / ".join(_fmt_bytes(m[k].get("saved_per_sample")) for k in MEMORY_KEYS[:3])
         rss = " / ".join(_fmt_bytes(m[k].get("peak_rss")) for k in MEMORY_KEYS)
-        step_rss = " / ".join(_fmt_bytes(m[k]["peak_rss"] - m[k]["base_rss"]) if "peak_rss" in m[k] else "-"
-                              for k in MEMORY_KEYS)
+        step_rss = " / ".join(_fmt_step_rss(m[k]) for k in MEMORY_KEYS)
         lines.append(f"| {cfg.name} (B={cfg.batch}) | {saved} | {rss} | {step_rss} |")
         nf, ms = m["normflows"], m["flowkern-ms"]
         if "64x64" in cfg.name and nf.get("saved_per_sample") and ms.get("saved_per_sample"):
@@ -606,7 +611,7 @@ def table(res: dict, args) -> str:
             r = ms["peak_rss"] / nf["peak_rss"] if nf.get("peak_rss") and ms.get("peak_rss") else None
             if r is not None and r <= 0.25:
                 met.append(b)
-            step = " / ".join(_fmt_bytes(m["peak_rss"] - m["base_rss"]) if "peak_rss" in m else "-" for m in (nf, ms))
+            step = " / ".join(_fmt_step_rss(m) for m in (nf, ms))
             lines.append(f"| {b} | {_fmt_bytes(nf.get('peak_rss'))} | {_fmt_bytes(ms.get('peak_rss'))} | "
                          f"{'-' if r is None else f'{100 * r:.0f}%'} | {step} |")
         targets.append(f"peak RSS of memory-saving chunk 1 <= 25% of normflows' at {cfg.name}: "
