@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import resource
 import statistics
 import time
@@ -192,25 +193,27 @@ def step_times(models: dict[str, tuple[nn.Module, object]], x, c, reps: int,
     """Per model, medians of (the whole step in seconds, its forward + backward without the
     optimizer, the step's minor page faults — fresh pages the kernel mapped and zero-filled);
     per ``extra`` callable, (median seconds, None, median faults). Everything runs round-robin
-    (one step of each model and one call of each extra per round) so that load changes on a
-    shared machine hit every implementation and the floor alike."""
+    (one step of each model and one call of each extra per round, in a seeded random order per
+    round: a fixed order would favour whichever runs after the same kind of work) so that load
+    changes on a shared machine hit every implementation and the floor alike."""
     opts = {name: make_optimizer(model) for name, (model, _) in models.items()}
     extra = extra or {}
     times: dict[str, list[tuple[float, float, int]]] = {name: [] for name in (*models, *extra)}
+    rng = random.Random(0)
     for i in range(reps + 2):  # two warm-up rounds: data-dependent inits, allocator
-        for name, (_, loss_fn) in models.items():
+        for name in rng.sample(list(times), len(times)):
             f0, t0 = minor_faults(), time.perf_counter()
+            if name in extra:
+                extra[name]()
+                if i >= 2:
+                    times[name].append((time.perf_counter() - t0, 0.0, minor_faults() - f0))
+                continue
             opts[name].zero_grad(set_to_none=True)
-            loss_fn(x, c).backward()
+            models[name][1](x, c).backward()
             t1 = time.perf_counter()
             opts[name].step()
             if i >= 2:
                 times[name].append((time.perf_counter() - t0, t1 - t0, minor_faults() - f0))
-        for name, fn in extra.items():
-            f0, t0 = minor_faults(), time.perf_counter()
-            fn()
-            if i >= 2:
-                times[name].append((time.perf_counter() - t0, 0.0, minor_faults() - f0))
     return {name: (statistics.median(v[0] for v in ts), None if name in extra else statistics.median(v[1] for v in ts),
                    int(statistics.median(v[2] for v in ts)))
             for name, ts in times.items()}

@@ -100,7 +100,8 @@ batch 256, float32. IIN: D = 64, 12 x [ActNorm, double affine coupling, shuffle]
 subnets Linear(32, 512), 2 x Linear(512, 512), Linear(512, 64) with LeakyReLU; CompVis: the same
 with separate s and t nets; cINN: D = 128, 20 blocks, hidden 1024, a 128-d condition. FrEIA,
 normflows and nflows build the same architecture where they can. Every model and floor runs
-round-robin (one step of each per round, two warm-up rounds), cells are medians. GEMM floor: every
+round-robin (one step of each per round in a seeded random order, two warm-up rounds), cells are
+medians. GEMM floor: every
 matmul of the step (each Linear's x W^T, g W, g^T x) run back to back with `torch.mm(out=)` on its
 own operands; "hot operands": one operand set per distinct shape, reused (stays in cache). "GEMM
 floor + Adam, bias-grad and LeakyReLU passes" adds the memory-bound work every implementation does
