@@ -400,7 +400,7 @@ def _verdicts(paired: dict, separate: float | None, ok) -> str:
     """One target line's measurements: the paired ratio per heap with its verdict (``ok(median)``),
     then the separate processes' ratio (which judges only when there is no paired one)."""
     parts = [f"{_fmt_ratio(summary)} paired, {heap} ({'met' if ok(summary['median']) else 'MISSED'})"
-             for heap, summary in paired.items() if summary is not None]
+             for heap, summary in paired.items()]
     sep = "-" if separate is None else f"{separate:.2f}x"
     if parts:
         return "; ".join(parts) + f"; {sep} from separate processes"
@@ -542,10 +542,11 @@ def table(res: dict, args) -> str:
                      f"{_fmt_ms(fl.get('floor_nchw_ms'))} / {_fmt_ms(fl.get('floor_cl_ms'))} | "
                      + " / ".join("-" if s[i].get("faults_per_step") is None else f"{s[i]['faults_per_step']:.0f}"
                                   for i in IMPLS[:3]) + " |")
-        paired = {heap: (_paired_summary(res["paired"].get((cfg.name, heap), []), "normflows"),
-                         _paired_summary(res["paired"].get((cfg.name, heap), []), "flowkern-ms"))
-                  for heap in HEAPS}
-        paired = {heap: pair for heap, pair in paired.items() if pair[0] is not None}
+        paired = {}  # heap -> (normflows / flowkern, memory-saving / flowkern) summaries
+        for heap in HEAPS:
+            runs = res["paired"].get((cfg.name, heap), [])
+            if (pn := _paired_summary(runs, "normflows")) is not None:
+                paired[heap] = (pn, _paired_summary(runs, "flowkern-ms"))
         for heap, (pn, pm) in paired.items():
             paired_rows.append(f"| {cfg.name} | {heap} | {_fmt_ratio(pn)} | {_fmt_ratio(pm)} | "
                                + ", ".join(f"{v:.2f}" for v in pn["per_process"]) + f" | {pn['n']} |")
