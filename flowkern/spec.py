@@ -22,7 +22,6 @@ __all__ = [
     "CouplingConfig",
     "check_coupling_args",
     "check_packed_args",
-    "check_backward_grads",
     "acc_dtype",
     "channel_view",
 ]
@@ -139,20 +138,6 @@ def check_coupling_args(x, s_raw, t, a, b, cfg: CouplingConfig, x_name: str = "x
     for name, v in (("s_raw", s_raw), ("t", t)):
         _check_like(name, v, x, x_name, want, "(B, active channels, *S)")
     _check_actnorm(x, a, b, x_name)
-
-
-def check_backward_grads(grad_out, grad_logdet, x, inverse: bool, x_name: str = "x") -> None:
-    """The incoming grads of a backward pass: ``grad_out`` like the op's output (x's shape, dtype
-    and device; named grad_y, or grad_x for the inverse), ``grad_logdet`` (B,) floating."""
-    g_name = "grad_x" if inverse else "grad_y"
-    _check_like(g_name, grad_out, x, x_name, tuple(x.shape), "(the op's output)")
-    _check_tensor("grad_logdet", grad_logdet)
-    if not grad_logdet.is_floating_point():
-        raise TypeError(f"grad_logdet must be floating, got {grad_logdet.dtype}")
-    if tuple(grad_logdet.shape) != (x.shape[0],):
-        raise ValueError(f"grad_logdet must have shape ({x.shape[0]},), got {tuple(grad_logdet.shape)}")
-    if grad_logdet.device != x.device:
-        raise ValueError(f"grad_logdet must be on the device of {x_name} ({x.device}), got {grad_logdet.device}")
 
 
 def check_packed_args(x, h, a, b, cfg: CouplingConfig, x_name: str = "x") -> int:

@@ -44,20 +44,14 @@ class Backend:
     ``run(input, s_raw, t, a, b, cfg, inverse, check) -> (out, logdet, err)`` with autograd
     (err is (B,) with ``check``, else empty); ``run_packed(input, h, a, b, cfg, inverse, check)``
     the same for a packed subnet output h = [s_raw | t] (None: the caller passes views of h
-    to ``run``). ``backward(grad_out, grad_logdet, input, s_raw, t, a, b, cfg, inverse) ->
-    (grad_input, grad_s_raw, grad_t, grad_a, grad_b)`` is the op's fused backward pass on its own
-    (grad_a / grad_b empty without actnorm), ``backward_packed(grad_out, grad_logdet, input, h, a,
-    b, cfg, inverse) -> (grad_input, grad_h, grad_a, grad_b)`` its packed form (None: autograd
-    through ``run``, or the views of h). ``why_unavailable(device_type)`` is None when the backend
-    can run on that device type, else the reason. Arguments arrive checked (:mod:`flowkern.spec`).
+    to ``run``). ``why_unavailable(device_type)`` is None when the backend can run on that
+    device type, else the reason. Arguments arrive checked (:mod:`flowkern.spec`).
     """
 
     name: str
     run: Callable
     why_unavailable: Callable[[str], str | None]
     run_packed: Callable | None = None
-    backward: Callable | None = None
-    backward_packed: Callable | None = None
 
 
 def _registry() -> dict[str, Backend]:

@@ -128,15 +128,6 @@ def run_packed(inp, h, a, b, cfg: CouplingConfig, inverse: bool, check: bool) ->
     return torch.ops.flowkern.coupling.packed(inp, h, a, b, *cfg.schema_args, inverse, check)
 
 
-def backward(grad_out, grad_logdet, inp, s_raw, t, a, b, cfg: CouplingConfig, inverse: bool) -> tuple:
-    return torch.ops.flowkern.coupling_backward.default(grad_out, grad_logdet, inp, s_raw, t, a, b,
-                                                        *cfg.schema_args, inverse)
-
-
-def backward_packed(grad_out, grad_logdet, inp, h, a, b, cfg: CouplingConfig, inverse: bool) -> tuple:
-    return torch.ops.flowkern.coupling_backward.packed(grad_out, grad_logdet, inp, h, a, b, *cfg.schema_args, inverse)
-
-
 _warned: list[bool] = []
 
 
@@ -165,8 +156,7 @@ def _cuda_why(device_type: str) -> str | None:
 def _make_backends():
     from . import Backend  # the package imports this module while it builds its registry
 
-    return [Backend(name, run, why, run_packed, backward, backward_packed)
-            for name, why in (("cpu", _cpu_why), ("cuda", _cuda_why))]
+    return [Backend("cpu", run, _cpu_why, run_packed), Backend("cuda", run, _cuda_why, run_packed)]
 
 
 BACKENDS = _make_backends()

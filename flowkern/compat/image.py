@@ -40,8 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.base import ParamGrads
-from ..nn.coupling import backprop_coupling
+from ..nn.base import ParamGrads, backprop_block
 from ..nn.graph import InvertibleProgram, ModuleNode, Node, run_program
 from ..nn.image import autocast_off, backprop_folded_conv, channels_last_call, conv1x1
 from ..nn.squeeze import Squeeze as _Squeeze2x2
@@ -305,18 +304,19 @@ class GlowBlock(nn.Module):
     def invert_and_backprop(self, y: Tensor, grad_y: Tensor, grad_logdet: Tensor, grads: ParamGrads
                             ) -> tuple[Tensor, Tensor]:
         """Memory-saving step of the normalising direction: one subnet evaluation serves the
-        rebuild of u and the op's fused backward at u (:func:`~flowkern.nn.coupling.backprop_coupling`);
-        the folded conv in closed form."""
+        rebuild of u and the re-run of the op; the folded conv in closed form."""
         split, passive = self._split(y.shape[1])
         with torch.enable_grad():
             u_p = self._part(y, split, passive).detach().requires_grad_(True)
             s_raw, t, kw = self._coupling_args(u_p)
         with torch.no_grad():
             u, _ = coupling_forward(y, s_raw.detach(), t.detach(), split=split, passive=passive, **kw)
-        grad_u, (g_p,), _ = backprop_coupling(grad_y, grad_logdet, u, (s_raw, t), None, None,
-                                              dict(split=split, passive=passive, **kw), True, (u_p,), None,
-                                              self.flows[0], grads)
-        self._part(grad_u, split, passive).add_(g_p)  # the subnet's grad joins on u's passive part
+        with torch.enable_grad():  # the op re-run on u itself; the subnet's grad joins on its passive part
+            u_leaf = u.detach().requires_grad_(True)
+            out, ld_c = coupling_inverse(u_leaf, s_raw, t, split=split, passive=passive, **kw)
+            (grad_u, g_p), _ = backprop_block(self.flows[0], (out, ld_c), (grad_y, grad_logdet), (u_leaf, u_p), None,
+                                              grads)
+        self._part(grad_u, split, passive).add_(g_p)
         with torch.enable_grad(), autocast_off(u):
             w, b, ld = self.folded(u)
         x, grad_x = backprop_folded_conv(u, grad_u, grad_logdet, w, b, ld, (self.flows[1], self.flows[2]), grads)

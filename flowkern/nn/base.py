@@ -231,8 +231,7 @@ class InvertibleModule(nn.Module):
         """Rebuild the input x from output y, re-run forward with grad and back-propagate
         ``(grad_y, grad_logdet)``: returns ``(x, grad_x, grad_c)``; parameter grads are
         accumulated into ``grads``. Layers override this when they can share work between
-        the inverse and the backward (couplings evaluate their subnet once and run the op's
-        fused backward at the rebuilt input instead of re-running the op)."""
+        the inverse and the re-run (couplings evaluate their subnet once)."""
         with torch.no_grad():
             x, _ = self.inverse(y, c)
         with torch.enable_grad():

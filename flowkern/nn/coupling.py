@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int
-from ..ops.coupling import (coupling_backward, coupling_backward_packed, coupling_forward, coupling_forward_packed,
-                            coupling_inverse, coupling_inverse_packed)
+from ..ops.coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from ..spec import CouplingConfig, channel_view
 from .actnorm import ActNormParams
 from .base import (
@@ -38,35 +37,7 @@ from .base import (
     record_check_error,
 )
 
-__all__ = ["AffineCoupling", "ActNormCoupling", "SeparateNets", "backprop_coupling"]
-
-
-def backprop_coupling(grad_out: torch.Tensor, grad_logdet: torch.Tensor, inp: torch.Tensor, st: tuple,
-                      a: torch.Tensor | None, b: torch.Tensor | None, op_kwargs: dict, inverse: bool,
-                      leaves: tuple, c: torch.Tensor | None, module: nn.Module, grads: ParamGrads
-                      ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-    r"""Memory-saving step of one fused op call at its rebuilt input ``inp``: the op's fused
-    backward (:func:`~flowkern.ops.coupling_backward`, no re-run of the op), then one autograd
-    pass that carries :math:`\nabla_{s_{raw}}, \nabla_t` (``st``: ``(s_raw, t)`` or ``(h, None)``)
-    and :math:`\nabla_a, \nabla_b` back through the subnet and the actnorm to ``leaves`` (the
-    subnet's inputs), ``c`` and the parameters of ``module`` (added to ``grads``). Returns
-    ``(grad_inp, leaf_grads, grad_c)``; grad_inp is the op's direct term only: the caller adds
-    the leaves' grads where they are parts of the input."""
-    s_raw, t = st
-    ab = (None if a is None else a.detach(), None if b is None else b.detach())
-    if t is None:
-        g_in, g_h, g_a, g_b = coupling_backward_packed(grad_out, grad_logdet, inp, s_raw.detach(), *ab,
-                                                       inverse=inverse, **op_kwargs)
-        outs, g_outs = [s_raw], [g_h]
-    else:
-        g_in, g_s, g_t, g_a, g_b = coupling_backward(grad_out, grad_logdet, inp, s_raw.detach(), t.detach(), *ab,
-                                                     inverse=inverse, **op_kwargs)
-        outs, g_outs = [s_raw, t], [g_s, g_t]
-    if a is not None:
-        outs += [a, b]
-        g_outs += [g_a, g_b]
-    leaf_grads, grad_c = backprop_block(module, outs, g_outs, leaves, c, grads)
-    return g_in, leaf_grads, grad_c
+__all__ = ["AffineCoupling", "ActNormCoupling", "SeparateNets"]
 
 
 class SeparateNets(nn.Module):
@@ -212,9 +183,8 @@ class AffineCoupling(InvertibleModule):
         grad_logdet: torch.Tensor,
         grads: ParamGrads,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One subnet evaluation serves both the inverse and the backward (the subnet input z_p
-        equals the passive part of y); the op's fused backward runs at the rebuilt x
-        (:func:`backprop_coupling`), and x_p's grad through the subnet joins its direct term."""
+        """One subnet evaluation serves both the inverse and the re-run forward: the
+        subnet input z_p equals the passive part of y."""
         y_p = self._parts(y)[0]
         with torch.enable_grad():
             a, b = self._coefficients(y)
@@ -225,10 +195,11 @@ class AffineCoupling(InvertibleModule):
         detach = (lambda v: None if v is None else v.detach())
         with torch.no_grad():
             x, _ = self._op(True, y, tuple(map(detach, st)), detach(a), detach(b))
-        grad_x, (g_p,), grad_c = backprop_coupling(grad_y, grad_logdet, x, st, a, b, self._op_kwargs(), False,
-                                                   (x_p,), c, self, grads)
-        self._parts(grad_x)[0].add_(g_p)
-        return x, grad_x, grad_c
+        with torch.enable_grad():
+            x_a = self._parts(x)[1].detach().requires_grad_(True)
+            out, logdet = self._op(False, self._join(x_p, x_a), st, a, b)
+            (g_p, g_a), grad_c = backprop_block(self, (out, logdet), (grad_y, grad_logdet), (x_p, x_a), c, grads)
+        return x, self._join(g_p, g_a), grad_c
 
     def extra_repr(self) -> str:
         cfg = self.cfg

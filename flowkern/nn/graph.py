@@ -12,9 +12,8 @@ saves only the program's outputs (for a flow: the latents) and the conditions. T
 the nodes in reverse: each node rebuilds its inputs from its outputs, re-runs with grad and
 back-propagates ``(grad_outputs, grad_logdet)`` through itself only
 (:meth:`Node.invert_and_backprop`; for a flowkern layer that is
-:meth:`~flowkern.nn.InvertibleModule.invert_and_backprop`: a coupling evaluates its subnet once
-for the inverse and the backward, and runs the op's fused backward at the rebuilt input instead
-of the op again). Saved memory is the outputs, independent of depth and of
+:meth:`~flowkern.nn.InvertibleModule.invert_and_backprop`, which shares the subnet evaluation
+between the inverse and the re-run). Saved memory is the outputs, independent of depth and of
 the number of levels. Parameters are inputs of the autograd Function, so their grads arrive
 through ``AccumulateGrad`` (optimisers, hooks and DDP's all-reduce work unchanged). Under
 ``torch.autocast`` the backward re-runs in the forward's autocast state.

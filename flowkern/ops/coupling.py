@@ -11,10 +11,6 @@ For x of shape (B, C, \*S) split at ``split`` into a passive side (p) and an act
 build and validate the :class:`~flowkern.spec.CouplingConfig`, check the tensors (one place,
 :mod:`flowkern.spec`), choose a backend (:func:`flowkern.backends.select`) and run it —
 ``torch.ops.flowkern.coupling`` on CPU / CUDA, the Triton op, or the reference.
-
-:func:`coupling_backward` is the op's fused backward pass on its own: the gradients of a call
-whose input a memory-saving backward has rebuilt, without running the op again under autograd
-(``torch.ops.flowkern.coupling_backward``, the Triton backward, or autograd through the reference).
 """
 
 from __future__ import annotations
@@ -24,10 +20,9 @@ import math
 import torch
 
 from .. import backends
-from ..spec import CouplingConfig, check_backward_grads, check_coupling_args, check_packed_args
+from ..spec import CouplingConfig, check_coupling_args, check_packed_args
 
-__all__ = ["coupling_forward", "coupling_inverse", "coupling_forward_packed", "coupling_inverse_packed",
-           "coupling_backward", "coupling_backward_packed"]
+__all__ = ["coupling_forward", "coupling_inverse", "coupling_forward_packed", "coupling_inverse_packed"]
 
 
 def _run(inverse: bool, inp, s_raw, t, a, b, cfg: CouplingConfig, check: bool, backend: str | None) -> tuple:
@@ -148,100 +143,3 @@ def coupling_inverse_packed(
     :func:`coupling_forward_packed`)."""
     cfg = CouplingConfig(split, passive, scale, clamp, atan_k, eps)
     return _run(True, y, h, None, a, b, cfg, False, backend)
-
-
-def _backward_views(chosen, grad_out, grad_logdet, inp, s_raw, t, a, b, cfg: CouplingConfig, inverse: bool) -> tuple:
-    """(grad_input, grad_s_raw, grad_t, grad_a, grad_b) from the backend's fused backward, or by
-    autograd through its forward where it has none (the reference: PyTorch's autograd is its
-    backward)."""
-    if chosen.backward is not None:
-        return tuple(chosen.backward(grad_out, grad_logdet, inp, s_raw, t, a, b, cfg, inverse))
-    with torch.enable_grad():
-        leaves = [v.detach().requires_grad_(True) for v in (inp, s_raw, t, a, b) if v is not None]
-        out, logdet = chosen.run(*leaves[:3], *(leaves[3:] or (None, None)), cfg, inverse, False)[:2]
-        got = torch.autograd.grad((out, logdet), leaves, (grad_out, grad_logdet.to(logdet.dtype)),
-                                  allow_unused=True)
-    got = tuple(torch.zeros_like(v) if g is None else g for v, g in zip(leaves, got))
-    return got if a is not None else (*got, None, None)
-
-
-def _backward(inverse: bool, grad_out, grad_logdet, inp, s_raw, t, a, b, cfg: CouplingConfig,
-              backend: str | None) -> tuple:
-    """:func:`_run` for the backward pass; ``t is None``: ``s_raw`` is the packed h."""
-    name = "y" if inverse else "x"
-    if not isinstance(inp, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(inp).__name__}")
-    chosen = backends.select(inp.device, backend)
-    if t is None:
-        c_act = check_packed_args(inp, s_raw, a, b, cfg, name)
-    else:
-        check_coupling_args(inp, s_raw, t, a, b, cfg, name)
-    check_backward_grads(grad_out, grad_logdet, inp, inverse, name)
-    grad_out, grad_logdet = grad_out.contiguous(), grad_logdet.contiguous()
-    if t is None and chosen.backward_packed is not None:
-        grads = tuple(chosen.backward_packed(grad_out, grad_logdet, inp, s_raw, a, b, cfg, inverse))
-    elif t is None:
-        g_in, g_s, g_t, g_a, g_b = _backward_views(chosen, grad_out, grad_logdet, inp, s_raw[:, :c_act],
-                                                   s_raw[:, c_act:], a, b, cfg, inverse)
-        grads = (g_in, torch.cat((g_s, g_t), 1), g_a, g_b)
-    else:
-        grads = _backward_views(chosen, grad_out, grad_logdet, inp, s_raw, t, a, b, cfg, inverse)
-    return grads if a is not None else (*grads[:-2], None, None)
-
-
-def coupling_backward(
-    grad_out: torch.Tensor,
-    grad_logdet: torch.Tensor,
-    inp: torch.Tensor,
-    s_raw: torch.Tensor,
-    t: torch.Tensor,
-    a: torch.Tensor | None = None,
-    b: torch.Tensor | None = None,
-    *,
-    split: int,
-    passive: str = "first",
-    scale: str = "tanh",
-    clamp: float = 1.0,
-    atan_k: float = 2.0 / math.pi,
-    eps: float = 0.0,
-    inverse: bool = False,
-    backend: str | None = None,
-) -> tuple[torch.Tensor | None, ...]:
-    """The fused backward pass of :func:`coupling_forward` (``inverse``: of :func:`coupling_inverse`)
-    at ``(inp, s_raw, t, a, b)``: the vector-Jacobian product of ``(grad_out, grad_logdet)``.
-
-    Args:
-        grad_out: (B, C, *S) like ``inp``, the grad of the op's output (y, or x with ``inverse``).
-        grad_logdet: (B,) floating, the grad of its log-det.
-        inp, s_raw, t, a, b: the op's inputs (x, or y with ``inverse``), as for :func:`coupling_forward`.
-        split, passive, scale, clamp, atan_k, eps, backend: as for :func:`coupling_forward`.
-        inverse: the gradients of :func:`coupling_inverse` instead.
-
-    Returns ``(grad_inp, grad_s_raw, grad_t, grad_a, grad_b)``, grad_a and grad_b None without
-    actnorm: what autograd gives through the op, in one pass and without running the op first.
-    """
-    cfg = CouplingConfig(split, passive, scale, clamp, atan_k, eps)
-    return _backward(bool(inverse), grad_out, grad_logdet, inp, s_raw, t, a, b, cfg, backend)
-
-
-def coupling_backward_packed(
-    grad_out: torch.Tensor,
-    grad_logdet: torch.Tensor,
-    inp: torch.Tensor,
-    h: torch.Tensor,
-    a: torch.Tensor | None = None,
-    b: torch.Tensor | None = None,
-    *,
-    split: int,
-    passive: str = "first",
-    scale: str = "tanh",
-    clamp: float = 1.0,
-    atan_k: float = 2.0 / math.pi,
-    eps: float = 0.0,
-    inverse: bool = False,
-    backend: str | None = None,
-) -> tuple[torch.Tensor | None, ...]:
-    """:func:`coupling_backward` of the packed forms (h = [s_raw | t], see
-    :func:`coupling_forward_packed`): ``(grad_inp, grad_h, grad_a, grad_b)``."""
-    cfg = CouplingConfig(split, passive, scale, clamp, atan_k, eps)
-    return _backward(bool(inverse), grad_out, grad_logdet, inp, h, None, a, b, cfg, backend)

@@ -15,7 +15,7 @@ import torch
 
 from ...spec import CouplingConfig
 
-__all__ = ["BACKEND", "why_unavailable", "run", "backward"]
+__all__ = ["BACKEND", "why_unavailable", "run"]
 
 
 def why_unavailable(device_type: str) -> str | None:
@@ -39,17 +39,10 @@ def run(inp, s_raw, t, a, b, cfg: CouplingConfig, inverse: bool, check: bool) ->
     return coupling_triton(inp, s_raw, t, a, b, *cfg.schema_args, inverse, check)
 
 
-def backward(grad_out, grad_logdet, inp, s_raw, t, a, b, cfg: CouplingConfig, inverse: bool) -> tuple:
-    """(grad_input, grad_s_raw, grad_t, grad_a, grad_b) through ``flowkern::coupling_backward_triton``."""
-    from .ops import coupling_backward_triton
-
-    return coupling_backward_triton(grad_out, grad_logdet, inp, s_raw, t, a, b, *cfg.schema_args, inverse)
-
-
 def _make_backend():
     from .. import Backend  # the package imports this module while it builds its registry
 
-    return Backend("triton", run, why_unavailable, backward=backward)
+    return Backend("triton", run, why_unavailable)
 
 
 BACKEND = _make_backend()
