@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BEFORE", "HEAP_ENV", "MODELS", "MODES", "Tree", "resolve", "measure_ab", "report", "main"]
+__all__ = ["BEFORE", "HEAP_ENV", "default_heap_env", "MODELS", "MODES", "Tree", "resolve", "measure_ab", "report", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ab_worker.py"
@@ -131,8 +131,14 @@ def resolve(spec: str | None) -> Tree:
     return Tree(spec, prepare(sha), f"commit {sha[:9]}")
 
 
+def default_heap_env() -> dict[str, str]:
+    """This process's environment without glibc's malloc settings (``MALLOC_*`` and
+    ``GLIBC_TUNABLES``, which can carry the same): a child started with it runs glibc's default heap."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+
+
 def _worker_env(tree: Tree, heap_env: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    env = default_heap_env()
     if heap_env:
         env.update(HEAP_ENV)
     env["PYTHONPATH"] = str(tree.path)

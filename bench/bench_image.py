@@ -18,12 +18,12 @@ weights) take one step each per round, in an order rotating every round, for 3 x
 after two warm-up rounds; a round's ratio is normflows' (or memory-saving's) step time over
 flowkern's in that round, and the paired table gives the median and quartiles over the rounds
 of all paired processes. The paired processes run twice per configuration: in ``make bench``'s
-environment and under glibc's default heap (its ``MALLOC_*`` variables removed, as a user who
+environment and under glibc's default heap (``MALLOC_*`` and ``GLIBC_TUNABLES`` removed, as a user who
 has not read the README's "CPU training" note runs normflows), and the speed targets are judged
 on these, per heap; the three models share one heap there, so the absolute times are the
 separate processes'. Memory is measured
 by separate one-step processes under glibc's default heap for every implementation (the
-``MALLOC_*`` variables of the README's "CPU training" note are removed: their 1 GiB trim
+``MALLOC_*`` variables of the README's "CPU training" note, and ``GLIBC_TUNABLES``, are removed: their 1 GiB trim
 threshold keeps freed heap resident and would measure the setting, not the model): ``peak RSS``
 is the process's ``VmHWM``; ``step RSS`` subtracts the RSS after the model, the optimizer and
 the batch were built (the interpreter and torch alone are about 0.5 GiB). Bytes saved for
@@ -312,7 +312,9 @@ def _launch(job: dict, budget: int | None = None, timeout: float = 1800.0) -> di
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
     env = None
     if job.get("mode") == "memory" or job.get("default_heap"):  # glibc's default heap (module docstring)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        from ab import default_heap_env
+
+        env = default_heap_env()
     elif job["config"].get("heap"):
         env = dict(os.environ, **dict(a.split("=", 1) for a in job["config"]["heap"].split()))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
