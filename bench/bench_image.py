@@ -69,6 +69,8 @@ import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ab import default_heap_env  # the default-heap rule (ab.py: stdlib only)
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -312,8 +314,6 @@ def _launch(job: dict, budget: int | None = None, timeout: float = 1800.0) -> di
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
     env = None
     if job.get("mode") == "memory" or job.get("default_heap"):  # glibc's default heap (module docstring)
-        from ab import default_heap_env
-
         env = default_heap_env()
     elif job["config"].get("heap"):
         env = dict(os.environ, **dict(a.split("=", 1) for a in job["config"]["heap"].split()))
