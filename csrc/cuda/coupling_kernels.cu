@@ -4,12 +4,29 @@
 // runs), evaluated in fp32 (fp64 for fp64 storage) with ScalarMath. The scale function is
 // a runtime switch (uniform per launch, so no divergence), which keeps the instantiations
 // to storage dtypes x 4 directions.
+//
+// The tests also compile this file as C++ for the CPU, through HIP-CPU (the headers in
+// csrc/cuda/hipcpu stand in for CUDA's; python_tests/hipcpu_build.py), so it keeps to what
+// both read: launches go through FK_LAUNCH, shuffles are reached by every thread of a block.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "common/coupling_math.h"
 #include "cuda/coupling_launch.h"
+
+// kernel<<<grid, block, smem, stream>>>(args...) under nvcc; under HIP-CPU the same launch
+// (hipLaunchKernelGGL), on HIP-CPU's stream and waited for (csrc/cuda/hipcpu/cuda_runtime.h).
+#if defined(__HIP_CPU_RT__)
+#define FK_LAUNCH(kernel, grid, block, smem, stream, ...)                                      \
+  do {                                                                                         \
+    hipLaunchKernelGGL(kernel, grid, block, smem, ::flowkern::hipcpu::launch_stream(stream),   \
+                       __VA_ARGS__);                                                           \
+    ::flowkern::hipcpu::wait_for(stream);                                                      \
+  } while (0)
+#else
+#define FK_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#endif
 
 namespace flowkern::cuda {
 namespace {
@@ -18,6 +35,15 @@ template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
 template <typename T> constexpr int kVec = 16 / static_cast<int>(sizeof(T));
 template <typename T> struct alignas(16) Pack { T v[kVec<T>]; };
+
+// The block's (row tile, chunk): grid (tiles, chunks), or (chunks, tiles) with g.chunks_in_x.
+struct BlockPos {
+  int64_t tile, chunk;
+};
+__device__ __forceinline__ BlockPos block_pos(const Geometry& g) {
+  return g.chunks_in_x ? BlockPos{static_cast<int64_t>(blockIdx.y), static_cast<int64_t>(blockIdx.x)}
+                       : BlockPos{static_cast<int64_t>(blockIdx.x), static_cast<int64_t>(blockIdx.y)};
+}
 
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
@@ -185,7 +211,9 @@ struct Lane {
 };
 
 // ---- element-wise kernels -------------------------------------------------------------------
-// Grid (n_row_tiles, n_chunks), kWarps warps per block, warp w of block x owns row x kWarps + w.
+// Grid (n_row_tiles, n_chunks) (block_pos), kWarps warps per block, warp w of the block of
+// row tile i owns row i kWarps + w. Every thread reaches the shuffles and barriers: threads of
+// rows past the end (the last row tile) carry zeros and store nothing.
 
 template <typename T, typename A = typename AccOf<T>::type>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -195,12 +223,13 @@ fwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ x, const T* __re
   constexpr int V = kVec<T>;
   const ScaleParams<A> p = scale_params<A>(sc);
   const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row >= g.R) return;  // whole warp leaves together; no block-level sync here
-  const int64_t col0 = blockIdx.y * g.chunk;
+  const BlockPos bp = block_pos(g);
+  const int64_t row = bp.tile * kWarps + threadIdx.x / 32;
+  const bool row_ok = row < g.R;
+  const int64_t col0 = bp.chunk * g.chunk;
   const int64_t col1 = col0 + g.chunk < g.K ? col0 + g.chunk : g.K;
   A ld = 0, err = 0;
-  for (int64_t k0 = col0 + lane * V; k0 < col1; k0 += 32 * V) {
+  for (int64_t k0 = col0 + lane * V; row_ok && k0 < col1; k0 += 32 * V) {
     Lane<T> L;
     L.init(g, row, k0, col1, pa, pb);
     A xv[V], r[V], tv[V], s[V], yv[V];
@@ -228,9 +257,9 @@ fwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ x, const T* __re
   }
   ld = warp_sum(ld);
   if (err_part != nullptr) err = warp_max(err);
-  if (lane == 0) {
-    ld_part[row * g.n_chunks + blockIdx.y] = ld;
-    if (err_part != nullptr) err_part[row * g.n_chunks + blockIdx.y] = err;
+  if (row_ok && lane == 0) {
+    ld_part[row * g.n_chunks + bp.chunk] = ld;
+    if (err_part != nullptr) err_part[row * g.n_chunks + bp.chunk] = err;
   }
 }
 
@@ -242,12 +271,13 @@ inv_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ y, const T* __re
   constexpr int V = kVec<T>;
   const ScaleParams<A> p = scale_params<A>(sc);
   const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row >= g.R) return;
-  const int64_t col0 = blockIdx.y * g.chunk;
+  const BlockPos bp = block_pos(g);
+  const int64_t row = bp.tile * kWarps + threadIdx.x / 32;
+  const bool row_ok = row < g.R;
+  const int64_t col0 = bp.chunk * g.chunk;
   const int64_t col1 = col0 + g.chunk < g.K ? col0 + g.chunk : g.K;
   A ld = 0;
-  for (int64_t k0 = col0 + lane * V; k0 < col1; k0 += 32 * V) {
+  for (int64_t k0 = col0 + lane * V; row_ok && k0 < col1; k0 += 32 * V) {
     Lane<T> L;
     L.init(g, row, k0, col1, pa, pb);
     A yv[V], r[V], tv[V], xv[V];
@@ -264,7 +294,7 @@ inv_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ y, const T* __re
     L.store_x(g, x, xv);
   }
   ld = warp_sum(ld);
-  if (lane == 0) ld_part[row * g.n_chunks + blockIdx.y] = ld;
+  if (row_ok && lane == 0) ld_part[row * g.n_chunks + bp.chunk] = ld;
 }
 
 // grad_a / grad_b partials of one block. Rows = (sample, channel): the warp's row is one
@@ -272,12 +302,12 @@ inv_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ y, const T* __re
 // channels (one iteration per chunk), summed over the block's warps through shared memory
 // in warp order into the slot (row tile, channel).
 template <typename T, typename A>
-__device__ __forceinline__ void store_ab_partials(const Geometry& g, const A (&da)[kVec<T>],
-                                                  const A (&db)[kVec<T>], bool row_ok,
-                                                  A* ga_part, A* gb_part) {
+__device__ __forceinline__ void store_ab_partials(const Geometry& g, const BlockPos& bp,
+                                                  const A (&da)[kVec<T>], const A (&db)[kVec<T>],
+                                                  bool row_ok, A* ga_part, A* gb_part) {
   constexpr int V = kVec<T>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const int64_t row = bp.tile * kWarps + warp;
   if (!g.rows_are_samples) {
     A sa = 0, sb = 0;
 #pragma unroll
@@ -288,8 +318,8 @@ __device__ __forceinline__ void store_ab_partials(const Geometry& g, const A (&d
     sa = warp_sum(sa);
     sb = warp_sum(sb);
     if (row_ok && lane == 0) {
-      ga_part[row * g.n_chunks + blockIdx.y] = sa;
-      gb_part[row * g.n_chunks + blockIdx.y] = sb;
+      ga_part[row * g.n_chunks + bp.chunk] = sa;
+      gb_part[row * g.n_chunks + bp.chunk] = sb;
     }
     return;
   }
@@ -302,15 +332,15 @@ __device__ __forceinline__ void store_ab_partials(const Geometry& g, const A (&d
   }
   __syncthreads();
   for (int col = threadIdx.x; col < 32 * V; col += kWarps * 32) {
-    const int64_t c = blockIdx.y * g.chunk + col;
+    const int64_t c = bp.chunk * g.chunk + col;
     if (c >= g.C) continue;
     A sa = 0, sb = 0;
     for (int w = 0; w < kWarps; ++w) {
       sa += sh_a[w][col];
       sb += sh_b[w][col];
     }
-    ga_part[static_cast<int64_t>(blockIdx.x) * g.C + c] = sa;
-    gb_part[static_cast<int64_t>(blockIdx.x) * g.C + c] = sb;
+    ga_part[bp.tile * g.C + c] = sa;
+    gb_part[bp.tile * g.C + c] = sb;
   }
 }
 
@@ -323,9 +353,10 @@ fwd_bwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ gy, const A*
   constexpr int V = kVec<T>;
   const ScaleParams<A> p = scale_params<A>(sc);
   const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const BlockPos bp = block_pos(g);
+  const int64_t row = bp.tile * kWarps + threadIdx.x / 32;
   const bool row_ok = row < g.R;  // no early exit: the block may synchronise below
-  const int64_t col0 = blockIdx.y * g.chunk;
+  const int64_t col0 = bp.chunk * g.chunk;
   const int64_t col1 = col0 + g.chunk < g.K ? col0 + g.chunk : g.K;
   A da[V] = {}, db[V] = {};
   for (int64_t k0 = col0 + lane * V; row_ok && k0 < col1; k0 += 32 * V) {
@@ -355,7 +386,7 @@ fwd_bwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ gy, const A*
     L.store_g(g, gs, gsv);
     L.store_g(g, gt, gyv);
   }
-  if (ga_part != nullptr) store_ab_partials<T>(g, da, db, row_ok, ga_part, gb_part);
+  if (ga_part != nullptr) store_ab_partials<T>(g, bp, da, db, row_ok, ga_part, gb_part);
 }
 
 template <typename T, typename A = typename AccOf<T>::type>
@@ -368,9 +399,10 @@ inv_bwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ gx, const A*
   constexpr int V = kVec<T>;
   const ScaleParams<A> p = scale_params<A>(sc);
   const int lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const BlockPos bp = block_pos(g);
+  const int64_t row = bp.tile * kWarps + threadIdx.x / 32;
   const bool row_ok = row < g.R;
-  const int64_t col0 = blockIdx.y * g.chunk;
+  const int64_t col0 = bp.chunk * g.chunk;
   const int64_t col1 = col0 + g.chunk < g.K ? col0 + g.chunk : g.K;
   A da[V] = {}, db[V] = {};
   for (int64_t k0 = col0 + lane * V; row_ok && k0 < col1; k0 += 32 * V) {
@@ -406,7 +438,7 @@ inv_bwd_kernel(Geometry g, CouplingConfig sc, const T* __restrict__ gx, const A*
     L.store_g(g, gs, gsv);
     L.store_g(g, gt, gtv);
   }
-  if (ga_part != nullptr) store_ab_partials<T>(g, da, db, row_ok, ga_part, gb_part);
+  if (ga_part != nullptr) store_ab_partials<T>(g, bp, da, db, row_ok, ga_part, gb_part);
 }
 
 // ---- second pass: fixed-order reductions ------------------------------------------------------
@@ -456,8 +488,9 @@ reduce_ab_kernel(const A* __restrict__ ga_part, const A* __restrict__ gb_part, i
   }
 }
 
-dim3 grid_of(const Geometry& g) {
-  return dim3(static_cast<unsigned>(g.n_row_tiles), static_cast<unsigned>(g.n_chunks));
+dim3 grid_of(const Geometry& g) {  // within CUDA's limits: the host checks grid_fits
+  const Grid d = grid_dims(g);
+  return dim3(static_cast<unsigned>(d.x), static_cast<unsigned>(d.y));
 }
 
 bool empty(const Geometry& g) { return g.R == 0 || g.n_chunks == 0; }
@@ -467,7 +500,7 @@ void fwd_t(const Geometry& g, const CouplingConfig& sc, const void* x, const voi
            const void* a, const void* b, void* y, void* ld, void* err, cudaStream_t st) {
   using A = typename AccOf<T>::type;
   if (empty(g)) return;
-  fwd_kernel<T><<<grid_of(g), kWarps * 32, 0, st>>>(
+  FK_LAUNCH(fwd_kernel<T>, grid_of(g), kWarps * 32, 0, st,
       g, sc, static_cast<const T*>(x), static_cast<const T*>(s_raw), static_cast<const T*>(t),
       static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), static_cast<A*>(ld),
       static_cast<A*>(err));
@@ -478,7 +511,7 @@ void inv_t(const Geometry& g, const CouplingConfig& sc, const void* y, const voi
            const void* a, const void* b, void* x, void* ld, cudaStream_t st) {
   using A = typename AccOf<T>::type;
   if (empty(g)) return;
-  inv_kernel<T><<<grid_of(g), kWarps * 32, 0, st>>>(
+  FK_LAUNCH(inv_kernel<T>, grid_of(g), kWarps * 32, 0, st,
       g, sc, static_cast<const T*>(y), static_cast<const T*>(s_raw), static_cast<const T*>(t),
       static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(x), static_cast<A*>(ld));
 }
@@ -489,7 +522,7 @@ void fwd_bwd_t(const Geometry& g, const CouplingConfig& sc, const void* gy, cons
                void* ga_part, void* gb_part, cudaStream_t st) {
   using A = typename AccOf<T>::type;
   if (empty(g)) return;
-  fwd_bwd_kernel<T><<<grid_of(g), kWarps * 32, 0, st>>>(
+  FK_LAUNCH(fwd_bwd_kernel<T>, grid_of(g), kWarps * 32, 0, st,
       g, sc, static_cast<const T*>(gy), static_cast<const A*>(gl), static_cast<const T*>(x),
       static_cast<const T*>(s_raw), static_cast<const T*>(a), static_cast<const T*>(b),
       static_cast<T*>(gx), static_cast<T*>(gs), static_cast<T*>(gt), static_cast<A*>(ga_part),
@@ -502,7 +535,7 @@ void inv_bwd_t(const Geometry& g, const CouplingConfig& sc, const void* gx, cons
                void* gt, void* ga_part, void* gb_part, cudaStream_t st) {
   using A = typename AccOf<T>::type;
   if (empty(g)) return;
-  inv_bwd_kernel<T><<<grid_of(g), kWarps * 32, 0, st>>>(
+  FK_LAUNCH(inv_bwd_kernel<T>, grid_of(g), kWarps * 32, 0, st,
       g, sc, static_cast<const T*>(gx), static_cast<const A*>(gl), static_cast<const T*>(y),
       static_cast<const T*>(s_raw), static_cast<const T*>(t), static_cast<const T*>(a),
       static_cast<const T*>(b), static_cast<T*>(gy), static_cast<T*>(gs), static_cast<T*>(gt),
@@ -519,7 +552,7 @@ void reduce_ab_t(const Geometry& g, const void* ga_part, const void* gb_part, co
   const int64_t outer = g.rows_are_samples ? g.C : g.C * g.n_chunks;
   const int64_t cstride = g.rows_are_samples ? 1 : g.n_chunks;
   const int64_t n_inner = g.rows_are_samples ? 1 : g.n_chunks;
-  reduce_ab_kernel<T><<<static_cast<unsigned>(g.C), kReduceThreads, 0, st>>>(
+  FK_LAUNCH(reduce_ab_kernel<T>, static_cast<unsigned>(g.C), kReduceThreads, 0, st,
       static_cast<const A*>(ga_part), static_cast<const A*>(gb_part), n_outer, outer, cstride,
       n_inner, static_cast<const A*>(gl_total), static_cast<const T*>(a),
       static_cast<A>(sign * static_cast<double>(g.S)), static_cast<T*>(ga), static_cast<T*>(gb));
@@ -573,11 +606,11 @@ void launch_reduce_rows(bool acc_double, const void* part, int64_t rows, int64_t
   if (rows == 0) return;
   const unsigned grid = static_cast<unsigned>(rows);
   if (acc_double) {
-    reduce_rows_kernel<double><<<grid, kReduceThreads, 0, stream>>>(
+    FK_LAUNCH(reduce_rows_kernel<double>, grid, kReduceThreads, 0, stream,
         static_cast<const double*>(part), L, static_cast<const double*>(add), sign, take_max,
         static_cast<double*>(out));
   } else {
-    reduce_rows_kernel<float><<<grid, kReduceThreads, 0, stream>>>(
+    FK_LAUNCH(reduce_rows_kernel<float>, grid, kReduceThreads, 0, stream,
         static_cast<const float*>(part), L, static_cast<const float*>(add),
         static_cast<float>(sign), take_max, static_cast<float*>(out));
   }

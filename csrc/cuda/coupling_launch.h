@@ -7,6 +7,9 @@
 //   otherwise:         rows = (sample, channel) pairs (R = B C), columns = positions (K = S)
 // so element (row, k) sits at x[row K + k] in both cases. One warp handles one row and a
 // chunk of `chunk` columns; a block holds kWarps warps (consecutive rows, same chunk).
+// Grid: (row tiles, chunks), or (chunks, row tiles) when there are more chunks than grid y
+// admits (Geometry::chunks_in_x); grid_dims / grid_fits below are what the launchers use.
+// Index math is int64 throughout (tensors of 2^31 elements and more).
 // Reductions are deterministic (no atomics): partials in fixed slots, then a second pass
 // in fixed order.
 #pragma once
@@ -23,6 +26,11 @@ enum class DType : int { Float = 0, Double = 1, Half = 2, BFloat16 = 3 };
 
 constexpr int kWarps = 8;       // warps per block of the element-wise kernels
 constexpr int kMaxIters = 8;    // column iterations per lane (rows = (sample, channel) layout)
+// Blocks a launch grid admits in x and y: CUDA's limits, or smaller ones a test sets to reach
+// the large-shape layouts with small tensors.
+struct GridLimits {
+  int64_t x = 2147483647, y = 65535;
+};
 
 // Elements per 128-bit access.
 inline int vec_width(DType dt) { return dt == DType::Double ? 2 : dt == DType::Float ? 4 : 8; }
@@ -36,6 +44,7 @@ struct Geometry {
   bool rows_are_samples;  // S == 1
   int64_t R, K;           // rows, columns (header comment)
   int64_t chunk, n_chunks, n_row_tiles;
+  bool chunks_in_x;       // grid (n_chunks, n_row_tiles) instead of (n_row_tiles, n_chunks)
   bool vec_io;            // x-shaped tensors may be accessed 128 bits at a time
   bool vec_st;            // s_raw and t may be read 128 bits at a time (active vectors)
   bool vec_g;             // grad_s_raw / grad_t outputs (contiguous) may be written 128 bits at a time
@@ -48,7 +57,7 @@ struct Geometry {
 
 // Geometry of one call (vector-access flags are set by the caller, who sees the pointers).
 inline Geometry make_geometry(DType dt, int64_t B, int64_t C, int64_t S, int64_t c_act,
-                              int64_t act0) {
+                              int64_t act0, const GridLimits& lim = {}) {
   Geometry g{};
   g.B = B; g.C = C; g.S = S; g.c_act = c_act; g.act0 = act0;
   g.g_bs = c_act * S;
@@ -61,10 +70,28 @@ inline Geometry make_geometry(DType dt, int64_t B, int64_t C, int64_t S, int64_t
   } else {
     const int64_t need = (g.K + lane_span - 1) / lane_span * lane_span;
     g.chunk = need < lane_span * kMaxIters ? need : lane_span * kMaxIters;
+    if (g.chunk == 0) g.chunk = lane_span;  // K == 0 (an empty spatial dim): no chunks
   }
   g.n_chunks = (g.K + g.chunk - 1) / g.chunk;
   g.n_row_tiles = (g.R + kWarps - 1) / kWarps;
+  // grid y holds at most lim.y blocks: more chunks than that (over 65,535 chunks, e.g. a
+  // 2-channel 8192 x 8192 image in fp32) go into x, the row tiles into y (there are few then).
+  g.chunks_in_x = g.n_chunks > lim.y;
   return g;
+}
+
+// Grid of the element-wise kernels (x, y) in blocks.
+struct Grid {
+  int64_t x, y;
+};
+inline Grid grid_dims(const Geometry& g) {
+  return g.chunks_in_x ? Grid{g.n_chunks, g.n_row_tiles} : Grid{g.n_row_tiles, g.n_chunks};
+}
+// Every launch of a call fits CUDA's grid limits: the element-wise grid, and the reductions'
+// one block per sample (reduce_rows) and per channel (reduce_ab).
+inline bool grid_fits(const Geometry& g, const GridLimits& lim = {}) {
+  const Grid d = grid_dims(g);
+  return d.x <= lim.x && d.y <= lim.y && g.B <= lim.x && g.C <= lim.x;
 }
 
 // y, ld_part (acc), err_part (acc, nullptr without check).
