@@ -79,7 +79,8 @@ def test_sample_shape_temperature_and_event_shape():
     torch.testing.assert_close(z4.flatten(1), z2)
     torch.testing.assert_close(ld4, ld2)
     with pytest.raises(ValueError, match="^n must be"):
-        flow.sample(0)
+        flow.sample(-1)
+    assert flow.sample(0).shape == (0, 4)  # an empty batch, as flow(torch.empty(0, 4))
 
 
 def test_conditional_flow_embeds_once_and_needs_condition():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long fuzzing run: FLOWKERN_FUZZ=long (5,000 random examples per property, gradcheck 500) for
 # every CPU backend and, at the same time in a second process, for the Triton backend under its
-# interpreter (single-threaded Python: ~45 min on its own core).
+# interpreter (single-threaded Python: ~45 min on its own core); the image flows' properties run
+# with the CPU ones (python_tests/test_fuzz_image.py: 1,000 examples each; FLOWKERN_FUZZ_IMAGE_EXAMPLES).
 # Prints per-property example counts and failures; exits non-zero if any property failed.
 #   scripts/fuzz_long.sh [extra pytest args]     env: PY, FLOWKERN_FUZZ_EXAMPLES (override the count),
 #   FLOWKERN_TRITON_EXAMPLES (Triton interpreter examples per property, default 5000) and
@@ -20,8 +21,8 @@ FLOWKERN_FUZZ_EXAMPLES="${FLOWKERN_TRITON_EXAMPLES:-5000}" \
 FLOWKERN_FUZZ_GRADCHECK_EXAMPLES="${FLOWKERN_TRITON_GRADCHECK_EXAMPLES:-500}" \
     "$PY" -m python_tests.fuzz_triton_worker --hypothesis-show-statistics "$@" >"$LOG.triton" 2>&1 &
 triton_pid=$!
-"$PY" -m pytest python_tests/test_fuzz.py -q -p no:cacheprovider -k "not subprocess" \
-    --hypothesis-show-statistics "$@" >"$LOG" 2>&1
+"$PY" -m pytest python_tests/test_fuzz.py python_tests/test_fuzz_image.py -q -p no:cacheprovider \
+    -k "not subprocess" --hypothesis-show-statistics "$@" >"$LOG" 2>&1
 cpu_status=$?
 wait "$triton_pid"
 triton_status=$?
@@ -29,7 +30,7 @@ cat "$LOG.triton" >>"$LOG" && rm -f "$LOG.triton"
 
 echo
 echo "property                                                     examples  failing"
-awk '/^python_tests\/test_fuzz.py::/ {name=$0; sub(/:$/, "", name); sub(/^python_tests\/test_fuzz.py::/, "", name)}
+awk '/^python_tests\/test_fuzz(_image)?.py::/ {name=$0; sub(/:$/, "", name); sub(/^python_tests\/test_fuzz(_image)?.py::/, "", name)}
      /passing, [0-9]+ failing/ && name != "" && !seen[name]++ {
          n = $2 + $4; printf "%-60s %8d %8d\n", name, $2 + $4, $4 }' "$LOG"
 grep -E "^(FAILED|SKIP)|passed|failed|skipped" "$LOG" | tail -20

@@ -25,6 +25,9 @@ __all__ = [
     "InvertibleModule",
     "ParamGrads",
     "check_input",
+    "check_like_model",
+    "check_nonzero_scale",
+    "first_floating",
     "zero_logdet",
     "collect_check_errors",
     "record_check_error",
@@ -120,8 +123,9 @@ def record_check_error(layer: nn.Module, err: torch.Tensor) -> None:
         _CHECK_COLLECTORS[-1].append((layer, err.detach()))
 
 
-def check_input(x: object, channels: int, name: str = "x") -> torch.Tensor:
-    """Raise TypeError/ValueError naming ``name`` unless x is a float (B, channels, *S) tensor."""
+def check_input(x: object, channels: int, name: str = "x", model: nn.Module | None = None) -> torch.Tensor:
+    """Raise TypeError/ValueError naming ``name`` unless x is a float (B, channels, *S) tensor
+    (and, with ``model``, one :func:`check_like_model` accepts)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -130,7 +134,79 @@ def check_input(x: object, channels: int, name: str = "x") -> torch.Tensor:
         raise ValueError(
             f"{name} must have shape (B, {channels}, *S) ({channels} channels), got {tuple(x.shape)}"
         )
+    if model is not None:
+        check_like_model(x, model, name)
     return x
+
+
+def first_floating(module: nn.Module) -> torch.Tensor | None:
+    """The first floating-point parameter (else buffer) of ``module`` in pre-order, or None: the
+    tensor whose dtype and device are the model's. A direct walk of ``_parameters`` /
+    ``_buffers`` / ``_modules`` (a fraction of a microsecond; ``next(parameters())`` costs ten
+    times more), so every layer can afford it per call."""
+    stack = [module]
+    fallback = None
+    while stack:
+        m = stack.pop()
+        for p in m._parameters.values():
+            if p is not None and p.is_floating_point():
+                return p
+        if fallback is None:
+            for v in m._buffers.values():
+                if v is not None and v.is_floating_point():
+                    fallback = v
+                    break
+        stack.extend(child for child in reversed(m._modules.values()) if child is not None)
+    return fallback
+
+
+def _autocast_input(x: torch.Tensor) -> bool:
+    """Whether x is in the dtype of an enabled ``torch.autocast`` on its device (a float16 /
+    bfloat16 input a float32 model runs under autocast, as the subnets do)."""
+    dev = x.device.type
+    return torch.is_autocast_enabled(dev) and x.dtype == torch.get_autocast_dtype(dev)
+
+
+def check_like_model(x: torch.Tensor, model: nn.Module, name: str = "x") -> torch.Tensor:
+    """Raise unless tensor ``x`` has the dtype and device of ``model``'s parameters (a model
+    without floating parameters or buffers accepts any): ``ValueError`` for another device,
+    ``TypeError`` for another dtype, naming ``name``, both dtypes and the fix (the conventions
+    of :mod:`flowkern.spec`). Under ``torch.autocast`` an input in the autocast dtype is accepted
+    too (the subnets run in that dtype, the flow's main path in the input's)."""
+    ref = first_floating(model)
+    if ref is None:
+        return x
+    if x.device != ref.device:
+        raise ValueError(f"{name} must be on the device of the model's parameters ({ref.device}), got {x.device}: "
+                         f"move one of them (x.to({str(ref.device)!r}) or model.to({str(x.device)!r}))")
+    if x.dtype != ref.dtype and not _autocast_input(x):
+        raise TypeError(f"{name} must have the dtype of the model's parameters ({ref.dtype}), got {x.dtype}: "
+                        f"convert one of them ({name}.to({ref.dtype}) or model.to({x.dtype})), or run a float16 / "
+                        f"bfloat16 {name} under torch.autocast with that dtype")
+    return x
+
+
+def check_nonzero_scale(owner: nn.Module, scale: torch.Tensor, what: str) -> None:
+    """Raise ``ValueError`` if the actnorm scale ``scale`` (the fused op's ``a``) holds an exact 0:
+    the layer would not be invertible and its log-det would be -inf, with no error.
+
+    Reading the values is a host sync on a GPU, so it is not done per call: ``owner`` keeps the
+    ``(tensor, version)`` it last checked and the values are read again only after they changed
+    (an optimizer step, ``load_state_dict``, an in-place edit: each bumps the tensor's version
+    counter) — in inference once, in training once per optimizer step. Skipped while
+    ``torch.compile`` traces (the values are not known there)."""
+    if torch.compiler.is_compiling():
+        return
+    key = (id(scale), scale._version)
+    if owner.__dict__.get("_checked_scale") == key:
+        return
+    zero = scale.detach() == 0
+    if bool(zero.any()):
+        channels = torch.nonzero(zero.reshape(-1)).flatten().tolist()
+        shown = ", ".join(map(str, channels[:10])) + (", ..." if len(channels) > 10 else "")
+        raise ValueError(f"{what} holds 0 at channels [{shown}]: the layer is not invertible there and its log-det "
+                         "is -inf; set those channels to a nonzero scale (or re-run the data-dependent init)")
+    owner.__dict__["_checked_scale"] = key
 
 
 def zero_logdet(x: torch.Tensor) -> torch.Tensor:

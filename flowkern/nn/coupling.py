@@ -32,6 +32,7 @@ from .base import (
     ParamGrads,
     backprop_block,
     check_input,
+    check_nonzero_scale,
     check_overflow,
     check_requested,
     record_check_error,
@@ -154,7 +155,7 @@ class AffineCoupling(InvertibleModule):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """y_p = z_p, y_a = z_a exp(f(s_raw)) + t; logdet = sum f(s_raw) (+ actnorm term)."""
-        check_input(x, self.channels, "x")
+        check_input(x, self.channels, "x", self)
         self._init_from(x, inverse=False)
         a, b = self._coefficients(x)
         st = self._scale_shift(self._passive_z(self._parts(x)[0], a, b), c)
@@ -168,7 +169,7 @@ class AffineCoupling(InvertibleModule):
 
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_a = (y_a - t) exp(-f(s_raw)), x = (z - b) / a; logdet negated."""
-        check_input(y, self.channels, "y")
+        check_input(y, self.channels, "y", self)
         self._init_from(y, inverse=True)
         a, b = self._coefficients(y)
         x, logdet = self._op(True, y, self._scale_shift(self._parts(y)[0], c), a, b)
@@ -217,6 +218,7 @@ class ActNormCoupling(AffineCoupling):
         self.actnorm = ActNormParams(channels, allow_inverse_init=allow_inverse_init)
 
     def _coefficients(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_nonzero_scale(self.actnorm, self.actnorm.scale, f"{type(self).__name__}.actnorm.scale")
         return self.actnorm.coefficients(like)
 
     def _init_from(self, v: torch.Tensor, inverse: bool) -> None:

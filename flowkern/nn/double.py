@@ -72,13 +72,13 @@ class DoubleAffineCoupling(InvertibleModule):
         return torch.cat((v[:, k:], v[:, :k]), dim=1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        check_input(x, self.channels, "x")
+        check_input(x, self.channels, "x", self)
         u, ld1 = self.couplings[0](x, c)
         v, ld2 = self.couplings[1](u, c)
         return self._swap(v), ld1 + ld2
 
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        check_input(y, self.channels, "y")
+        check_input(y, self.channels, "y", self)
         u, ld2 = self.couplings[1].inverse(self._unswap(y), c)
         x, ld1 = self.couplings[0].inverse(u, c)
         return x, ld1 + ld2

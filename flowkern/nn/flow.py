@@ -18,7 +18,7 @@ from torch import nn
 
 from .._checks import check_int
 from ..spec import acc_dtype
-from .base import InvertibleModule
+from .base import InvertibleModule, check_like_model
 from .memory import memory_saving_forward
 
 __all__ = ["Flow", "ConditionalFlow"]
@@ -66,7 +66,7 @@ class Flow(InvertibleModule):
         if self.event_shape is not None and x.shape[1] != self.event_shape[0]:
             raise ValueError(f"{name} must have shape (B, {self.event_shape[0]}, *S) "
                              f"(event shape {self.event_shape}), got {tuple(x.shape)}")
-        return x
+        return check_like_model(x, self, name)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z = f(x) and log|det dz/dx| (B,)."""
@@ -110,7 +110,7 @@ class Flow(InvertibleModule):
 
     def sample(self, n: int, c: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
         """x = f^{-1}(temperature * eps), eps ~ N(0, I) of shape (n, *event_shape)."""
-        check_int("n", n, minimum=1)
+        check_int("n", n, minimum=0)  # n = 0: an empty batch of shape (0, *event_shape)
         if not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         if self.event_shape is None:

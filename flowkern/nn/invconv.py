@@ -62,11 +62,11 @@ class InvConv1x1(InvertibleModule):
         return torch.tensordot(m, v, dims=([1], [1])).movedim(0, 1)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        check_input(x, self.channels, "x")
+        check_input(x, self.channels, "x", self)
         return self._mix(self.weight().to(x.dtype), x), self._logdet(x)
 
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        check_input(y, self.channels, "y")
+        check_input(y, self.channels, "y", self)
         lower, upper = (f.to(y.dtype) for f in self._factors())
         cols = y.movedim(1, -1).reshape(-1, self.channels).T  # (C, N)
         cols = self.p.to(y.dtype).T @ cols

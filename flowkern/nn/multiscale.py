@@ -35,7 +35,7 @@ from torch import nn
 from .._checks import check_bool, check_choice, check_int, check_number
 from ..spec import acc_dtype
 from .actnorm import ActNorm
-from .base import InvertibleModule, ParamGrads
+from .base import InvertibleModule, ParamGrads, check_like_model
 from .conditional import ConditionalAffineCoupling
 from .coupling import AffineCoupling
 from .graph import InvertibleProgram, ModuleNode, Node, run_program
@@ -187,7 +187,7 @@ class AffinePrior(InvertibleModule):
     def _logdet(log_std: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         ls = log_std.to(acc_dtype(z.dtype))
         if ls.shape[0] == 1:  # shared by the batch: count the broadcast copies
-            per = ls.sum() * (z[0].numel() // max(1, ls[0].numel()))
+            per = ls.sum() * (math.prod(z.shape[1:]) // max(1, math.prod(ls.shape[1:])))
             return per.expand(z.shape[0])
         return ls.expand(z.shape).flatten(1).sum(1)
 
@@ -374,7 +374,7 @@ class MultiScaleFlow(nn.Module):
         if self.event_shape is not None and x.shape[1] != self.event_shape[0]:
             raise ValueError(f"x must have {self.event_shape[0]} channels (event shape {self.event_shape}), "
                              f"got shape {tuple(x.shape)}")
-        return x
+        return check_like_model(x, self, "x")
 
     # ---- directions -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -396,6 +396,11 @@ class MultiScaleFlow(nn.Module):
             n = len(latents) if isinstance(latents, (list, tuple)) else type(latents).__name__
             raise ValueError(f"latents must be a list of {len(program.outputs)} tensors (one per factor-out, "
                              f"then the last level's), got {n}")
+        for i, z in enumerate(latents):
+            if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+                got = z.dtype if isinstance(z, torch.Tensor) else type(z).__name__
+                raise TypeError(f"latents[{i}] must be a floating-point torch.Tensor, got {got}")
+            check_like_model(z, self, f"latents[{i}]")
         xs, logdet = program.invert(list(latents), self._conds(c))
         return xs[0], logdet
 
@@ -422,12 +427,12 @@ class MultiScaleFlow(nn.Module):
     def bits_per_dim(self, x: torch.Tensor, c: torch.Tensor | None = None, n_bits: int = 8) -> torch.Tensor:
         """Bits per dimension (B,) of dequantised x in a unit-width range, with the n_bits
         discretisation term (:func:`flowkern.nn.bits_per_dim`)."""
-        return bits_per_dim(self.log_prob(x, c), x[0].numel(), n_bits)
+        return bits_per_dim(self.log_prob(x, c), math.prod(x.shape[1:]), n_bits)
 
     @torch.no_grad()
     def sample(self, n: int, c: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
         """n images from latents eps ~ N(0, temperature^2 I) (Glow's temperature sampling)."""
-        n = check_int("n", n, minimum=1)
+        n = check_int("n", n, minimum=0)  # n = 0: an empty batch (0, C, H, W)
         temperature = check_number("temperature", temperature, minimum=0.0)
         if isinstance(c, torch.Tensor) and c.shape[0] != n:
             raise ValueError(f"c must have batch size n={n}, got {tuple(c.shape)}")
@@ -440,7 +445,8 @@ class MultiScaleFlow(nn.Module):
     def reconstruction_error(self, x: torch.Tensor, c: torch.Tensor | None = None) -> float:
         """max |inverse(forward(x)) - x| (the reconstruction check; eval-mode forward)."""
         latents, _ = self(x, c)
-        return (self.inverse(latents, c)[0] - x).abs().max().item()
+        diff = self.inverse(latents, c)[0] - x
+        return diff.abs().max().item() if diff.numel() else 0.0
 
     def extra_repr(self) -> str:
         return (f"levels={len(self.levels)}, conditional={self.conditional}, memory_saving={self.memory_saving}, "
