@@ -21,6 +21,7 @@ from .compat_support import assert_same, mlp
 
 @pytest.fixture
 def registry():
+    conv_mod._load_converter_modules()  # flowkern.compat.image's registrations are part of what is restored
     saved = dict(conv_mod._REGISTRY)
     yield conv_mod._REGISTRY
     conv_mod._REGISTRY.clear()
@@ -96,13 +97,18 @@ def test_register_converter_rejects_bad_arguments(registry):
 def test_convert_kwargs_reach_registered_converters(registry):
     seen = {}
 
-    def fn(module, *, convert_child, **kwargs):
-        seen.update(kwargs)
+    def fn(module, *, convert_child, memory_saving=False, other=None, **kwargs):
+        seen.update(memory_saving=memory_saving, other=other, **kwargs)
         return FlowkernWrapper(convert_child(module.inner))
 
     register_converter(Wrapper, fn)
     convert(Wrapper(_masked_peer()), memory_saving=True, other=3)
     assert seen == {"memory_saving": True, "other": 3}
+    # an option the converters do not name is unknown; one no converter of the model takes cannot apply
+    with pytest.raises(TypeError, match=r"'another'.*accepts report, memory_saving, memory_saving_chunk, other"):
+        convert(Wrapper(_masked_peer()), another=3)
+    with pytest.raises(ValueError, match="other=3 cannot apply.*Wrapper"):
+        convert(_masked_peer(), other=3)
 
 
 def test_report_lists_unknown_peer_classes_and_keeps_them():

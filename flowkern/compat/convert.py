@@ -17,13 +17,21 @@ converter takes precedence over the built-in one for the same class). A peer flo
 that neither knows is left as the peer's module (its children still converted) and listed
 in the report: ``convert(model, report=True)`` returns ``(converted, ConvertReport)``, and
 without ``report=True`` a ``UserWarning`` carries the same one-line report.
+
+Options (``convert(model, memory_saving=True)``) are checked: an unknown keyword raises
+``TypeError`` listing the accepted ones, a value of the wrong type raises ``TypeError``, and an
+option that cannot apply to the model given (``memory_saving=True`` on a model with no
+memory-saving container, e.g. a FrEIA ``SequenceINN``) raises ``ValueError`` — always an error,
+never a warning or a silent no-op.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import importlib
+import inspect
 import sys
 import warnings
 from collections import Counter
@@ -33,6 +41,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from .._checks import check_bool, check_int
 from ._fused import frozen_rng, params_dtype_device
 
 __all__ = ["convert", "register_converter", "registered_converters", "ConvertReport"]
@@ -70,6 +79,10 @@ def register_converter(peer_class: type | str, fn: Callable[..., nn.Module]) -> 
       keeps, instead of calling :func:`convert` (which would copy them again);
     * the keyword arguments given to ``convert(model, **convert_kwargs)`` (e.g.
       ``memory_saving=True``); accept ``**kwargs`` and ignore the ones ``fn`` does not use.
+      The options ``fn`` takes are the keyword parameters it names (after ``module``;
+      ``convert_child`` aside): :func:`convert` accepts them besides its built-in ones
+      (``memory_saving``, ``memory_saving_chunk``), and an option given to :func:`convert` that no
+      converter naming it ran on raises ``ValueError`` (it cannot apply to that model).
 
     It returns the converted module, with the peer's ``state_dict`` keys, dtype, device and
     train/eval mode. Returns ``fn`` (so it can be used as a decorator via ``functools.partial``).
@@ -164,18 +177,39 @@ class ConvertReport:
 def convert(peer_module: nn.Module, report: bool = False, **convert_kwargs):
     """Return the flowkern equivalent of ``peer_module`` (same numbers and state-dict keys).
 
-    ``convert_kwargs`` (e.g. ``memory_saving=True``) are passed to the registered converters
-    (:func:`register_converter`); the built-in ones take none. With ``report=True`` return
-    ``(converted, ConvertReport)``. Peer flow classes with no converter are kept as the peer's
-    modules (children converted) and listed in the report; without ``report=True`` they are
-    named in a ``UserWarning``. Raises ``TypeError`` if ``peer_module`` is not an ``nn.Module``.
+    ``convert_kwargs`` are options passed to the registered converters
+    (:func:`register_converter`); the built-in ones take none. The options are
+
+    * ``memory_saving`` (bool, default False): give the model's image containers (normflows'
+      ``MultiscaleFlow``, nflows' ``MultiscaleCompositeTransform``, FrEIA's ``GraphINN``) the
+      O(1)-memory backward;
+    * ``memory_saving_chunk`` (int >= 1 or None): with ``memory_saving=True``, run the forward
+      and backward on batch chunks of that many samples (normflows' ``MultiscaleFlow``);
+    * any option a registered converter names as a keyword parameter.
+
+    With ``report=True`` return ``(converted, ConvertReport)``. Peer flow classes with no
+    converter are kept as the peer's modules (children converted) and listed in the report;
+    without ``report=True`` they are named in a ``UserWarning``.
+
+    Raises ``TypeError`` if ``peer_module`` is not an ``nn.Module``, for an unknown option
+    (listing the accepted ones) and for an option of the wrong type (``memory_saving`` must be
+    a bool: ``"yes"`` or ``1`` raise); ``ValueError`` for an option that cannot apply to the model
+    given — one that asks for something (``memory_saving=True``, a ``memory_saving_chunk``, any
+    value of a registered converter's option) while no module of the model is converted by a
+    converter that takes it (e.g. ``memory_saving=True`` on a FrEIA ``SequenceINN``), or a
+    ``memory_saving_chunk`` without ``memory_saving=True``. An option that cannot apply is
+    always this error, never a warning or a silent no-op.
     """
     if not isinstance(peer_module, nn.Module):
         raise TypeError(f"peer_module must be a torch.nn.Module, got {type(peer_module).__name__}")
+    report = check_bool("report", report)
     _load_converter_modules()
+    _check_options(convert_kwargs)
     replaced: dict[int, nn.Module] = {}
     record = ConvertReport()
-    root = _convert_owned(copy.deepcopy(peer_module), replaced, record, convert_kwargs)
+    used: set[str] = set()
+    root = _convert_owned(copy.deepcopy(peer_module), replaced, record, convert_kwargs, used)
+    _check_options_applied(convert_kwargs, used, type(peer_module))
     for module in root.modules():  # FrEIA GraphINN keeps module references in its nodes
         for node in getattr(module, "node_list", None) or ():
             if id(getattr(node, "module", None)) in replaced:
@@ -185,6 +219,66 @@ def convert(peer_module: nn.Module, report: bool = False, **convert_kwargs):
     if record.unconverted:
         warnings.warn(f"{record} (convert(model, report=True) returns this report)", UserWarning, stacklevel=2)
     return root
+
+
+# convert()'s built-in options, each with the value that asks for nothing (its default)
+_OPTIONS: dict[str, object] = {"memory_saving": False, "memory_saving_chunk": None}
+
+
+def _converter_options(fn: Callable[..., nn.Module]) -> frozenset[str]:
+    """The options a converter takes: the keyword parameters it names after the module
+    (``convert_child`` aside)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return frozenset()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if params and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        params = params[1:]  # the module
+    return frozenset(p.name for p in params if p.kind in named) - {"convert_child"}
+
+
+def _option_targets(option: str) -> list[str]:
+    """The registered classes whose converter takes ``option``."""
+    names = [key if isinstance(key, str) else _qualified(key)
+             for key, fn in _REGISTRY.items() if option in _converter_options(fn)]
+    return sorted(set(names))
+
+
+def _check_options(options: dict) -> None:
+    """Unknown options raise TypeError (listing the accepted ones), wrong types TypeError, a
+    chunk without memory_saving ValueError."""
+    accepted = set(_OPTIONS).union(*(_converter_options(fn) for fn in _REGISTRY.values()))
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        def name(u: str) -> str:
+            close = difflib.get_close_matches(u, accepted, n=1)
+            return f"{u!r} (did you mean {close[0]!r}?)" if close else repr(u)
+
+        raise TypeError(f"convert() got unknown keyword argument(s) {', '.join(map(name, unknown))}; it accepts "
+                        f"report, {', '.join(sorted(accepted))} (the options registered converters name "
+                        "as keyword parameters included)")
+    if "memory_saving" in options:
+        check_bool("memory_saving", options["memory_saving"])
+    chunk = options.get("memory_saving_chunk")
+    if chunk is not None:
+        if isinstance(chunk, bool) or not isinstance(chunk, int):
+            raise TypeError(f"memory_saving_chunk must be an int or None, got {type(chunk).__name__} {chunk!r}")
+        check_int("memory_saving_chunk", chunk, minimum=1)
+        if options.get("memory_saving") is not True:
+            raise ValueError(f"memory_saving_chunk={chunk} cannot apply without memory_saving=True (it chunks the "
+                             "memory-saving forward and backward): pass memory_saving=True too, or drop it")
+
+
+def _check_options_applied(options: dict, used: set[str], model: type) -> None:
+    """An option that asks for something and that no converter taking it ran on: ValueError."""
+    for option, value in options.items():
+        if option in used or (option in _OPTIONS and value == _OPTIONS[option]):
+            continue
+        targets = _option_targets(option)
+        where = f" (it applies to {', '.join(targets)}: build the model with one of those)" if targets else ""
+        raise ValueError(f"convert(): {option}={value!r} cannot apply to this model ({_qualified(model)}): no module "
+                         f"in it is converted by a converter that takes {option}{where}; drop {option}")
 
 
 # flowkern modules that register converters when imported (they import no peer)
@@ -213,18 +307,20 @@ def _qualified(cls: type) -> str:
 
 
 def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module], record: ConvertReport,
-                   kwargs: dict) -> nn.Module:
-    """Convert ``m``, a private copy that may be modified and whose children may be reused."""
+                   kwargs: dict, used: set[str]) -> nn.Module:
+    """Convert ``m``, a private copy that may be modified and whose children may be reused;
+    ``used`` collects the options a converter that takes them ran with."""
     if id(m) in replaced:
         return replaced[id(m)]
 
     def conv(child: nn.Module) -> nn.Module:
-        return _convert_owned(child, replaced, record, kwargs)
+        return _convert_owned(child, replaced, record, kwargs, used)
 
     registered = _registered(m)
     builder = None if registered is not None else _builder(m)
     if registered is not None:
         new = registered(m, convert_child=conv, **kwargs)
+        used.update(_converter_options(registered) & kwargs.keys())
         if not isinstance(new, nn.Module):
             raise TypeError(f"the converter registered for {type(m).__qualname__} returned "
                             f"{type(new).__name__}, not an nn.Module")
