@@ -259,10 +259,12 @@ def _covers(geo, dtype):
     (2**27, 17, 1),  # vectors, 2^27 samples: 2^24 row tiles
     (4, 2**24 + 1, 1),  # vectors with 16.8M channels: > 65,535 chunks of one lane span -> grid x
     (7, 3, 1),  # C odd, small
+    (5, 1, 1000),  # C = 1 (no valid split for the op, which refuses it; the arithmetic holds)
 ])
 def test_geometry_of_large_shapes_fits_cuda_limits(ext, dtype, B, C, S):
     split = C // 2
     geo = ext.geometry(DT_NAME[dtype], B, C, S, C - split, split)
+    assert (geo["R"], geo["K"]) == ((B, C) if S == 1 else (B * C, S))
     assert geo["fits"], geo
     gx, gy = geo["grid"]
     assert 1 <= gx <= CUDA_LIMITS[0] and 1 <= gy <= CUDA_LIMITS[1], geo

@@ -11,13 +11,16 @@
 # Exit status: 0 every stage passed; 1 a stage failed; 2 no usable CUDA GPU here (nothing run).
 # Stages: env (python with a CUDA torch, test packages), build, backends (the cuda and triton
 # backends run on CUDA tensors), coverage (the GPU tests include each kind in COVERAGE below),
-# tests (pytest -m gpu --require-gpu), bench. A failed stage does not stop the later ones.
+# tests (pytest -m gpu --require-gpu), cuda_on_cpu (the same CUDA kernels compiled for the CPU
+# through HIP-CPU against the reference: python_tests/test_cuda_on_cpu.py, as `make test` runs it),
+# bench. A failed stage does not stop the later ones.
 #
 # Python: $PY if set, else .venv/bin/python if its torch sees a GPU, else python3 (the device
 # image's, which holds torch, triton, pytest and hypothesis). Missing wheels can be carried in
 # .whl/ (pip install --no-index from there into a temporary folder). No network is needed.
 # Env: GPU_CHECK_BUDGET_S (total seconds, 470), GPU_CHECK_QUICK=1 (bench_gpu --quick),
 # GPU_CHECK_SKIP_BUILD=1 (use the extensions already in flowkern/, e.g. from an earlier run here),
+# GPU_CHECK_SKIP_CUDA_ON_CPU=1 (no cuda_on_cpu stage),
 # GPU_CHECK_WORKERS (pytest-xdist workers if installed, 8; 0 = none), TORCH_CUDA_ARCH_LIST
 # (default: this GPU's capability), MAX_JOBS (default: nproc).
 set -uo pipefail
@@ -264,9 +267,20 @@ XDIST=()
 if [ "${GPU_CHECK_WORKERS:-8}" != 0 ] && "$PY" -c 'import xdist' 2>/dev/null; then
     XDIST=(-n "${GPU_CHECK_WORKERS:-8}")
 fi
-stage tests 360 90 "$PY" -m pytest python_tests -m gpu --require-gpu --continue-on-collection-errors \
+stage tests 360 150 "$PY" -m pytest python_tests -m gpu --require-gpu --continue-on-collection-errors \
     -p no:cacheprovider -rfEs --tb=short \
     --junitxml="$OUTDIR/pytest.xml" ${XDIST[@]+"${XDIST[@]}"}
+
+# ---- cuda_on_cpu: the CUDA kernels run on the CPU through HIP-CPU, vs the reference -----------
+# Builds build/hipcpu (HIP-CPU from ../shared/third_party/hip-cpu, TBB from the tbb-devel wheel;
+# without either the tests skip, saying which is missing, and -rs prints it), then runs the tests.
+if [ "${GPU_CHECK_SKIP_CUDA_ON_CPU:-0}" = 1 ]; then
+    say "cuda_on_cpu: skipped (GPU_CHECK_SKIP_CUDA_ON_CPU=1)"
+    record cuda_on_cpu passed 0 "skipped: GPU_CHECK_SKIP_CUDA_ON_CPU=1"
+else
+    stage cuda_on_cpu 150 60 "$PY" -m pytest python_tests/test_cuda_on_cpu.py -p no:cacheprovider -q -rfEs \
+        --tb=short --junitxml="$OUTDIR/pytest_cuda_on_cpu.xml" ${XDIST[@]+"${XDIST[@]}"}
+fi
 
 # ---- bench: bench/bench_gpu.py ----------------------------------------------------------------
 stage bench 150 0 bash -c '"$0" bench/bench_gpu.py ${1:+--quick} >"$2" && cat "$2"' \
