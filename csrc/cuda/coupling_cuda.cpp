@@ -5,6 +5,7 @@
 #endif
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: that one needs the cuSPARSE headers
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -27,6 +28,9 @@ struct CudaDevice {
   static bool on_device(const at::Tensor& x) { return x.is_cuda(); }
   static constexpr const char* kWhere = "a CUDA tensor for the cuda backend";
   static cuda::GridLimits grid_limits() { return {}; }  // CUDA's
+  // a launch that failed (bad configuration, no kernel image for this GPU) raises here instead
+  // of leaving the outputs unwritten
+  static void check_launches() { C10_CUDA_KERNEL_LAUNCH_CHECK(); }
   struct Scope {
     explicit Scope(const at::Tensor& x) : guard(x.device()), stream(c10::cuda::getCurrentCUDAStream()) {}
     c10::cuda::CUDAGuard guard;

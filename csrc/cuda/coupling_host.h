@@ -9,6 +9,7 @@
 //     static bool on_device(const at::Tensor& x);   // x is on this backend's device
 //     static constexpr const char* kWhere;          // "a CUDA tensor for the cuda backend", ...
 //     static cuda::GridLimits grid_limits();        // blocks a launch grid admits
+//     static void check_launches();                 // raise if a launch of this call failed
 //     struct Scope {                                // held around the launches of one call
 //       explicit Scope(const at::Tensor& x);
 //       cudaStream_t stream;                        // the stream the launchers get
@@ -142,6 +143,7 @@ struct CouplingHost {
         reduce_rows(ld_part, p.sh.B, L, actnorm_logdet(p, acc), inverse ? -1.0 : 1.0, false, stream);
     Tensor err = check ? reduce_rows(err_part, p.sh.B, L, Tensor(), 1.0, true, stream)
                        : at::empty({0}, in.options().dtype(acc));
+    Device::check_launches();
     return {out, logdet, err};
   }
 
@@ -201,6 +203,7 @@ struct CouplingHost {
                            p.a.data_ptr(), inverse ? -1.0 : 1.0, ga.data_ptr(), gb.data_ptr(),
                            stream);
     }
+    Device::check_launches();
     return {g_in, gs, gt, ga, gb};
   }
 };
