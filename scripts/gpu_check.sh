@@ -4,7 +4,7 @@
 # what happened into OUTDIR:
 #   gpu_check.log   everything printed           gpu_check.json  stage results and test counts
 #   build.log       the extension build          pytest.xml      JUnit report of the GPU tests
-#   bench_gpu.md    bench/bench_gpu.py's table
+#   bench_gpu.md    bench/bench_gpu.py's table   pytest_cuda_on_cpu.xml  JUnit report of cuda_on_cpu
 #
 #   scripts/gpu_check.sh [OUTDIR]        OUTDIR defaults to $OUT, else runs/gpu_check
 #
