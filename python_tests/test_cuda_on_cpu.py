@@ -317,3 +317,24 @@ def test_chunks_in_grid_x_run_and_match_reference(ext, grid_limits, shape, dtype
     grid_limits(1, 1)  # now nothing fits: the call says so instead of launching a bad grid
     with pytest.raises(ValueError, match="too large for one launch"):
         _fwd(ext, inp, s_raw, t, a, b, cfg)
+
+
+# ---- storage rounding ---------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_stores_round_to_nearest_even_as_torch(ext, dtype):
+    """The kernels compute in fp32 and store fp16 / bf16 (csrc/cuda/hipcpu/cuda_bf16.h's own
+    conversion for bf16): passive channels, y = x a + b, round exactly as torch's conversion,
+    overflow to inf and NaN included."""
+    g = torch.Generator().manual_seed(3)
+    big = 6e4 if dtype == torch.float16 else 3e38
+    x = torch.randn(64, 4, 257, generator=g) * torch.logspace(-8, 4, 257)
+    x[0, 0, :4] = torch.tensor([float("inf"), float("-inf"), float("nan"), big])
+    x = x.to(dtype)
+    a = (1 + torch.rand(4, generator=g)).to(dtype)
+    a[0] = 1.25  # with x = big: past the largest finite value
+    b = (torch.randn(4, generator=g) * 1e-3).to(dtype)
+    s_raw = t = torch.zeros(64, 2, 257, dtype=dtype)
+    y, _, _ = ext.coupling(x, s_raw, t, a, b, 2, "first", "exp", 1.0, 1.0, 0.0, False, False)
+    want = (x.float() * a.float()[:, None] + b.float()[:, None]).to(dtype)
+    assert torch.isinf(want[0, 0, 3]) and torch.isnan(want[0, 0, 2])
+    torch.testing.assert_close(y[:, :2], want[:, :2], atol=0, rtol=0, equal_nan=True)
