@@ -78,7 +78,7 @@ def test_broken_inverse_is_reported_and_strict_raises():
 
 
 def test_wrong_logdet_caught_by_jacobian():
-    flow = Flow([Doubling(4, logdet_ok=False)])
+    flow = Flow([Doubling(4, logdet_ok=False)]).double()  # flows take input of their own dtype
     report = certify(flow, torch.randn(2, 4, dtype=torch.float64))
     assert report.logdet_antisymmetry == 0.0  # consistent with itself...
     assert report.jacobian_logdet_error == pytest.approx(4 * math.log(2) / (1 + 4 * math.log(2)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-__all__ = ["peer_class", "PeerError"]
+__all__ = ["peer_class", "PeerError", "ShapeError", "RankError", "NodeError"]
 
 
 def peer_class(module: str, name: str) -> type | None:
@@ -39,3 +39,21 @@ class PeerError(ValueError, AssertionError):
     count); the adapters raise this, so code catching the peer's ``AssertionError`` and code
     catching flowkern's usual ``ValueError`` both work.
     """
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A ``ValueError`` (flowkern's message, naming the input and the shape it needs) that is also
+    the ``RuntimeError`` a peer raises for the same input, from a failing split, reshape,
+    broadcast, matrix product or convolution (e.g. FrEIA's and normflows' couplings given the
+    wrong feature count): code catching the peer's error and code catching flowkern's both work."""
+
+
+class RankError(ValueError, IndexError):
+    """A ``ValueError`` naming the input and its rank that is also the ``IndexError`` a peer raises
+    for an input with too few dimensions (it indexes a dimension the input lacks)."""
+
+
+class NodeError(ValueError, RuntimeError):
+    """An error inside a node of a converted FrEIA ``GraphINN``. FrEIA re-raises any node's error as
+    ``RuntimeError("<node> encountered an error.")``; flowkern keeps the node's own message (and
+    chains the original) in an error that is that ``RuntimeError`` and a ``ValueError``."""

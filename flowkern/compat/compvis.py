@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..nn.base import InitFlag
+from ..nn.actnorm import SettableInitFlag, actnorm_init_std
 from ..ops import coupling_forward, coupling_inverse
 
 __all__ = [
@@ -64,9 +64,15 @@ class BasicFullyConnectedNet(nn.Module):
         return self.main(x)
 
 
-class ActNorm(InitFlag, nn.Module):
+class ActNorm(SettableInitFlag, nn.Module):
     """CompVis ActNorm with ``loc``/``scale`` (1, C, 1, 1); data-dependent init on the first
-    training call (reverse init only with ``allow_reverse_init``)."""
+    training call (reverse init only with ``allow_reverse_init``).
+
+    The init follows :func:`flowkern.nn.actnorm.actnorm_init_std`: ``ValueError`` for an init
+    batch with fewer than 2 values per channel or with non-finite values (CompVis computes NaN
+    parameters), scale 1 (not CompVis' 1e6) and a ``UserWarning`` for a channel with (near-)zero
+    spread. ``layer.initialized = True`` skips the init (parameters loaded or set by hand; the
+    ``initialized`` buffer is saved with the weights, as in CompVis)."""
 
     def __init__(self, num_features: int, logdet: bool = False, affine: bool = True,
                  allow_reverse_init: bool = True):
@@ -83,12 +89,14 @@ class ActNorm(InitFlag, nn.Module):
     @torch.no_grad()
     def initialize(self, input: Tensor) -> None:
         flat = input.transpose(0, 1).reshape(input.shape[1], -1)
-        self.loc.data.copy_(-flat.mean(1).view(1, -1, 1, 1))
-        self.scale.data.copy_(1 / (flat.std(1).view(1, -1, 1, 1) + 1e-6))
+        mean = flat.mean(1)
+        std = actnorm_init_std(type(self).__name__, mean, lambda: flat.std(1), flat.shape[1], "input", eps=1e-6)
+        self.loc.data.copy_(-mean.view(1, -1, 1, 1))
+        self.scale.data.copy_(1 / std.view(1, -1, 1, 1))
 
     def maybe_initialize(self, input: Tensor, reverse: bool) -> None:
         """Initialise from ``input`` on the first training call (the CompVis rule)."""
-        if self.needs_init():
+        if self.needs_init() and input.shape[0]:  # an empty batch has no statistics: the next one initialises
             if reverse and not self.allow_reverse_init:
                 raise RuntimeError("Initializing ActNorm in reverse direction is disabled by default. "
                                    "Use allow_reverse_init=True to enable.")

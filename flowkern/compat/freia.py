@@ -37,10 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_bool
+from ..nn.actnorm import actnorm_init_std
 from ..ops import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from ..spec import channel_view
 from ._fused import cat_cond
-from ._peer import PeerError, peer_class
+from ._peer import PeerError, RankError, ShapeError, peer_class
 
 __all__ = [
     "InvertibleModule",
@@ -141,6 +143,21 @@ class _Adapter(InvertibleModule):
         return self
 
 
+def _check_x(x: Tensor, channels: int, dims: Sequence[int], rev: bool = False, rank_error: type = RankError) -> Tensor:
+    """The input of a coupling block before the fused op checks it, with FrEIA's exception types:
+    ``RankError`` (FrEIA: ``IndexError``, indexing dim 1) for fewer than 2 dims, ``ShapeError``
+    (FrEIA: ``RuntimeError`` from its split) for another channel count. The rest of the shape
+    is the subnet's to check, as in FrEIA (an unconditional conv block takes any image size)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tuple of torch.Tensors, got a {type(x).__name__} in it")
+    if x.dim() < 2:
+        raise rank_error(f"x must have shape (B, {', '.join(map(str, dims))}), got {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ShapeError(f"x must have {channels} channels, shape (B, {', '.join(map(str, dims))}), "
+                         f"got {tuple(x.shape)}")
+    return x
+
+
 def _check_condition_dims(dims_in: list, dims_c: list) -> None:
     """FrEIA asserts that conditions have the input's non-channel shape (``PeerError`` is
     both its ``AssertionError`` and a ``ValueError``)."""
@@ -154,7 +171,12 @@ class ActNorm(_Adapter):
     r"""Glow ActNorm with log-scale: :math:`y = x\,e^{s} + b`, log-det :math:`\prod S \sum s`.
 
     Data-dependent init on the first call (zero mean, unit std per channel) unless
-    ``init_data`` is given or a state dict was loaded.
+    ``init_data`` is given or a state dict was loaded. The init follows
+    :func:`flowkern.nn.actnorm.actnorm_init_std`: ``ValueError`` for init data with fewer than 2
+    values per channel or with non-finite values (FrEIA computes NaN parameters), scale 1 and a
+    ``UserWarning`` for a channel with (near-)zero spread. ``initialized`` (a property over
+    FrEIA's ``init_on_next_batch``; no state-dict key) can be set by hand:
+    ``layer.initialized = True`` skips the init for parameters set by the user.
     """
 
     def __init__(self, dims_in, dims_c=None, init_data: Tensor | None = None):
@@ -171,14 +193,25 @@ class ActNorm(_Adapter):
     def _on_load_state_dict(self, *args) -> None:
         self.init_on_next_batch = False
 
+    @property
+    def initialized(self) -> bool:
+        """Whether the data-dependent init has run (``not init_on_next_batch``); settable."""
+        return not self.init_on_next_batch
+
+    @initialized.setter
+    def initialized(self, value: bool) -> None:
+        self.init_on_next_batch = not check_bool("initialized", value)
+
     @torch.no_grad()
     def _initialize_with_data(self, data: Tensor) -> None:
         if tuple(data.shape[1:]) != tuple(self.dims_in):
             raise PeerError(f"init data must have shape (B, {', '.join(map(str, self.dims_in))}), "
                              f"got {tuple(data.shape)}")
         flat = data.transpose(0, 1).reshape(self.dims_in[0], -1)
-        std = flat.std(dim=-1)
-        std = torch.where(std > 0, std, torch.ones_like(std))  # FrEIA: NaN for a constant channel
+        if flat.shape[1] == 0:
+            return  # an empty batch has no statistics: the next batch initialises
+        std = actnorm_init_std(type(self).__name__, flat.mean(dim=-1), lambda: flat.std(dim=-1),
+                               flat.shape[1])
         self.scale.data.view(-1)[:] = torch.log(1 / std)
         self.bias.data.view(-1)[:] = -(flat * self.scale.data.view(-1, 1).exp()).mean(dim=-1)
         self.init_on_next_batch = False
@@ -293,6 +326,7 @@ class _TwoSidedCoupling(_BaseCouplingBlock):
         raise NotImplementedError
 
     def forward(self, x, c=[], rev=False, jac=True):
+        _check_x(x[0], self.channels, self.dims_in[0])
         if not self._fusable:
             return self._exact(x[0], self._cond(c), rev)
         return self._fused(x[0], self._cond(c), rev)
@@ -389,6 +423,7 @@ class AffineCouplingOneSided(_BaseCouplingBlock):
         self.subnet = subnet_constructor(self.split_len1 + self.condition_length, 2 * self.split_len2)
 
     def forward(self, x, c=[], rev=False, jac=True):
+        _check_x(x[0], self.channels, self.dims_in[0])
         if not self._fusable:
             return self._exact(x[0], self._cond(c), rev)
         return self._fused(x[0], self._cond(c), rev)
@@ -521,7 +556,8 @@ class AllInOneBlock(_Adapter):
             self.w_perm = self._construct_householder_permutation()
             if rev or self.reverse_pre_permute:
                 self.w_perm_inv = self.w_perm.transpose(0, 1).contiguous()
-        x = x[0]
+        # reversed, FrEIA's permutation (a matrix product) fails first: RuntimeError, not IndexError
+        x = _check_x(x[0], self.in_channels, self.dims_in[0], rev, ShapeError if rev else RankError)
         cond = list(c) if self.conditional else []
         if self.splits[1] == 0:  # one channel: nothing for the op to couple
             return self._exact(x, cond, rev)
@@ -575,7 +611,7 @@ class AllInOneBlock(_Adapter):
             out = self.permute_function(out * scale + self.global_offset, self.w_perm)
         elif self.reverse_pre_permute:
             out = self.permute_function(out, self.w_perm)
-        n_pixels = out[0, :1].numel()
+        n_pixels = math.prod(out.shape[2:])
         return (out,), j + (-1) ** rev * n_pixels * global_jac
 
     def output_dims(self, input_dims):
@@ -662,6 +698,10 @@ class SequenceINN(_Adapter):
             if self._foldable(i_norm, i_coupling):
                 a, b = self.module_list[i_norm].affine()
                 coupling = self.module_list[i_coupling]
+                if torch.is_tensor(x[0]) and (x[0].dim() < 2 or x[0].shape[1] != coupling.channels):
+                    # FrEIA runs the ActNorm alone, whose broadcast fails: RuntimeError
+                    raise ShapeError(f"x must have {coupling.channels} channels, shape (B, "
+                                     f"{', '.join(map(str, coupling.dims_in[0]))}), got {tuple(x[0].shape)}")
                 x, j = coupling._fused(x[0], coupling._cond(self._conds(i_coupling, c)), rev, a, b)
                 k += 2
             else:

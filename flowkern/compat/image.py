@@ -48,6 +48,7 @@ from ..nn.squeeze import squeeze2x2, unsqueeze2x2
 from ..ops import coupling_forward, coupling_inverse
 from ..spec import acc_dtype
 from ._fused import params_dtype_device
+from ._peer import NodeError, PeerError, RankError, ShapeError
 from .convert import register_converter
 
 __all__ = [
@@ -95,11 +96,41 @@ class Squeeze(nn.Module):
     """normflows' ``Squeeze``: ``forward`` (z -> x) is depth-to-space, (B, 4C, H, W) -> (B, C, 2H, 2W);
     ``inverse`` is space-to-depth in Glow's channel order (:class:`flowkern.nn.Squeeze`)."""
 
+    @staticmethod
+    def _check(z: Tensor, inverse: bool) -> Tensor:
+        """normflows' exception types: IndexError for fewer than 4 dims (it indexes the shape),
+        RuntimeError (a failing view) for odd sizes / a channel count not divisible by 4."""
+        if not isinstance(z, Tensor):
+            raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+        if z.dim() < 4:
+            raise RankError(f"z must be an image batch of shape (B, C, H, W), got shape {tuple(z.shape)}")
+        if z.dim() > 4:
+            raise ShapeError(f"z must be an image batch of shape (B, C, H, W), got shape {tuple(z.shape)}")
+        if inverse and (z.shape[2] % 2 or z.shape[3] % 2):
+            raise ShapeError(f"Squeeze needs an even height and width: z has shape {tuple(z.shape)}")
+        if not inverse and z.shape[1] % 4:
+            raise ShapeError(f"Squeeze's depth-to-space needs a channel count divisible by 4: z has shape "
+                             f"{tuple(z.shape)}")
+        return z
+
     def forward(self, z):
-        return unsqueeze2x2(z, "glow"), 0
+        return unsqueeze2x2(self._check(z, False), "glow"), 0
 
     def inverse(self, z):
-        return squeeze2x2(z, "glow"), 0
+        return squeeze2x2(self._check(z, True), "glow"), 0
+
+
+class _PeerSqueeze(_Squeeze2x2):
+    """flowkern's Glow-order squeeze (a program node) with normflows' exception types (:class:`Squeeze`)."""
+
+    def __init__(self) -> None:
+        super().__init__("glow")
+
+    def forward(self, x, c=None):
+        return super().forward(Squeeze._check(x, True), c)
+
+    def inverse(self, y, c=None):
+        return super().inverse(Squeeze._check(y, False), c)
 
 
 class _ConvNet2d(nn.Module):
@@ -363,7 +394,7 @@ def _nf_node(flow: nn.Module, inputs, outputs) -> Node:
     if isinstance(flow, GlowBlock):
         return _GlowBlockNode(flow, inputs, outputs)
     if isinstance(flow, Squeeze):
-        return ModuleNode(_Squeeze2x2("glow"), inputs, outputs)
+        return ModuleNode(_PeerSqueeze(), inputs, outputs)
     return _NFNode(flow, inputs, outputs)
 
 
@@ -427,7 +458,7 @@ class _GaussianBaseNode(Node):
     def _logdet(log_std: Tensor, z: Tensor) -> Tensor:
         ls = log_std.to(acc_dtype(z.dtype))
         if ls.shape[0] == 1:
-            return (ls.sum() * (z[0].numel() // ls[0].numel())).expand(z.shape[0])
+            return (ls.sum() * (math.prod(z.shape[1:]) // math.prod(ls.shape[1:]))).expand(z.shape[0])
         return ls.expand(z.shape).flatten(1).sum(1)
 
     def run(self, xs, conds):
@@ -696,12 +727,22 @@ class MultiscaleCompositeTransform(nn.Module):
             more, cur, nxt = _nflows_nodes(transform, cur, nxt)
             nodes += more
             if k < len(self._transforms) - 1:
-                nodes.append(_PermutationNode(lambda v, d=d: list(torch.chunk(v[0], 2, dim=d)),
+                nodes.append(_PermutationNode(lambda v, d=d, k=k: self._split_level(v[0], d, k),
                                               lambda v, d=d: [torch.cat(v, dim=d)], (cur,), (nxt, nxt + 1)))
                 outs.append(nxt)
                 cur, nxt = nxt + 1, nxt + 2
         outs.append(cur)
         return InvertibleProgram(nodes, (0,), outs)
+
+    def _split_level(self, v: Tensor, d: int, k: int) -> list[Tensor]:
+        """The factor-out after transform k, with nflows' check of the output's shape (an
+        ``assert`` there: ``PeerError`` is that AssertionError and a ValueError)."""
+        out, hidden = torch.chunk(v, 2, dim=d)
+        if tuple(out.shape[1:]) != tuple(self._output_shapes[k]):
+            raise PeerError(f"the output of transform {k} has per-sample shape {tuple(out.shape[1:])}, but "
+                            f"{tuple(self._output_shapes[k])} was registered with add_transform: the input's "
+                            "shape does not fit the network")
+        return [out, hidden]
 
     def _check(self, inputs):
         if self._split_dim >= inputs.dim():
@@ -714,7 +755,7 @@ class MultiscaleCompositeTransform(nn.Module):
         conds = () if context is None else (context,)
         outs, logabsdet = run_program(self.program(), [inputs], conds, self.memory_saving)
         B = inputs.shape[0]
-        return torch.cat([o.reshape(B, -1) for o in outs], dim=-1), logabsdet.to(inputs.dtype)
+        return torch.cat([o.reshape(B, math.prod(o.shape[1:])) for o in outs], dim=-1), logabsdet.to(inputs.dtype)
 
     def inverse(self, inputs, context=None):
         if inputs.dim() != 2:
@@ -813,7 +854,7 @@ class HaarDownsampling(_FreiaModule):
 
     def forward(self, x, c=None, jac=True, rev=False):
         inp = x[0]
-        ndims = inp[0].numel()
+        ndims = math.prod(inp.shape[1:])  # (not inp[0]: an empty batch has no sample 0)
         if not rev:
             out = F.conv2d(inp, self.haar_weights, bias=None, stride=2, groups=self.in_channels)
             if self.permute:
@@ -883,7 +924,7 @@ class Flatten(_FreiaModule):
 
     def forward(self, x, c=None, jac=True, rev=False):
         if not rev:
-            return (x[0].reshape(x[0].shape[0], -1),), 0.0
+            return (x[0].flatten(1),), 0.0  # (not reshape(B, -1): ambiguous for B = 0)
         return (x[0].reshape(x[0].shape[0], *self.input_shape),), 0.0
 
     def output_dims(self, input_dims):
@@ -901,10 +942,15 @@ class _FreiaNode(Node):
         return (self.module,)
 
     def _call(self, vs, conds, rev):
-        if self.cond_idx:
-            out, jac = self.module(tuple(vs), c=[conds[i] for i in self.cond_idx], rev=rev, jac=True)
-        else:
-            out, jac = self.module(tuple(vs), rev=rev, jac=True)
+        try:
+            if self.cond_idx:
+                out, jac = self.module(tuple(vs), c=[conds[i] for i in self.cond_idx], rev=rev, jac=True)
+            else:
+                out, jac = self.module(tuple(vs), rev=rev, jac=True)
+        except RuntimeError:
+            raise
+        except (ValueError, IndexError, AssertionError) as e:  # FrEIA: RuntimeError for any node's error
+            raise NodeError(f"{type(self.module).__name__} node ({'inverse' if rev else 'forward'}): {e}") from e
         return list(out), jac
 
     def run(self, xs, conds):

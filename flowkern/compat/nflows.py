@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from ..nn.base import InitFlag
+from ..nn.actnorm import SettableInitFlag, actnorm_init_std
 from ..ops import coupling_forward, coupling_inverse
 from ..spec import channel_view
 from ._fused import split_permutation
-from ._peer import peer_class
+from ._peer import ShapeError, peer_class
 
 __all__ = [
     "Transform",
@@ -73,8 +73,14 @@ def _check_rank(inputs: Tensor) -> None:
         raise ValueError(f"inputs must be a 2D or a 4D tensor, got shape {tuple(inputs.shape)}")
 
 
-class ActNorm(InitFlag, Transform):
-    r"""Per-feature :math:`y = e^{\ell} x + m`; data-dependent init on the first training call."""
+class ActNorm(SettableInitFlag, Transform):
+    r"""Per-feature :math:`y = e^{\ell} x + m`; data-dependent init on the first training call.
+
+    The init follows :func:`flowkern.nn.actnorm.actnorm_init_std`: ``ValueError`` for an init batch
+    with fewer than 2 values per feature or with non-finite values (nflows computes NaN
+    parameters), scale 1 and a ``UserWarning`` for a feature with (near-)zero spread.
+    ``layer.initialized = True`` skips the init (parameters loaded or set by hand; the
+    ``initialized`` buffer is saved with the weights, as in nflows)."""
 
     def __init__(self, features: int):
         _check_positive_int("features", features, TypeError)
@@ -112,8 +118,10 @@ class ActNorm(InitFlag, Transform):
     def _initialize(self, inputs: Tensor) -> None:
         if inputs.dim() == 4:
             inputs = inputs.permute(0, 2, 3, 1).reshape(-1, inputs.shape[1])
-        std = inputs.std(dim=0)
-        std = torch.where(std > 0, std, torch.ones_like(std))  # nflows: NaN for a constant feature
+        if inputs.shape[0] == 0:
+            return  # an empty batch has no statistics: the next batch initialises
+        std = actnorm_init_std(type(self).__name__, inputs.mean(dim=0), lambda: inputs.std(dim=0), inputs.shape[0],
+                               "inputs")
         self.log_scale.data = -torch.log(std)
         self.shift.data = -(inputs / std).mean(dim=0)
         self._mark_initialized()
@@ -221,7 +229,7 @@ class AffineCouplingTransform(Transform):
         params = self.transform_net(identity, context)
         scale = torch.sigmoid(params[:, n_tr:, ...] + 2) + SIGMOID_EPS
         shift = params[:, :n_tr, ...]
-        log_scale = torch.log(scale).reshape(scale.shape[0], -1).sum(dim=1)
+        log_scale = torch.log(scale).flatten(1).sum(dim=1)
         if inverse:
             transform, logabsdet = (transform - shift) / scale, logabsdet - log_scale
         else:
@@ -317,6 +325,9 @@ class CompositeTransform(Transform):
             if self._foldable(i_norm, i_coupling):
                 norm = self._transforms[i_norm]
                 _check_rank(outputs)
+                if outputs.shape[1] != norm.shift.shape[0]:  # nflows: ActNorm's failing broadcast
+                    raise ShapeError(f"inputs must have {norm.shift.shape[0]} features (dim 1), "
+                                     f"got shape {tuple(outputs.shape)}")
                 outputs, logabsdet = self._transforms[i_coupling]._run(outputs, context, inverse,
                                                                        norm.scale, norm.shift)
                 k += 2

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.base import InitFlag
+from ..nn.actnorm import SettableInitFlag, actnorm_init_std
 from ..ops import coupling_forward, coupling_inverse
 from ..spec import channel_view
 from ._fused import split_permutation
-from ._peer import peer_class
+from ._peer import ShapeError, peer_class
 
 __all__ = [
     "Flow",
@@ -48,9 +48,6 @@ __all__ = [
 SCALE_MAPS = ("exp", "sigmoid", "sigmoid_inv")
 
 
-class ShapeError(ValueError, RuntimeError):
-    """A shape normflows cannot split: a ``ValueError`` naming the problem, and the
-    ``RuntimeError`` normflows raises for it (from a failing reshape)."""
 SPLIT_MODES = ("channel", "channel_inv", "checkerboard", "checkerboard_inv")
 
 
@@ -99,8 +96,15 @@ class AffineConstFlow(Flow):
         return (z - self.t) * torch.exp(-self.s), -self._n_shared(z) * torch.sum(self.s)
 
 
-class ActNorm(InitFlag, AffineConstFlow):
-    """:class:`AffineConstFlow` with data-dependent init on the first call (either direction)."""
+class ActNorm(SettableInitFlag, AffineConstFlow):
+    """:class:`AffineConstFlow` with data-dependent init on the first call (either direction).
+
+    The init follows :func:`flowkern.nn.actnorm.actnorm_init_std`: ``ValueError`` for an init
+    batch with fewer than 2 values per parameter or with non-finite values (normflows computes
+    NaN parameters), scale 1 (not normflows' 1e6) and a ``UserWarning`` for an entry with
+    (near-)zero spread. The state is normflows' ``data_dep_init_done`` buffer;
+    ``initialized()`` reads it and ``layer.initialized = True`` sets it (parameters loaded or set
+    by hand: no init runs)."""
 
     _init_buffer = "data_dep_init_done"
 
@@ -116,8 +120,12 @@ class ActNorm(InitFlag, AffineConstFlow):
 
     @torch.no_grad()
     def _init(self, z: Tensor, inverse: bool) -> None:
-        std = z.std(dim=self.batch_dims, keepdim=True) + 1e-6
         mean = z.mean(dim=self.batch_dims, keepdim=True)
+        count = math.prod(z.shape[d] for d in self.batch_dims)
+        if count == 0:
+            return  # an empty batch has no statistics: the next batch initialises
+        std = actnorm_init_std(type(self).__name__, mean, lambda: z.std(dim=self.batch_dims, keepdim=True), count, "z",
+                               eps=1e-6)
         if inverse:
             self.s.data = torch.log(std)
             self.t.data = mean
@@ -157,6 +165,9 @@ class Split(Flow):
         self.mode = mode
 
     def _checkerboard_index(self, sample_shape: tuple[int, ...], device) -> tuple[Tensor, Tensor]:
+        if not sample_shape:  # normflows' param map fails on it (RuntimeError)
+            raise ShapeError("z must have shape (B, *features) with at least 2 dims for a checkerboard split, "
+                             "got a 1-dim tensor")
         if sample_shape[-1] % 2:
             raise ShapeError(f"checkerboard split needs an even last dimension, got shape {sample_shape}")
         mask = _checkerboard_mask(sample_shape, "inv" in self.mode, device).reshape(-1)
@@ -230,6 +241,13 @@ class AffineCoupling(Flow):
             ap, bp = (a[:split], b[:split]) if passive == "first" else (a[split:], b[split:])
             u = u * channel_view(ap, u) + channel_view(bp, u)
         param = self.param_map(u)
+        c_act = x.shape[1] - split if passive == "first" else split
+        want = (x.shape[0], 2 * c_act, *x.shape[2:])
+        if not isinstance(param, Tensor) or tuple(param.shape) != want:  # normflows: a failing broadcast
+            got = tuple(param.shape) if isinstance(param, Tensor) else type(param).__name__
+            raise ShapeError(f"param_map must map the passive part {tuple(u.shape)} of z {tuple(x.shape)} to "
+                             f"{want} (interleaved shift and scale of the {c_act} active channels), got {got}: "
+                             "z's features do not fit the coupling")
         s, kw = _scale_args(param[:, 1::2], self.scale_map)
         op = coupling_inverse if inverse else coupling_forward
         return op(x, s, param[:, 0::2], a, b, split=split, passive=passive, **kw)

@@ -38,7 +38,7 @@ from torch import nn
 from .._checks import check_bool, check_int, check_number
 from ..spec import acc_dtype
 from .actnorm import ActNorm, ActNormParams
-from .base import InvertibleModule, ParamGrads, check_input, trainable_parameters
+from .base import InvertibleModule, ParamGrads, check_input, check_nonzero_scale, trainable_parameters
 from .conditional import ConditionalAffineCoupling, broadcast_condition
 from .coupling import AffineCoupling
 from .invconv import InvConv1x1
@@ -168,7 +168,7 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     batched matrix product over the flattened positions (on CPU, at Glow's small channel counts,
     cheaper than ``conv2d`` with a 1x1 kernel)."""
     B, C = x.shape[:2]
-    xv = x.reshape(B, C, -1)
+    xv = x.reshape(B, C, math.prod(x.shape[2:]))  # not -1: ambiguous for an empty batch
     if bias is None:
         y = torch.matmul(weight, xv)
     else:
@@ -193,8 +193,10 @@ def backprop_folded_conv(u: torch.Tensor, grad_u: torch.Tensor, grad_logdet: tor
         x = conv1x1(u, w_inv.to(wd.dtype), (-(w_inv @ bd.double())).to(wd.dtype))  # W'^{-1} u - W'^{-1} b'
         grad_x = conv1x1(grad_u, wd.T)
         # one (C, B*N) x (B*N, C) product, not a batched product of B tiny matrices
-        gu = grad_u.reshape(u.shape[0], C, -1).transpose(0, 1).reshape(C, -1)
-        g_w = gu @ x.reshape(u.shape[0], C, -1).transpose(0, 1).reshape(C, -1).T
+        # (explicit sizes, not -1: an empty batch has no size to infer)
+        n_all = u.shape[0] * n_pix
+        gu = grad_u.reshape(u.shape[0], C, n_pix).transpose(0, 1).reshape(C, n_all)
+        g_w = gu @ x.reshape(u.shape[0], C, n_pix).transpose(0, 1).reshape(C, n_all).T
         g_b = gu.sum(1)
         g_ld = (n_pix * grad_logdet.sum()).to(ld.dtype)
     params = trainable_parameters(*owners)
@@ -259,6 +261,7 @@ class GlowStep(InvertibleModule):
     # W' = W diag(a), b' = W b, and the per-position log-det sum log|a| + log|det W|
     def folded(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The folded 1x1 convolution ``(W', b')`` in ``like``'s dtype and its per-position log-det."""
+        check_nonzero_scale(self.actnorm, self.actnorm.scale, f"{type(self).__name__}.actnorm.scale")
         a, b = self.actnorm.coefficients(like)
         W = self.invconv.weight().to(like.dtype)
         acc = acc_dtype(like.dtype)
@@ -267,7 +270,7 @@ class GlowStep(InvertibleModule):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """y = coupling(W' x + b'); log-det as in the module docstring."""
-        check_input(x, self.channels, "x")
+        check_input(x, self.channels, "x", self)
         self.actnorm.maybe_initialize(x, inverse=False)
         with autocast_off(x):
             w, b, ld = self.folded(x)
@@ -277,7 +280,7 @@ class GlowStep(InvertibleModule):
 
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """u = coupling^{-1}(y); x = W'^{-1} (u - b')."""
-        check_input(y, self.channels, "y")
+        check_input(y, self.channels, "y", self)
         u, ld_c = self.coupling.inverse(y, c)
         self.actnorm.maybe_initialize(u, inverse=True)
         with autocast_off(u):
@@ -391,40 +394,125 @@ class OneHot(nn.Module):
 
 # ---- training helpers ---------------------------------------------------------------------------
 def dequantize(x: torch.Tensor, n_bits: int = 8, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+               dtype: torch.dtype = torch.float32, *, scaled: bool = False) -> torch.Tensor:
     r"""Uniform dequantisation of integer images: :math:`(k + u) / 2^{n}`, u ~ U[0, 1), in [0, 1).
 
+    ``x`` holds the integer pixel values k in [0, 2^n_bits): any integer dtype (uint8 images),
+    or floats that hold integers (``torch.randint(0, 256, ...)``, ``x.float()`` of a uint8 image).
+    Images already scaled to [0, 1] (torchvision's ``ToTensor``, :math:`k / (2^n - 1)`) are taken
+    only with ``scaled=True``, which maps them back to :math:`k = \mathrm{round}(x\,(2^n - 1))`;
+    without it they raise, as they would otherwise be squashed into [0, 2^{-n}) and every
+    likelihood and :func:`bits_per_dim` computed on them would be wrong.
+
     Args:
-        x: integer pixel values in [0, 2^n_bits) (uint8 images, or integer-valued floats).
+        x: the pixel values, (B, C, H, W) or any shape (see above).
         n_bits: bits per pixel of the data (8 for ordinary images; fewer after reducing depth).
         generator: random generator for u.
-        dtype: output dtype.
+        dtype: output dtype (a floating dtype).
+        scaled: ``x`` is [0, 1]-scaled, :math:`k / (2^n - 1)` (``ToTensor`` output), not integers.
+
+    Raises ``TypeError`` if ``x`` is not a real-valued tensor or ``dtype`` not a floating dtype;
+    ``ValueError`` (naming ``x`` and what was expected) if ``x`` holds non-finite, negative or
+    non-integer values, values >= 2^n_bits, floats in [0, 1] without ``scaled=True``, or, with
+    ``scaled=True``, values outside [0, 1] or off the :math:`k / (2^n - 1)` grid.
 
     Reference: L. Theis, A. van den Oord, M. Bethge, *A note on the evaluation of generative
     models*, ICLR 2016; Dinh et al. 2017, Sec. 4.1."""
     n_bits = check_int("n_bits", n_bits, minimum=1, maximum=16)
+    scaled = check_bool("scaled", scaled)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of pixel values, got {type(x).__name__}")
-    k = x.to(dtype)
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"x must hold integer pixel values (an integer dtype, or floats holding integers), "
+                        f"got dtype {x.dtype}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     bins = 2 ** n_bits
-    if k.numel() and (float(k.min()) < 0 or float(k.max()) > bins - 1):
-        raise ValueError(f"x must hold integer pixel values in [0, {bins - 1}] for n_bits={n_bits}, "
-                         f"got range [{float(k.min())}, {float(k.max())}]")
+    if scaled:
+        if not x.is_floating_point():
+            raise ValueError(f"x must hold floats in [0, 1] with scaled=True, got dtype {x.dtype}: pass integer "
+                             f"pixels without scaled=True")
+        k = _scaled_to_integers(x, n_bits)
+    else:
+        k = x if x.is_floating_point() else x.long()  # (min / max of the unsigned dtypes need int64)
+        _check_integer_pixels(k, n_bits)
+    k = k.to(dtype)
     u = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
     return (k + u) / bins
 
 
-def bits_per_dim(log_prob: torch.Tensor, num_dims: int, n_bits: int = 8) -> torch.Tensor:
-    r"""Bits per dimension of dequantised data in a unit-width range ([0, 1) as from
-    :func:`dequantize`, or [-1/2, 1/2)): :math:`(-\log p(x) + D \log 2^{n}) / (D \log 2)`.
+def _scaled_to_integers(x: torch.Tensor, n_bits: int) -> torch.Tensor:
+    """k = round(x (2^n - 1)) of [0, 1]-scaled pixels, checked to lie on the k / (2^n - 1) grid."""
+    if not x.numel():
+        return x
+    bins = 2 ** n_bits
+    lo, hi = float(x.min()), float(x.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"x must hold finite pixel values, got range [{lo}, {hi}]")
+    if lo < 0 or hi > 1:
+        raise ValueError(f"x must hold [0, 1]-scaled pixels with scaled=True, got range [{lo}, {hi}]"
+                         + (f": for integer pixels in [0, {bins - 1}] drop scaled=True" if hi >= 2 else ""))
+    v = x.double() * (bins - 1)
+    k = v.round()
+    off = float((v - k).abs().max())
+    if off > 1e-2:
+        raise ValueError(f"x must hold [0, 1]-scaled pixels k / {bins - 1} (k integer, n_bits={n_bits}) with "
+                         f"scaled=True, got a value {off:.3g} levels off that grid: the data is not "
+                         f"{n_bits}-bit quantised (check n_bits)")
+    return k
 
-    The :math:`D \log 2^n` term is the discretisation: the density of x in the unit cube becomes
-    the probability mass of the 2^n-level pixel bins (a lower bound on the discrete likelihood).
+
+def _check_integer_pixels(k: torch.Tensor, n_bits: int) -> None:
+    """``k`` holds integers in [0, 2^n_bits); ValueError naming ``x`` and the [0, 1] case otherwise."""
+    if not k.numel():
+        return
+    bins = 2 ** n_bits
+    lo, hi = float(k.min()), float(k.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"x must hold finite integer pixel values in [0, {bins - 1}], got range [{lo}, {hi}]")
+    fractional = k.is_floating_point() and bool((k != k.round()).any())
+    if fractional and lo >= 0 and hi <= 1:
+        raise ValueError(
+            f"x must hold integer pixel values in [0, {bins - 1}] (n_bits={n_bits}), got floats in [0, 1] "
+            f"(range [{lo:.4g}, {hi:.4g}]; e.g. torchvision's ToTensor output): pass "
+            f"(x * {bins - 1}).round().to(torch.uint8), or dequantize(x, scaled=True)")
+    if fractional:
+        raise ValueError(f"x must hold integer pixel values in [0, {bins - 1}] (n_bits={n_bits}), got non-integer "
+                         f"values (range [{lo:.4g}, {hi:.4g}]): pass the quantised pixels, not normalised data")
+    if lo < 0:
+        raise ValueError(f"x must hold integer pixel values in [0, {bins - 1}] (n_bits={n_bits}), got a negative "
+                         f"value {lo:g}: pass the raw pixels, not centred or normalised data")
+    if hi > bins - 1:
+        raise ValueError(f"x must hold integer pixel values in [0, {bins - 1}] (values < 2^n_bits = {bins}, "
+                         f"n_bits={n_bits}), got a value {hi:g}: reduce the bit depth first, or raise n_bits")
+
+
+def bits_per_dim(log_prob: torch.Tensor, num_dims: int, n_bits: int = 8) -> torch.Tensor:
+    r"""Bits per dimension of dequantised data: :math:`(-\log p(x) + D \log 2^{n}) / (D \log 2)`.
+
+    Assumes ``log_prob`` is the log density (nats) of each sample's D values dequantised into a
+    unit-width range per dimension, so that each of the 2^n pixel levels is a bin of width
+    2^{-n}: [0, 1) as from :func:`dequantize` (or a shift of it, e.g. [-1/2, 1/2)). The
+    :math:`D \log 2^n` term is that bin width: the density becomes the probability mass of the
+    bins (a lower bound on the discrete likelihood). Data in another range (pixels 0..255 as
+    floats, or ``ToTensor`` output taken as dequantised) gives a number that is not bits/dim:
+    build x with :func:`dequantize`.
 
     Args:
-        log_prob: log p(x) per sample (nats), e.g. ``model.log_prob(x)``.
+        log_prob: log p(x) per sample (nats), shape (B,) (or a scalar), e.g. ``model.log_prob(x)``.
         num_dims: D, the number of dimensions per sample (C * H * W).
-        n_bits: bits per pixel of the data."""
+        n_bits: bits per pixel of the data (the 2^n_bits bins).
+
+    Raises ``TypeError`` if ``log_prob`` is not a floating tensor, ``ValueError`` if it is not
+    per sample (more than one dim: sum the per-dimension terms first), and the argument checks'
+    errors for ``num_dims`` (int >= 1) and ``n_bits`` (int in [1, 16]). No value check runs on
+    ``log_prob`` (no host sync in a training loop): a NaN stays NaN."""
+    if not isinstance(log_prob, torch.Tensor) or not log_prob.is_floating_point():
+        what = f"dtype {log_prob.dtype}" if isinstance(log_prob, torch.Tensor) else type(log_prob).__name__
+        raise TypeError(f"log_prob must be a floating torch.Tensor of per-sample log-likelihoods, got {what}")
+    if log_prob.dim() > 1:
+        raise ValueError(f"log_prob must hold one log-likelihood per sample, shape (B,), got {tuple(log_prob.shape)}: "
+                         "sum the per-dimension log-densities over each sample first")
     num_dims = check_int("num_dims", num_dims, minimum=1)
     n_bits = check_int("n_bits", n_bits, minimum=1, maximum=16)
     return (-log_prob / num_dims + n_bits * math.log(2.0)) / math.log(2.0)
