@@ -83,7 +83,7 @@ def _extensions():
     cpu_sources = [s for s in _sources("csrc/cpu/*.cpp") if s not in isa_sources]
     c_ext = CppExtension(
         "flowkern._C",
-        _sources("csrc/ops.cpp") + cpu_sources,  # ops.cpp defines the (empty) Python module
+        _sources("csrc/ops.cpp") + _sources("csrc/autograd.cpp") + cpu_sources,  # ops.cpp: the (empty) module
         include_dirs=include,
         # OpenMP: the kernels run on ATen's intra-op team (at::parallel_for). The libgomp.so.1
         # this links resolves at run time to the copy torch has already loaded.

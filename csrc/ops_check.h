@@ -7,6 +7,9 @@
 
 #include <cstdint>
 #include <optional>
+#include <charconv>
+#include <cmath>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -16,6 +19,25 @@
 namespace flowkern {
 
 using OptTensor = std::optional<at::Tensor>;
+
+// A shape as Python prints a tuple, "(4, 6)" / "(6,)" / "()", so messages match flowkern/spec.py's.
+inline std::string shape_str(at::IntArrayRef sizes) {
+  std::string out = "(";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + (sizes.size() == 1 ? ",)" : ")");
+}
+
+// A dtype as Python prints it, "torch.float32".
+inline std::string dtype_str(at::ScalarType dt) { return "torch." + std::string(c10::getDtypeNames(dt).first); }
+
+// A float as Python's repr prints it: "0.0", "-1.5", "nan", "inf", "1e-08".
+inline std::string float_str(double v) {
+  char buf[64];
+  const auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+  std::string out(buf, end);
+  if (out.find_first_of(".eni") == std::string::npos) out += ".0";
+  return out;
+}
 
 // dtype of the log-det and of the kernels' arithmetic: float64 for float64 inputs, else float32
 inline at::ScalarType acc_scalar_type(at::ScalarType dt) { return dt == at::kDouble ? at::kDouble : at::kFloat; }
@@ -33,9 +55,11 @@ inline CouplingConfig parse_config(int64_t split, std::string_view passive, std:
   else if (scale == "atan") c.scale = ScaleFn::Atan;
   else if (scale == "sigmoid") c.scale = ScaleFn::Sigmoid;
   else TORCH_CHECK_VALUE(false, "scale must be one of ['exp', 'tanh', 'atan', 'sigmoid'], got '", scale, "'");
+  for (const auto& [name, v] : {std::pair<const char*, double>{"clamp", clamp}, {"atan_k", atan_k}, {"eps", eps}})
+    TORCH_CHECK_VALUE(std::isfinite(v), name, " must be a finite number, got ", float_str(v));
   TORCH_CHECK_VALUE(!(c.scale == ScaleFn::Tanh || c.scale == ScaleFn::Atan) || clamp > 0,
-                    "clamp must be > 0, got ", clamp);
-  TORCH_CHECK_VALUE(eps >= 0, "eps must be >= 0, got ", eps);
+                    "clamp must be > 0 for scale='", scale, "', got ", float_str(clamp));
+  TORCH_CHECK_VALUE(eps >= 0, "eps must be >= 0, got ", float_str(eps));
   c.clamp = clamp;
   c.atan_k = atan_k;
   c.eps = eps;
@@ -57,9 +81,9 @@ struct CouplingShape {
 inline int64_t check_x_split(const at::Tensor& x, const CouplingConfig& cfg, const char* x_name) {
   const auto dt = x.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
-                   x_name, " must be float16, bfloat16, float32 or float64, got ", dt);
+                   x_name, " must be float16, bfloat16, float32 or float64, got ", dtype_str(dt));
   TORCH_CHECK_VALUE(x.dim() >= 2, x_name, " must have shape (B, C, *S) with at least 2 dims, got ",
-                    x.sizes());
+                    shape_str(x.sizes()));
   const int64_t C = x.size(1), split = cfg.split;
   TORCH_CHECK_VALUE(split >= 1 && split <= C - 1, "split must be in [1, C - 1] = [1, ", C - 1, "] for C=", C,
                     " channels, got ", split);
@@ -83,23 +107,23 @@ inline CouplingShape check_coupling_args(const at::Tensor& x, const at::Tensor& 
   want[1] = sh.c_act;
   for (const auto& [name, v] : {std::pair<const char*, const at::Tensor*>{"s_raw", &s_raw},
                                 {"t", &t}}) {
-    TORCH_CHECK_TYPE(v->scalar_type() == dt, name, " must have the dtype of ", x_name, " (", dt,
-                     "), got ", v->scalar_type());
+    TORCH_CHECK_TYPE(v->scalar_type() == dt, name, " must have the dtype of ", x_name, " (", dtype_str(dt),
+                     "), got ", dtype_str(v->scalar_type()));
     TORCH_CHECK_VALUE(v->device() == x.device(), name, " must be on the device of ", x_name, " (",
                       x.device(), "), got ", v->device());
-    TORCH_CHECK_VALUE(v->sizes().vec() == want, name, " must have shape ", at::IntArrayRef(want),
-                      " (B, active channels, *S), got ", v->sizes());
+    TORCH_CHECK_VALUE(v->sizes().vec() == want, name, " must have shape ", shape_str(want),
+                      " (B, active channels, *S), got ", shape_str(v->sizes()));
   }
   TORCH_CHECK_VALUE(a.has_value() == b.has_value(),
                     "a and b must both be given (actnorm) or both be None");
   if (a.has_value()) {
     for (const auto& [name, v] : {std::pair<const char*, const at::Tensor*>{"a", &*a}, {"b", &*b}}) {
-      TORCH_CHECK_TYPE(v->scalar_type() == dt, name, " must have the dtype of ", x_name, " (", dt,
-                       "), got ", v->scalar_type());
+      TORCH_CHECK_TYPE(v->scalar_type() == dt, name, " must have the dtype of ", x_name, " (", dtype_str(dt),
+                       "), got ", dtype_str(v->scalar_type()));
       TORCH_CHECK_VALUE(v->device() == x.device(), name, " must be on the device of ", x_name,
                         " (", x.device(), "), got ", v->device());
       TORCH_CHECK_VALUE(v->dim() == 1 && v->size(0) == sh.C, name, " must have shape (", sh.C,
-                        ",) (one value per channel), got ", v->sizes());
+                        ",) (one value per channel), got ", shape_str(v->sizes()));
     }
   }
   return sh;
@@ -112,11 +136,11 @@ inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const
   auto want = x.sizes().vec();
   want[1] = 2 * c_act;
   TORCH_CHECK_TYPE(h.scalar_type() == x.scalar_type(), "h must have the dtype of ", x_name, " (",
-                   x.scalar_type(), "), got ", h.scalar_type());
+                   dtype_str(x.scalar_type()), "), got ", dtype_str(h.scalar_type()));
   TORCH_CHECK_VALUE(h.device() == x.device(), "h must be on the device of ", x_name, " (", x.device(),
                     "), got ", h.device());
-  TORCH_CHECK_VALUE(h.sizes().vec() == want, "h must have shape ", at::IntArrayRef(want),
-                    " (B, 2 x active channels, *S) = [s_raw | t] along channels, got ", h.sizes());
+  TORCH_CHECK_VALUE(h.sizes().vec() == want, "h must have shape ", shape_str(want),
+                    " (B, 2 x active channels, *S) = [s_raw | t] along channels, got ", shape_str(h.sizes()));
   return {h.narrow(1, 0, c_act), h.narrow(1, c_act, c_act)};
 }
 
@@ -127,14 +151,14 @@ inline void check_backward_grads(const at::Tensor& grad_out, const at::Tensor& g
   const char* in_name = inverse ? "y" : "x";
   const char* g_name = inverse ? "grad_x" : "grad_y";
   TORCH_CHECK_TYPE(grad_out.scalar_type() == input.scalar_type(), g_name, " must have the dtype of ",
-                   in_name, " (", input.scalar_type(), "), got ", grad_out.scalar_type());
-  TORCH_CHECK_VALUE(grad_out.sizes() == input.sizes(), g_name, " must have shape ", input.sizes(), ", got ",
-                    grad_out.sizes());
+                   in_name, " (", dtype_str(input.scalar_type()), "), got ", dtype_str(grad_out.scalar_type()));
+  TORCH_CHECK_VALUE(grad_out.sizes() == input.sizes(), g_name, " must have shape ", shape_str(input.sizes()), ", got ",
+                    shape_str(grad_out.sizes()));
   TORCH_CHECK_VALUE(grad_out.device() == input.device(), g_name, " must be on the device of ", in_name);
   TORCH_CHECK_TYPE(at::isFloatingType(grad_logdet.scalar_type()), "grad_logdet must be floating, got ",
-                   grad_logdet.scalar_type());
+                   dtype_str(grad_logdet.scalar_type()));
   TORCH_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == B,
-                    "grad_logdet must have shape (", B, ",), got ", grad_logdet.sizes());
+                    "grad_logdet must have shape (", B, ",), got ", shape_str(grad_logdet.sizes()));
   TORCH_CHECK_VALUE(grad_logdet.device() == input.device(), "grad_logdet must be on the device of ", in_name);
 }
 

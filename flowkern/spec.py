@@ -22,6 +22,7 @@ __all__ = [
     "CouplingConfig",
     "check_coupling_args",
     "check_packed_args",
+    "check_call",
     "acc_dtype",
     "channel_view",
 ]
@@ -148,3 +149,19 @@ def check_packed_args(x, h, a, b, cfg: CouplingConfig, x_name: str = "x") -> int
                 "(B, 2 x active channels, *S) = [s_raw | t] along channels")
     _check_actnorm(x, a, b, x_name)
     return c_act
+
+
+def check_call(inp, s_raw, t, a, b, cfg_args: tuple, inverse: bool) -> tuple[CouplingConfig, torch.Tensor, torch.Tensor]:
+    """Check one call of the op as a Python backend receives it; return its config and (s_raw, t).
+
+    ``cfg_args``: the six config scalars in schema order; ``t is None``: ``s_raw`` is the packed
+    h = [s_raw | t], returned as its two views. Raises TypeError / ValueError naming the argument
+    (``inp`` is named y with ``inverse``, else x).
+    """
+    cfg = CouplingConfig(*cfg_args)
+    name = "y" if inverse else "x"
+    if t is None:
+        c_act = check_packed_args(inp, s_raw, a, b, cfg, name)
+        return cfg, s_raw[:, :c_act], s_raw[:, c_act:]
+    check_coupling_args(inp, s_raw, t, a, b, cfg, name)
+    return cfg, s_raw, t

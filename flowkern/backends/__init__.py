@@ -42,16 +42,17 @@ class Backend:
     """One implementation of the op.
 
     ``run(input, s_raw, t, a, b, cfg, inverse, check) -> (out, logdet, err)`` with autograd
-    (err is (B,) with ``check``, else empty); ``run_packed(input, h, a, b, cfg, inverse, check)``
-    the same for a packed subnet output h = [s_raw | t] (None: the caller passes views of h
-    to ``run``). ``why_unavailable(device_type)`` is None when the backend can run on that
-    device type, else the reason. Arguments arrive checked (:mod:`flowkern.spec`).
+    (err is (B,) with ``check``, else empty or None); ``t is None`` means ``s_raw`` is a packed
+    subnet output h = [s_raw | t]; ``cfg`` is the six config scalars in schema order
+    (:attr:`flowkern.spec.CouplingConfig.schema_args`). The backend checks its arguments (the
+    compiled ops in C++, the others with :func:`flowkern.spec.check_call`), raising TypeError /
+    ValueError naming the argument. ``why_unavailable(device_type)`` is None when the backend can
+    run on that device type, else the reason.
     """
 
     name: str
     run: Callable
     why_unavailable: Callable[[str], str | None]
-    run_packed: Callable | None = None
 
 
 def _registry() -> dict[str, Backend]:

@@ -1,4 +1,5 @@
-"""The autograd formula of every compiled coupling op (C++, CUDA, Triton), registered once per op.
+"""The autograd formula of the Triton coupling ops, registered once per op (the C++ / CUDA ops
+have the same formula in C++, at the Autograd dispatch key: ``csrc/autograd.cpp``).
 
 Forward ops take ``(input, s_raw, t, a, b, *cfg, inverse, check)`` and return
 ``(out, logdet, err)``; their backward ops take ``(grad_out, grad_logdet, input, s_raw, t, a, b,

@@ -10,8 +10,9 @@ Schemas (``csrc/ops.cpp``; ``*cfg`` = split, passive, scale, clamp, atan_k, eps)
         -> (grad_input, grad_h, grad_a, grad_b)
 
 ``inverse`` runs y -> x (logdet of the inverse); ``err`` is (B,) with ``check`` (forward only),
-else empty; grad_a / grad_b are empty without actnorm; h = [s_raw | t] along channels. This
-module registers their fake kernels and autograd, once. Without the extensions flowkern runs on
+else empty; grad_a / grad_b are empty without actnorm; h = [s_raw | t] along channels. Their
+autograd is C++, at the Autograd dispatch key (``csrc/autograd.cpp``: the forward saves its
+inputs, the backward runs the fused backward op); this module registers their fake kernels, once. Without the extensions flowkern runs on
 the reference backend; the reason is kept in :data:`CPP_REASON` / :data:`CUDA_REASON` and said
 once, as a warning, the first time the cpu backend would have been chosen.
 """
@@ -25,7 +26,6 @@ import warnings
 import torch
 
 from ..spec import CouplingConfig, acc_dtype, check_coupling_args, check_packed_args
-from . import autograd
 
 __all__ = ["BACKENDS", "CPP_REASON", "CUDA_REASON"]
 
@@ -115,17 +115,15 @@ if CPP_REASON is None:
                        (_ops.coupling_backward.default, _backward_fake),
                        (_ops.coupling_backward.packed, _backward_packed_fake)):
         torch.library.register_fake(_op, _fake)
-    autograd.register(_ops.coupling.default, _ops.coupling_backward.default, n_tensors=5)
-    autograd.register(_ops.coupling.packed, _ops.coupling_backward.packed, n_tensors=4)
 
 
 # ---- the backends ------------------------------------------------------------------------------
-def run(inp, s_raw, t, a, b, cfg: CouplingConfig, inverse: bool, check: bool) -> tuple:
-    return torch.ops.flowkern.coupling.default(inp, s_raw, t, a, b, *cfg.schema_args, inverse, check)
-
-
-def run_packed(inp, h, a, b, cfg: CouplingConfig, inverse: bool, check: bool) -> tuple:
-    return torch.ops.flowkern.coupling.packed(inp, h, a, b, *cfg.schema_args, inverse, check)
+def run(inp, s_raw, t, a, b, cfg_args: tuple, inverse: bool, check: bool) -> tuple:
+    """(out, logdet, err) of ``flowkern::coupling`` (``t is None``: its ``.packed`` overload with
+    s_raw = h); the op checks every argument itself (``csrc/ops_check.h``)."""
+    if t is None:
+        return torch.ops.flowkern.coupling.packed(inp, s_raw, a, b, *cfg_args, inverse, check)
+    return torch.ops.flowkern.coupling.default(inp, s_raw, t, a, b, *cfg_args, inverse, check)
 
 
 _warned: list[bool] = []
@@ -156,7 +154,7 @@ def _cuda_why(device_type: str) -> str | None:
 def _make_backends():
     from . import Backend  # the package imports this module while it builds its registry
 
-    return [Backend("cpu", run, _cpu_why, run_packed), Backend("cuda", run, _cuda_why, run_packed)]
+    return [Backend("cpu", run, _cpu_why), Backend("cuda", run, _cuda_why)]
 
 
 BACKENDS = _make_backends()

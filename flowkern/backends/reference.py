@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..spec import CouplingConfig, acc_dtype, channel_view
+from ..spec import CouplingConfig, acc_dtype, channel_view, check_call
 
 __all__ = ["scale_ref", "coupling_forward_ref", "coupling_inverse_ref", "run", "BACKEND"]
 
@@ -105,8 +105,9 @@ def coupling_inverse_ref(
     return x, -(_sum_s(s) + _actnorm_logdet(a, y))
 
 
-def run(inp, s_raw, t, a, b, cfg: CouplingConfig, inverse: bool, check: bool) -> tuple:
+def run(inp, s_raw, t, a, b, cfg_args: tuple, inverse: bool, check: bool) -> tuple:
     """The :class:`~flowkern.backends.Backend` entry: (out, logdet, err); autograd is PyTorch's."""
+    cfg, s_raw, t = check_call(inp, s_raw, t, a, b, cfg_args, inverse)
     if inverse:
         return (*coupling_inverse_ref(inp, s_raw, t, a, b, cfg), None)
     out = coupling_forward_ref(inp, s_raw, t, a, b, cfg, check)

@@ -7,10 +7,12 @@ For x of shape (B, C, \*S) split at ``split`` into a passive side (p) and an act
     z = x \odot a + b, \quad y_p = z_p, \quad y_a = z_a \odot e^{f(s_{raw})} + t, \quad
     \log|\det J| = \textstyle\prod S \sum_c \log|a_c| + \sum f(s_{raw})
 
-(the spec: :mod:`flowkern.backends.reference`). Every function here takes the same path:
-build and validate the :class:`~flowkern.spec.CouplingConfig`, check the tensors (one place,
-:mod:`flowkern.spec`), choose a backend (:func:`flowkern.backends.select`) and run it —
-``torch.ops.flowkern.coupling`` on CPU / CUDA, the Triton op, or the reference.
+(the spec: :mod:`flowkern.backends.reference`). Every function here takes the same path: choose a
+backend (:func:`flowkern.backends.select`) and hand it the tensors and the six config scalars. Each
+backend checks its arguments once, with the same rules and messages (naming the argument): the
+compiled ops in C++ (``csrc/ops_check.h``), the others with :mod:`flowkern.spec`. A call the
+compiled op's binding rejects before its checks run (a config scalar of the wrong Python type) is
+diagnosed by :mod:`flowkern.spec`'s checks, so it fails with flowkern's error too.
 """
 
 from __future__ import annotations
@@ -20,26 +22,24 @@ import math
 import torch
 
 from .. import backends
-from ..spec import CouplingConfig, check_coupling_args, check_packed_args
+from ..spec import check_call
 
 __all__ = ["coupling_forward", "coupling_inverse", "coupling_forward_packed", "coupling_inverse_packed"]
 
 
-def _run(inverse: bool, inp, s_raw, t, a, b, cfg: CouplingConfig, check: bool, backend: str | None) -> tuple:
-    """Check the arguments, choose the backend and run it; ``t is None``: ``s_raw`` is the packed h."""
-    name = "y" if inverse else "x"
+def _run(inverse: bool, inp, s_raw, t, a, b, cfg: tuple, check: bool, backend: str | None) -> tuple:
+    """Choose the backend and run it; ``t is None``: ``s_raw`` is the packed h; ``cfg`` holds the
+    schema's six config scalars (:attr:`flowkern.spec.CouplingConfig.schema_args` order)."""
     if not isinstance(inp, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(inp).__name__}")
+        raise TypeError(f"{'y' if inverse else 'x'} must be a torch.Tensor, got {type(inp).__name__}")
     chosen = backends.select(inp.device, backend)
-    if t is None:
-        c_act = check_packed_args(inp, s_raw, a, b, cfg, name)
-        if chosen.run_packed is not None:
-            out = chosen.run_packed(inp, s_raw, a, b, cfg, inverse, check)
-        else:
-            out = chosen.run(inp, s_raw[:, :c_act], s_raw[:, c_act:], a, b, cfg, inverse, check)
-    else:
-        check_coupling_args(inp, s_raw, t, a, b, cfg, name)
+    if bool in (type(cfg[0]), type(cfg[3]), type(cfg[4]), type(cfg[5])):  # the binding takes True for 1
+        check_call(inp, s_raw, t, a, b, cfg, inverse)
+    try:
         out = chosen.run(inp, s_raw, t, a, b, cfg, inverse, check)
+    except RuntimeError:  # e.g. the op's binding refused an argument: say which, as every backend does
+        check_call(inp, s_raw, t, a, b, cfg, inverse)
+        raise
     return tuple(out) if check else (out[0], out[1])
 
 
@@ -72,8 +72,7 @@ def coupling_forward(
 
     Returns y (B, C, *S) and logdet (B,) in float32 (float64 for float64 x).
     """
-    cfg = CouplingConfig(split, passive, scale, clamp, atan_k, eps)
-    return _run(False, x, s_raw, t, a, b, cfg, bool(check), backend)
+    return _run(False, x, s_raw, t, a, b, (split, passive, scale, clamp, atan_k, eps), bool(check), backend)
 
 
 def coupling_inverse(
@@ -95,8 +94,7 @@ def coupling_inverse(
 
     z_a = (y_a - t) exp(-f(s_raw)), z_p = y_p;  x = (z - b) / a.
     """
-    cfg = CouplingConfig(split, passive, scale, clamp, atan_k, eps)
-    return _run(True, y, s_raw, t, a, b, cfg, False, backend)
+    return _run(True, y, s_raw, t, a, b, (split, passive, scale, clamp, atan_k, eps), False, backend)
 
 
 def coupling_forward_packed(
@@ -121,8 +119,7 @@ def coupling_forward_packed(
     the backward writes one grad_h instead of two per-view grads that autograd would scatter
     into zeros and add.
     """
-    cfg = CouplingConfig(split, passive, scale, clamp, atan_k, eps)
-    return _run(False, x, h, None, a, b, cfg, bool(check), backend)
+    return _run(False, x, h, None, a, b, (split, passive, scale, clamp, atan_k, eps), bool(check), backend)
 
 
 def coupling_inverse_packed(
@@ -141,5 +138,4 @@ def coupling_inverse_packed(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`coupling_inverse` with the packed subnet output h = [s_raw | t] (see
     :func:`coupling_forward_packed`)."""
-    cfg = CouplingConfig(split, passive, scale, clamp, atan_k, eps)
-    return _run(True, y, h, None, a, b, cfg, False, backend)
+    return _run(True, y, h, None, a, b, (split, passive, scale, clamp, atan_k, eps), False, backend)

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from ...spec import CouplingConfig
+from ...spec import check_call
 
 __all__ = ["BACKEND", "why_unavailable", "run"]
 
@@ -32,10 +32,11 @@ def why_unavailable(device_type: str) -> str | None:
     return None
 
 
-def run(inp, s_raw, t, a, b, cfg: CouplingConfig, inverse: bool, check: bool) -> tuple:
+def run(inp, s_raw, t, a, b, cfg_args: tuple, inverse: bool, check: bool) -> tuple:
     """(out, logdet, err) through ``flowkern::coupling_triton``."""
     from .ops import coupling_triton  # imports triton: only on first use
 
+    cfg, s_raw, t = check_call(inp, s_raw, t, a, b, cfg_args, inverse)
     return coupling_triton(inp, s_raw, t, a, b, *cfg.schema_args, inverse, check)
 
 
