@@ -1,6 +1,7 @@
 // Raw-pointer launchers of the CUDA coupling kernels (coupling_kernels.cu). No torch
-// headers here or in the .cu, so nvcc stays fast; coupling_cuda.cpp checks arguments,
-// allocates with ATen and calls these on the current stream.
+// headers here or in the .cu, so nvcc stays fast; coupling_host.h checks arguments,
+// allocates with ATen and calls these (on the current stream in coupling_cuda.cpp; on the CPU
+// through HIP-CPU in the tests, csrc/cuda/hipcpu).
 //
 // Work layout: x (B, C, S) is viewed as a row-major matrix of R rows x K columns,
 //   vectors (S == 1):  rows = samples (R = B), columns = channels (K = C)
