@@ -1,4 +1,4 @@
-"""``flowkern`` command line: ``check``, ``backends``.
+"""``flowkern`` command line: ``check``, ``backends``, ``train``, ``sample``, ``eval``.
 
 Each sub-command lives in the module that owns it and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. The interpretation demo is an example, not a
@@ -16,6 +16,9 @@ __all__ = ["main"]
 COMMANDS = {
     "check": ("flowkern.check", "certify the invertibility of a saved model and print the report"),
     "backends": ("flowkern.backends", "list the op backends and why any is unavailable"),
+    "train": ("flowkern.train.cmd_train", "train a Glow / RealNVP on an image folder (torchrun for many processes)"),
+    "sample": ("flowkern.train.cmd_sample", "write a grid of samples of a trained checkpoint as a PNG"),
+    "eval": ("flowkern.train.cmd_eval", "bits/dim of a trained checkpoint on an image folder"),
 }
 
 

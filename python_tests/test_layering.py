@@ -23,6 +23,7 @@ RANK = {
     "training": 6,
     "interpret": 7,
     "translate": 7,
+    "train": 8,
     "cli": 9,
     "__main__": 10,
     "__init__": 9,
