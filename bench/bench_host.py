@@ -34,13 +34,13 @@ SHAPE = (1, 12, 4, 4)
 SPLIT, CLAMP = 6, 2.0
 
 
-def _inputs(requires_grad: bool, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def _inputs(requires_grad: bool, device: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """x (B, C, H, W), the subnet output h = [s_raw | t] (B, C, H, W), actnorm a, b (C,)."""
     g = torch.Generator().manual_seed(seed)
     B, C = SHAPE[:2]
     x, h = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
     a, b = 0.5 + torch.rand(C, generator=g), 0.1 * torch.randn(C, generator=g)
-    return tuple(v.requires_grad_(requires_grad) for v in (x, h, a, b))
+    return tuple(v.to(device).requires_grad_(requires_grad) for v in (x, h, a, b))
 
 
 def flowkern_op(x, h, a, b):
@@ -64,9 +64,9 @@ def one_op(x, h, a, b):
 IMPLS: dict[str, Callable] = {"flowkern": flowkern_op, "eager chain": eager_chain, "one-op floor": one_op}
 
 
-def make_fns() -> dict[str, Callable[[], object]]:
+def make_fns(device: str = "cpu") -> dict[str, Callable[[], object]]:
     """``"<impl> no grad"`` and ``"<impl> grad"`` zero-argument callables per implementation."""
-    plain, grad = _inputs(False), _inputs(True)
+    plain, grad = _inputs(False, device), _inputs(True, device)
     fns = {}
     for name, fn in IMPLS.items():
         def no_grad(fn=fn):
@@ -82,10 +82,12 @@ def make_fns() -> dict[str, Callable[[], object]]:
     return fns
 
 
-def measure(rounds: int = 200, block: int = 20, seed: int = 0) -> dict[str, float]:
+def measure(rounds: int = 200, block: int = 20, seed: int = 0, device: str = "cpu") -> dict[str, float]:
     """Median µs per call of each fn; each round runs a block of ``block`` calls of every fn, in a
-    fresh seeded random order (load changes hit all alike)."""
-    fns = make_fns()
+    fresh seeded random order (load changes hit all alike). On CUDA each block ends with a
+    synchronize, so the queue never fills: the time is the host's, as long as it exceeds the GPU's."""
+    fns = make_fns(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for fn in fns.values():  # warm-up: first calls load kernels, build autograd graphs
         for _ in range(50):
             fn()
@@ -98,22 +100,24 @@ def measure(rounds: int = 200, block: int = 20, seed: int = 0) -> dict[str, floa
             t0 = time.perf_counter()
             for _ in range(block):
                 fn()
+            sync()
             ts[k].append((time.perf_counter() - t0) / block)
     return {k: 1e6 * statistics.median(v) for k, v in ts.items()}
 
 
-def table(quick: bool = False) -> str:
+def table(quick: bool = False, device: str = "cpu") -> str:
     """Markdown table of the host cost per call and the ratios above the floor."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        t = measure(rounds=60 if quick else 300)
+        t = measure(rounds=60 if quick else 300, device=device)
     finally:
         torch.set_num_threads(threads)
-    backend = flowkern.backends.select(torch.device("cpu")).name
+    backend = flowkern.backends.select(torch.device(device)).name
+    where = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     floor_g, floor_n = t["one-op floor grad"], t["one-op floor no grad"]
-    lines = [f"CPU, 1 thread, float32, shape {SHAPE} (work ~ 0), flowkern backend `{backend}`. Median µs per "
-             "call; with grad = forward + `backward()`.", "",
+    lines = [f"{where}, 1 host thread, float32, shape {SHAPE} (work ~ 0), flowkern backend `{backend}`. Median µs "
+             "per call; with grad = forward + `backward()`.", "",
              "| implementation | no grad µs | with grad µs | with grad above floor µs |",
              "|---|---|---|---|"]
     for name in IMPLS:
@@ -129,7 +133,12 @@ def table(quick: bool = False) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds")
-    print(table(quick=p.parse_args(argv).quick))
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the tensors live")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("skipped: no CUDA GPU is visible")
+        return 0
+    print(table(quick=args.quick, device=args.device))
     return 0
 
 

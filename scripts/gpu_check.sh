@@ -5,6 +5,7 @@
 #   gpu_check.log   everything printed           gpu_check.json  stage results and test counts
 #   build.log       the extension build          pytest.xml      JUnit report of the GPU tests
 #   bench_gpu.md    bench/bench_gpu.py's table   pytest_cuda_on_cpu.xml  JUnit report of cuda_on_cpu
+#   bench_host.md   bench/bench_host.py --device cuda: the op's host cost per call
 #
 #   scripts/gpu_check.sh [OUTDIR]        OUTDIR defaults to $OUT, else runs/gpu_check
 #
@@ -13,7 +14,7 @@
 # backends run on CUDA tensors), coverage (the GPU tests include each kind in COVERAGE below),
 # tests (pytest -m gpu --require-gpu), cuda_on_cpu (the same CUDA kernels compiled for the CPU
 # through HIP-CPU against the reference: python_tests/test_cuda_on_cpu.py, as `make test` runs it),
-# bench. A failed stage does not stop the later ones.
+# host (bench/bench_host.py on CUDA tensors: flowkern op, eager chain, one-op floor), bench. A failed stage does not stop the later ones.
 #
 # Python: $PY if set, else .venv/bin/python if its torch sees a GPU, else python3 (the device
 # image's, which holds torch, triton, pytest and hypothesis). Missing wheels can be carried in
@@ -142,9 +143,10 @@ if os.path.exists(xml):
                             "message": (el.get("message") or "")[:500]})
     tests["not_passed"] = bad[:100]  # the log and pytest.xml hold the rest
     res["tests"] = tests
-bench = os.path.join(out, "bench_gpu.md")
-if os.path.exists(bench):
-    res["bench_gpu"] = open(bench).read().splitlines()
+for key in ("bench_gpu", "bench_host"):
+    bench = os.path.join(out, f"{key}.md")
+    if os.path.exists(bench):
+        res[key] = open(bench).read().splitlines()
 print(json.dumps(res, indent=1))
 EOF
     then
@@ -281,6 +283,10 @@ else
     stage cuda_on_cpu 150 60 "$PY" -m pytest python_tests/test_cuda_on_cpu.py -p no:cacheprovider -q -rfEs \
         --tb=short --junitxml="$OUTDIR/pytest_cuda_on_cpu.xml" ${XDIST[@]+"${XDIST[@]}"}
 fi
+
+# ---- host: the op's host cost per call on CUDA tensors (bench/bench_host.py), vs the eager chain --
+stage host 60 90 bash -c '"$0" bench/bench_host.py --device cuda ${1:+--quick} >"$2" && cat "$2"' \
+    "$PY" "${GPU_CHECK_QUICK:-}" "$OUTDIR/bench_host.md"
 
 # ---- bench: bench/bench_gpu.py ----------------------------------------------------------------
 stage bench 150 0 bash -c '"$0" bench/bench_gpu.py ${1:+--quick} >"$2" && cat "$2"' \
