@@ -1,26 +1,25 @@
-"""Before/after A/B of the flow training steps, and the glibc heap A/B, in fresh processes.
+"""Before / after: time training steps of two revisions against each other, in fresh processes.
 
-    python bench/ab.py [--before REV] [--after PATH_OR_REV] [--rounds N] [--steps N] [--quick]
-                       [--models iin,compvis,cinn] [--modes standard,memory-saving]
-                       [--skip-ab] [--skip-heap] [--json FILE]
+    python bench/ab.py REV_A REV_B [WORKLOADS] [--modes standard,memory-saving] [--rounds N]
+                       [--steps N] [--heaps defaults,malloc] [--quick] [--threads N] [--json FILE]
 
-Each side is a source tree: a REV is exported (``git archive``) to ``build/ab/<commit>/`` and its
-CPU extension built there once (``FLOWKERN_NO_CUDA=1 MAX_JOBS=2 python setup.py build_ext
---inplace``; the tree is reused while ``build/ab/<commit>/.ab-built`` exists); a PATH is used as
-it is and must hold its built extension. ``--after`` defaults to this checkout.
+REV_A, REV_B: git revisions of this repository (a commit, tag or branch), or directories holding a
+flowkern tree with its extension built (``.`` is this checkout). A revision is exported
+(``git archive``) to ``build/ab/<commit>/`` and its CPU extension built there once
+(``FLOWKERN_NO_CUDA=1 python setup.py build_ext --inplace``; reused while
+``build/ab/<commit>/.ab-built`` exists). WORKLOADS, comma-separated (default: all): ``iin``,
+``compvis``, ``cinn`` (vector flows, ``bench_flows``' configs), ``glow32``, ``glow128``
+(normflows' notebook Glow converted, ``image_worker``'s configs); each in every mode of
+``--modes``.
 
 Every measurement is one fresh process of ``bench/ab_worker.py`` (this checkout's copy for both
-sides, ``PYTHONPATH`` naming the side's tree) training one model in one mode alone. Processes
-alternate: per round, per model and mode, before then after. A process reports the median of
-its timed steps; a table cell is the median over rounds, "after / before" the ratio of those
-medians, and the spread the range of the per-round ratios (after over the before run just
-beside it). The environment's ``MALLOC_*`` and ``GLIBC_TUNABLES`` are removed: a side runs with
-glibc's default heap unless it is one of the sides below.
-
-Every side also runs with :data:`HEAP_ENV` in the environment (the variables the Makefile's
-``MALLOC_ENV`` sets for ``make demo`` and ``make bench``: mmap threshold 32 MiB, glibc's 64-bit
-maximum; trim threshold 1 GiB), in the same alternation: the before / after table has a row per
-heap setting, and the heap table compares the after tree's two.
+sides, ``PYTHONPATH`` naming the side's tree) training one workload in one mode alone. Processes
+alternate: per round, per workload and mode, A then B. A process reports the median of its timed
+steps; a cell is the median over rounds, "B / A" the ratio of those medians, and the spread the
+range of the per-round ratios. ``--heaps`` picks the heap settings every side runs under, in the
+same alternation: ``defaults`` (glibc's defaults: ``MALLOC_*`` and ``GLIBC_TUNABLES`` removed
+from the environment) and ``malloc`` (:data:`HEAP_ENV`, what ``make bench`` and ``make demo``
+set; docs/cpu-training.md). ``heap_report`` compares one tree under the two.
 """
 
 from __future__ import annotations
@@ -36,21 +35,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BEFORE", "HEAP_ENV", "default_heap_env", "MODELS", "MODES", "Tree", "resolve", "measure_ab", "report", "main"]
+__all__ = ["HEAP_ENV", "HEAPS", "MODELS", "MODES", "Tree", "default_heap_env", "resolve", "measure", "ab_table",
+           "heap_table", "report", "heap_report", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ab_worker.py"
 CACHE = ROOT / "build" / "ab"
-BEFORE = "b5b51df"  # the commit before issue 17's rebuild of the op layer
-MODELS = ("iin", "compvis", "cinn")
+BUILT = ".ab-built"  # marks an exported revision whose extension was built
+MODELS = ("iin", "compvis", "cinn", "glow32", "glow128")  # ab_worker's workloads
 MODES = ("standard", "memory-saving")
-LABELS = {"iin": "IIN", "compvis": "IIN, CompVis s/t nets", "cinn": "cINN"}
-HEAP_ENV = {  # as the Makefile's MALLOC_ENV (README.md, "CPU training")
+LABELS = {"iin": "IIN", "compvis": "IIN, CompVis s/t nets", "cinn": "cINN", "glow32": "Glow 32x32",
+          "glow128": "Glow 128x128"}
+HEAP_ENV = {  # as the Makefile's MALLOC_ENV (docs/cpu-training.md)
     "MALLOC_MMAP_THRESHOLD_": str(32 << 20),  # blocks below it from the heap; glibc's 64-bit maximum
     "MALLOC_TRIM_THRESHOLD_": str(1 << 30),  # free memory kept at the top of the heap before trimming
 }
-BUILT = ".ab-built"
-TOLERANCE = 1.03  # issue 17: a flow training step within 3% (or faster)
+HEAPS = {"defaults": "glibc defaults", "malloc": "MALLOC_* set"}  # --heaps choices and their table labels
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ def prepare(sha: str) -> Path:
 
 
 def resolve(spec: str | None) -> Tree:
-    """A side of the A/B: None is this checkout, an existing directory is used as it is, anything
-    else is a git revision of this repository, exported and built under build/ab/."""
+    """A side: None is this checkout, an existing directory is used as it is, anything else is a
+    git revision of this repository, exported and built under build/ab/."""
     if spec is None or os.path.isdir(spec):
         path = ROOT if spec is None else Path(spec).resolve()
         if not (path / "flowkern" / "__init__.py").exists():
@@ -123,7 +123,7 @@ def resolve(spec: str | None) -> Tree:
             desc = f"{path} (HEAD {head}{', with uncommitted changes' if dirty else ''})"
         except (subprocess.CalledProcessError, FileNotFoundError):
             desc = str(path)
-        return Tree(spec or "current tree", path, desc)
+        return Tree(spec or "this checkout", path, desc)
     try:
         sha = _git("rev-parse", "--verify", f"{spec}^{{commit}}")
     except subprocess.CalledProcessError:
@@ -137,20 +137,14 @@ def default_heap_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
 
 
-def _worker_env(tree: Tree, heap_env: bool) -> dict[str, str]:
-    env = default_heap_env()
-    if heap_env:
-        env.update(HEAP_ENV)
-    env["PYTHONPATH"] = str(tree.path)
-    return env
-
-
-def run_worker(tree: Tree, model: str, mode: str, *, steps: int, quick: bool, threads: int | None,
-               heap_env: bool = False) -> dict:
+def run_worker(tree: Tree, model: str, mode: str, heap: str, *, steps: int, quick: bool,
+               threads: int | None) -> dict:
+    """One fresh ``ab_worker.py`` process on ``tree`` under ``heap`` (a key of :data:`HEAPS`)."""
     cmd = [sys.executable, str(WORKER), "--model", model, "--mode", mode, "--steps", str(steps)]
     cmd += ["--quick"] if quick else []
     cmd += ["--threads", str(threads)] if threads else []
-    proc = subprocess.run(cmd, cwd=tree.path, env=_worker_env(tree, heap_env), capture_output=True, text=True)
+    env = default_heap_env() | (HEAP_ENV if heap == "malloc" else {}) | {"PYTHONPATH": str(tree.path)}
+    proc = subprocess.run(cmd, cwd=tree.path, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ab_worker failed on {tree.desc} ({model}, {mode}):\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -159,39 +153,25 @@ def run_worker(tree: Tree, model: str, mode: str, *, steps: int, quick: bool, th
     return result
 
 
-Runs = dict[tuple[str, str], dict[str, list[dict]]]  # (model, mode) -> side -> one result per round
+Runs = dict[tuple[str, str], dict[tuple[str, str], list[dict]]]  # (model, mode) -> (side, heap) -> rounds
 
 
-def _alternate(sides: dict[str, tuple[Tree, bool]], cases: list[tuple[str, str]], rounds: int, steps: int,
-               quick: bool, threads: int | None) -> Runs:
-    runs: Runs = {case: {side: [] for side in sides} for case in cases}
+def measure(trees: dict[str, Tree], heaps: tuple[str, ...], cases: list[tuple[str, str]], rounds: int, steps: int,
+            quick: bool, threads: int | None) -> Runs:
+    """Per round, per (model, mode): one process per tree and heap, in that order."""
+    runs: Runs = {case: {(side, heap): [] for side in trees for heap in heaps} for case in cases}
     for r in range(rounds):
         for model, mode in cases:
-            for side, (tree, heap_env) in sides.items():
-                res = run_worker(tree, model, mode, steps=steps, quick=quick, threads=threads, heap_env=heap_env)
-                runs[(model, mode)][side].append(res)
-                _log(f"round {r + 1}/{rounds} {model:7s} {mode:13s} {side:15s} {1e3 * res['median_s']:8.1f} ms  "
-                     f"{res['faults']} faults/step")
+            for side, tree in trees.items():
+                for heap in heaps:
+                    res = run_worker(tree, model, mode, heap, steps=steps, quick=quick, threads=threads)
+                    runs[(model, mode)][(side, heap)].append(res)
+                    _log(f"round {r + 1}/{rounds} {model:7s} {mode:13s} {side} {HEAPS[heap]:14s} "
+                         f"{1e3 * res['median_s']:8.1f} ms  {res['faults']} faults/step")
     return runs
 
 
-HEAP_SET = ", MALLOC_* set"  # suffix of the sides that run with HEAP_ENV
-_MEASURED: dict[tuple, Runs] = {}  # one alternation serves both tables of a report.py run
-
-
-def measure_ab(before: Tree, after: Tree, cases, rounds: int, steps: int, quick: bool, threads: int | None) -> Runs:
-    """One alternation of four sides per round, model and mode: before and after, each with glibc's
-    defaults and with :data:`HEAP_ENV` (the before / after table reads both, the heap table the
-    after tree's two)."""
-    key = (before.path, after.path, tuple(cases), rounds, steps, quick, threads)  # not desc: it names git state
-    if key not in _MEASURED:
-        sides = {"before": (before, False), "after": (after, False),
-                 "before" + HEAP_SET: (before, True), "after" + HEAP_SET: (after, True)}
-        _MEASURED[key] = _alternate(sides, cases, rounds, steps, quick, threads)
-    return _MEASURED[key]
-
-
-def _summary(runs: Runs, base: str, new: str) -> list[dict]:
+def _summary(runs: Runs, base: tuple[str, str], new: tuple[str, str]) -> list[dict]:
     rows = []
     for (model, mode), sides in runs.items():
         b = [r["median_s"] for r in sides[base]]
@@ -204,75 +184,65 @@ def _summary(runs: Runs, base: str, new: str) -> list[dict]:
     return rows
 
 
-def _backends(runs: Runs) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for sides in runs.values():
-        for side, rs in sides.items():
-            out.setdefault(side, set()).update(r["backend"] for r in rs)
-    return out
+def _caption(runs: Runs, rounds: int, steps: int, quick: bool) -> str:
+    one = next(iter(next(iter(runs.values())).values()))[0]
+    backends = sorted({r["backend"] for sides in runs.values() for rs in sides.values() for r in rs})
+    configs = " (the QUICK configs)" if quick else ""
+    return (f"torch {one['torch']}, {one['threads']} threads, op backend on CPU: {'/'.join(backends)}. "
+            f"{rounds} round{'s' * (rounds != 1)} of fresh processes, each training one workload alone for {steps} "
+            f"timed step{'s' * (steps != 1)} after 2 warm-up steps{configs} and reporting their median.")
 
 
-def _plan(rounds: int, steps: int, quick: bool) -> tuple[str, str]:
-    """Caption phrases: the rounds, and the steps each process times."""
-    configs = " on the bench_flows.QUICK configs" if quick else ""
-    return (f"{rounds} round{'s' * (rounds != 1)} of fresh processes",
-            f"{steps} timed step{'s' * (steps != 1)} (after 2 warm-up steps){configs}")
-
-
-def ab_table(runs: Runs, before: Tree, after: Tree, rounds: int, steps: int, quick: bool = False) -> str:
-    plan_rounds, plan_steps = _plan(rounds, steps, quick)
-    env = " ".join(f"{k}={v}" for k, v in HEAP_ENV.items())
-    one = next(iter(next(iter(runs.values()))["after"]))
-    lines = [f"before: {before.desc}; after: {after.desc}. torch {one['torch']}, {one['threads']} threads, "
-             f"op backend on CPU: " + ", ".join(f"{s} {'/'.join(sorted(b))}" for s, b in _backends(runs).items())
-             + f". {plan_rounds} alternating before / after, each with glibc's default heap and with `{env}`; "
-             f"each process trains one model alone for {plan_steps} and reports their median.", "",
-             "| model | mode | heap | before ms | after ms | after / before | per-round ratios (min–max) "
-             f"| ≤ {TOLERANCE:.2f} | page faults / step before | after |",
-             "|---|---|---|---:|---:|---:|---:|---|---:|---:|"]
-    for heap, suffix in (("glibc defaults", ""), ("MALLOC_* set", HEAP_SET)):
-        for r in _summary(runs, "before" + suffix, "after" + suffix):
-            lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {heap} | {r['base_ms']:.1f} | {r['new_ms']:.1f} "
-                         f"| {r['ratio']:.3f} "
-                         f"| {r['lo']:.3f}–{r['hi']:.3f} | {'yes' if r['ratio'] <= TOLERANCE else '**no**'} "
-                         f"| {r['base_faults']:.0f} | {r['new_faults']:.0f} |")
+def ab_table(runs: Runs, a: Tree, b: Tree, heaps: tuple[str, ...], rounds: int, steps: int, quick: bool) -> str:
+    lines = [f"A: {a.desc}; B: {b.desc}. " + _caption(runs, rounds, steps, quick), "",
+             "| workload | mode | heap | A ms | B ms | B / A | per-round ratios (min–max) | page faults / step A | B |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for heap in heaps:
+        for r in _summary(runs, ("A", heap), ("B", heap)):
+            lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {HEAPS[heap]} | {r['base_ms']:.1f} | {r['new_ms']:.1f} "
+                         f"| {r['ratio']:.3f} | {r['lo']:.3f}–{r['hi']:.3f} | {r['base_faults']:.0f} "
+                         f"| {r['new_faults']:.0f} |")
     return "\n".join(lines)
 
 
-def heap_table(runs: Runs, after: Tree, rounds: int, steps: int, quick: bool = False) -> str:
+def heap_table(runs: Runs, tree: Tree, rounds: int, steps: int, quick: bool) -> str:
     env = " ".join(f"{k}={v}" for k, v in HEAP_ENV.items())
-    plan_rounds, plan_steps = _plan(rounds, steps, quick)
-    lines = [f"tree: {after.desc}. {plan_rounds} alternating glibc's defaults / `{env}`; "
-             f"each process trains one model alone for {plan_steps}.", "",
-             "| model | mode | glibc defaults ms | MALLOC_* set ms | set / defaults | per-round ratios (min–max) "
-             "| page faults / step, defaults | set |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in _summary(runs, "after", "after" + HEAP_SET):
-        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['base_ms']:.1f} | {r['new_ms']:.1f} "
-                     f"| {r['ratio']:.3f} "
+    lines = [f"tree: {tree.desc}; glibc's defaults alternating with `{env}`. " + _caption(runs, rounds, steps, quick),
+             "", "| workload | mode | glibc defaults ms | MALLOC_* set ms | set / defaults | per-round ratios (min–max) "
+             "| page faults / step, defaults | set |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in _summary(runs, ("A", "defaults"), ("A", "malloc")):
+        lines.append(f"| {LABELS[r['model']]} | {r['mode']} | {r['base_ms']:.1f} | {r['new_ms']:.1f} | {r['ratio']:.3f} "
                      f"| {r['lo']:.3f}–{r['hi']:.3f} | {r['base_faults']:.0f} | {r['new_faults']:.0f} |")
     return "\n".join(lines)
 
 
-def report(before: str | None = BEFORE, after: str | None = None, *, rounds: int | None = None,
-           steps: int | None = None, quick: bool = False, models=MODELS, modes=MODES, threads: int | None = None,
-           ab: bool = True, heap: bool = True, raw: dict | None = None) -> str:
-    """Markdown: the before/after table (``ab``) and the heap table (``heap``), measured now.
-    ``raw``, if given, receives the per-process results."""
-    rounds = rounds or (2 if quick else 5)
-    steps = steps or (3 if quick else 6)
-    cases = [(m, mode) for m in models for mode in modes]
-    after_tree = resolve(after)
-    before_tree = resolve(before)
-    runs = measure_ab(before_tree, after_tree, cases, rounds, steps, quick, threads)
+def _plan(rounds: int | None, steps: int | None, quick: bool) -> tuple[int, int]:
+    return rounds or (2 if quick else 5), steps or (3 if quick else 6)
+
+
+def report(rev_a: str, rev_b: str | None, models=MODELS, modes=MODES, *, heaps=tuple(HEAPS), rounds: int | None = None,
+           steps: int | None = None, quick: bool = False, threads: int | None = None, raw: dict | None = None) -> str:
+    """Markdown: the A / B table, measured now (``raw``, if given, receives every process's result)."""
+    rounds, steps = _plan(rounds, steps, quick)
+    trees = {"A": resolve(rev_a), "B": resolve(rev_b)}
+    runs = measure(trees, tuple(heaps), [(m, mode) for m in models for mode in modes], rounds, steps, quick, threads)
     if raw is not None:
-        raw["ab"] = [dict(model=k[0], mode=k[1], runs=v) for k, v in runs.items()]
-    parts = ([ab_table(runs, before_tree, after_tree, rounds, steps, quick)] if ab else []) + \
-        ([heap_table(runs, after_tree, rounds, steps, quick)] if heap else [])
-    return "\n\n".join(parts)
+        raw["ab"] = [dict(model=k[0], mode=k[1], runs={f"{s} {h}": v for (s, h), v in sides.items()})
+                     for k, sides in runs.items()]
+    return ab_table(runs, trees["A"], trees["B"], tuple(heaps), rounds, steps, quick)
 
 
-def _csv(choices: tuple[str, ...]):
+def heap_report(rev: str | None = None, models=MODELS, modes=MODES, *, rounds: int | None = None,
+                steps: int | None = None, quick: bool = False, threads: int | None = None) -> str:
+    """Markdown: one tree's steps under glibc's defaults and under :data:`HEAP_ENV`, measured now."""
+    rounds, steps = _plan(rounds, steps, quick)
+    tree = resolve(rev)
+    runs = measure({"A": tree}, tuple(HEAPS), [(m, mode) for m in models for mode in modes], rounds, steps, quick,
+                   threads)
+    return heap_table(runs, tree, rounds, steps, quick)
+
+
+def _csv(choices):
     def parse(s: str) -> tuple[str, ...]:
         items = tuple(x for x in s.split(",") if x)
         bad = [x for x in items if x not in choices]
@@ -282,28 +252,24 @@ def _csv(choices: tuple[str, ...]):
     return parse
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--before", default=BEFORE, help=f"git revision or tree path (default {BEFORE}, the commit "
-                   "before issue 17's op-layer rebuild)")
-    p.add_argument("--after", default=None, help="git revision or tree path (default: this checkout)")
-    p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5; 2 with --quick)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per process (default 6; 3 with --quick)")
-    p.add_argument("--models", type=_csv(MODELS), default=MODELS, help="comma-separated (default: all)")
-    p.add_argument("--modes", type=_csv(MODES), default=MODES, help="comma-separated (default: both)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the workers")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(p)
-    p.add_argument("--quick", action="store_true", help="bench_flows.QUICK configs, fewer rounds and steps")
-    p.add_argument("--skip-ab", action="store_true", help="print only the heap table")
-    p.add_argument("--skip-heap", action="store_true", help="print only the before/after table")
+    p.add_argument("rev_a", metavar="REV_A", help="git revision or built tree directory ('.': this checkout)")
+    p.add_argument("rev_b", metavar="REV_B", help="git revision or built tree directory ('.': this checkout)")
+    p.add_argument("workloads", metavar="WORKLOADS", nargs="?", type=_csv(MODELS), default=MODELS,
+                   help=f"comma-separated subset of {','.join(MODELS)} (default: all)")
+    p.add_argument("--modes", type=_csv(MODES), default=MODES, help="comma-separated (default: both)")
+    p.add_argument("--heaps", type=_csv(tuple(HEAPS)), default=tuple(HEAPS),
+                   help="comma-separated heap settings of every side (default: defaults,malloc)")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5; 2 with --quick)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per process (default 6; 3 with --quick)")
+    p.add_argument("--quick", action="store_true", help="the QUICK configs, fewer rounds and steps")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the workers")
     p.add_argument("--json", help="also write every process's result to this file")
     args = p.parse_args(argv)
     raw: dict = {}
-    print(report(args.before, args.after, rounds=args.rounds, steps=args.steps, quick=args.quick, models=args.models,
-                 modes=args.modes, threads=args.threads, ab=not args.skip_ab, heap=not args.skip_heap, raw=raw))
+    print(report(args.rev_a, args.rev_b, args.workloads, args.modes, heaps=args.heaps, rounds=args.rounds,
+                 steps=args.steps, quick=args.quick, threads=args.threads, raw=raw))
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1))
 

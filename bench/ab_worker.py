@@ -1,17 +1,19 @@
-"""Time one flow training step in this process, for ``bench/ab.py``: one model, one mode, trained
+"""Time one training step in this process, for ``bench/ab.py``: one workload, one mode, trained
 alone, printed as one JSON line.
 
     PYTHONPATH=<flowkern tree> python bench/ab_worker.py --model iin --mode standard [--quick]
 
 ``bench/ab.py`` runs this same file against every tree it compares (``PYTHONPATH`` picks the
-tree), so it uses only what every ``flowkern.nn`` since b5b51df has: ``ActNorm``,
-``DoubleAffineCoupling``, ``Shuffle``, ``Flow`` / ``ConditionalFlow`` and ``nll_loss``. The one
-argument renamed since then, the scale function (``scale_fn=`` at b5b51df, ``scale=`` after), is
-found from the signature. The configs are ``bench_flows.CONFIGS`` / ``QUICK`` (this directory).
-
-One step: ``zero_grad(set_to_none=True)``, ``flow.nll_loss(x, c).backward()``,
-``torch.optim.Adam(fused=True).step()``; batch and seeds as ``bench_flows``. Reported: every timed
-step's seconds, their median and the median of minor page faults per step (``getrusage``).
+tree), so it uses only long-standing API. Vector flows (``iin``, ``compvis``, ``cinn``: the
+configs of ``bench_flows.CONFIGS`` / ``QUICK``): ``ActNorm``, ``DoubleAffineCoupling``,
+``Shuffle``, ``Flow`` / ``ConditionalFlow`` and ``nll_loss``; the scale function's keyword
+(``scale_fn=`` in older trees, ``scale=`` now) is found from the signature. One step:
+``zero_grad(set_to_none=True)``, ``flow.nll_loss(x, c).backward()``,
+``torch.optim.Adam(fused=True).step()``; batch and seeds as ``bench_flows``. Image flows
+(``glow32``, ``glow128``: ``image_worker.CONFIGS`` / ``QUICK``): normflows' notebook Glow converted
+with ``flowkern.compat.convert(model, memory_saving=...)``, one ``forward_kld`` step with Adam, as
+``bench_image``. Reported: every timed step's seconds, their median and the median of minor page
+faults per step (``getrusage``).
 """
 
 from __future__ import annotations
@@ -28,14 +30,21 @@ import torch
 
 from bench_flows import CONFIGS, QUICK, minor_faults
 
-MODELS = ("iin", "compvis", "cinn")  # CONFIGS / QUICK in this order
+VECTOR = ("iin", "compvis", "cinn")  # bench_flows.CONFIGS / QUICK in this order
+IMAGE = ("glow32", "glow128")  # image_worker: the notebook Glow at 32x32 and the 128x128 configuration
+MODELS = VECTOR + IMAGE
 MODES = ("standard", "memory-saving")
 SCALE = "tanh"
 CLAMP = 2.0
 
 
 def config(model: str, quick: bool):
-    return (QUICK if quick else CONFIGS)[MODELS.index(model)]
+    if model in IMAGE:
+        import image_worker
+
+        return image_worker.QUICK[IMAGE.index(model)] if quick else \
+            {"glow32": image_worker.CONFIGS[0], "glow128": image_worker.LARGE}[model]
+    return (QUICK if quick else CONFIGS)[VECTOR.index(model)]
 
 
 def _coupling_kwargs(cls, cfg) -> dict:
@@ -80,18 +89,30 @@ def _backend() -> str:
         return "?"
 
 
+def _step_fn(model: str, mode: str, cfg):
+    """The workload's model, optimizer and loss closure."""
+    if model in IMAGE:
+        import image_worker
+
+        impl = "flowkern-ms" if mode == "memory-saving" else "flowkern"
+        models, x, y = image_worker.build_models(cfg, [impl])
+        net = models[impl]
+        return torch.optim.Adam(net.parameters(), lr=1e-5), lambda: net.forward_kld(x, y)
+    flow = build(cfg, mode == "memory-saving")
+    x, c = _batch(cfg)
+    return torch.optim.Adam(flow.parameters(), lr=1e-5, fused=True), lambda: flow.nll_loss(x, c)
+
+
 def run(model: str, mode: str, steps: int, warmup: int, quick: bool) -> dict:
     import flowkern
 
     cfg = config(model, quick)
-    flow = build(cfg, mode == "memory-saving")
-    x, c = _batch(cfg)
-    opt = torch.optim.Adam(flow.parameters(), lr=1e-5, fused=True)
+    opt, loss_fn = _step_fn(model, mode, cfg)
     times, faults = [], []
     for i in range(warmup + steps):  # warm-up: ActNorm's data-dependent init, the allocator
         f0, t0 = minor_faults(), time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        flow.nll_loss(x, c).backward()
+        loss_fn().backward()
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mode", choices=MODES, required=True)
     p.add_argument("--steps", type=int, default=6, help="timed steps (default 6)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    p.add_argument("--quick", action="store_true", help="bench_flows.QUICK configs")
+    p.add_argument("--quick", action="store_true", help="the QUICK configs (bench_flows, image_worker)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads:

@@ -124,7 +124,7 @@ def pass_work(shape: tuple[int, ...], which: str) -> tuple[int, int]:
 
 
 def floor_fns(shape: tuple[int, ...], which: str) -> dict[str, Callable[[], object]]:
-    """The two halves of the issue's floor of one pass, as callables: a copy moving the pass's bytes
+    """The two halves of the floor of one pass, as callables: a copy moving the pass's bytes
     and torch.exp on as many elements as its tanh + exp evaluations. Timed beside the implementations
     (same rounds), floor = max of the two: what PyTorch reaches at that size, per-call cost included."""
     nbytes, tr = pass_work(shape, which)

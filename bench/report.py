@@ -1,14 +1,15 @@
-"""Regenerate docs/benchmarks.md: ``python bench/report.py [--quick] [--out FILE] [--no-ab]``.
+"""Regenerate docs/benchmarks.md: ``python bench/report.py [--quick] [--out FILE] [--before REV]``.
 
 Runs every benchmark section and writes one markdown file: the machine, the command and the date,
 the methodology (:data:`METHODOLOGY`), then per section its method and its table. Sections (``--sections``, comma-separated):
 
   op      bench_ops.table          the fused coupling op on CPU against the reference, compiled, floor
+  host    bench_host.table         the host cost of one op call (Python, dispatcher, autograd)
   flows   bench_flows.table        flow training steps beside the peers and the GEMM floor
-  ab      bench/ab.py              before / after, flow training steps, alternating fresh processes
-  heap    bench/ab.py              glibc defaults vs the MALLOC_* variables, same steps
+  ab      ab.report                REV (--before) against this checkout (--after), only with --before
+  heap    ab.heap_report           glibc defaults vs the MALLOC_* variables, same steps
   peers   bench_peers.table        converted peer models
-  image   bench_image.main(argv)   image flows, when bench/bench_image.py exists and has main(argv)
+  image   bench_image.main(argv)   image flows
   gpu     bench_gpu.table          the op on CUDA and Triton (a one-line note without a GPU)
 
 The full run writes docs/benchmarks.md; ``--quick`` (small sizes, a smoke test) only prints unless
@@ -74,10 +75,8 @@ per-call (round-robin) time and a warm block (timeit-like) time, and the fixed c
 (the header's environment row shows what was set); the heap section compares glibc's defaults
 with them.
 
-**Targets.** The acceptance targets of the issues that asked for each table (e.g. forward+backward
-at least 2x `torch.compile`'s, a memory-saving step within 1.45x of the standard one for image
-flows, after / before within 3%) are printed with a met / missed status where a section checks
-them."""
+**Targets.** The tables print measurements, not verdicts; what they are read against is in
+docs/targets.md."""
 
 OP_METHOD = """\
 One call of the fused coupling op (tanh scale, actnorm on, split C/2; s_raw and t the halves of one
@@ -111,35 +110,70 @@ minor faults per step (`getrusage`). Saved for backward: tensors packed by autog
 + loss (`flowkern.check.saved_bytes`: each saved storage once, whole)."""
 
 AB_METHOD = """\
-The same flow training steps (IIN, CompVis and cINN configs above; standard and memory-saving
-modes) on two source trees: "before" is the commit before issue 17's op-layer rebuild, "after" the
-tree being measured. `bench/ab.py` exports a revision to `build/ab/<commit>/` and builds its CPU
-extension there once; one script, `bench/ab_worker.py`, times both trees (`PYTHONPATH` selects the
-tree), using only the `flowkern.nn` layers both have. Each measurement is a fresh process training
-one model in one mode alone; processes alternate before / after per round, model and mode. A
-process reports the median of its timed steps; a cell is the median over rounds, "after / before"
-the ratio of those medians, the per-round ratios each pair an after process with the before process
-run just before it. Both trees run with glibc's default heap and with the variables of the heap
-section (the before tree's output cache, deleted by issue 17, did part of their work in library
-code). The acceptance bound is after / before <= 1.03."""
+The same training steps (the IIN, CompVis and cINN configs above; normflows' notebook Glow at 32x32
+and 128x128 converted; standard and memory-saving modes) on two source trees: "A" is the revision
+given to `--before`, "B" the tree being measured. `bench/ab.py` exports a revision to
+`build/ab/<commit>/` and builds its CPU extension there once; one script, `bench/ab_worker.py`,
+times both trees (`PYTHONPATH` selects the tree), using only API both have. Each measurement is a
+fresh process training one workload in one mode alone; processes alternate A / B per round,
+workload and mode, under glibc's default heap and under the variables of the heap section. A
+process reports the median of its timed steps; a cell is the median over rounds, "B / A" the ratio
+of those medians, the per-round ratios each pair a B process with the A process run just before it."""
 
 HEAP_METHOD = """\
-The after tree's training steps with glibc's default heap against the variables in the table's
-caption (the ones `make demo` and `make bench` set) in the process environment: the after tree's
-processes of the before / after alternation above (measured once for both tables). glibc reads them at start-up: `MALLOC_MMAP_THRESHOLD_` serves blocks below it
-from the heap instead of a fresh mapping (and turns off the threshold's adaptation),
-`MALLOC_TRIM_THRESHOLD_` keeps up to that much free memory at the top of the heap instead of
-returning it; `GLIBC_TUNABLES` can carry the same settings, and jemalloc or tcmalloc through
-`LD_PRELOAD` behave alike. With glibc's defaults the memory a step's backward frees goes back to
-the system and the next forward faults it in again page by page; with the variables it stays in
-the heap. Fewer page faults, not different numbers: the losses are the same."""
+This checkout's training steps (the workloads of `bench/ab.py`) with glibc's default heap against
+the variables in the table's caption (the ones `make demo` and `make bench` set;
+docs/cpu-training.md), in alternating fresh processes. glibc reads them at start-up:
+`MALLOC_MMAP_THRESHOLD_` serves blocks below it from the heap instead of a fresh mapping (and turns
+off the threshold's adaptation), `MALLOC_TRIM_THRESHOLD_` keeps up to that much free memory at the
+top of the heap instead of returning it. With glibc's defaults the memory a step's backward frees
+goes back to the system and the next forward faults it in again page by page; with the variables it
+stays in the heap. Fewer page faults, not different numbers: the losses are the same."""
 
 PEERS_METHOD = """\
 Small FrEIA, normflows and nflows models and their `flowkern.compat.convert` conversions: the
 median forward + backward step and the bytes saved for backward, peer vs conversion, and the loss
 difference between the two (float32 rounding)."""
 
-IMAGE_METHOD = ""  # bench_image's module docstring, first paragraph (see _image)
+IMAGE_METHOD = """\
+normflows' notebook Glow (`examples/image/notebook_glow.py`: L levels of K `GlowBlock`s and a
+`Squeeze`, `Merge` between levels, class-conditional diagonal Gaussian bases over 10 classes), its
+actnorms initialised on one sample, beside `flowkern.compat.convert` of it (the same weights):
+standard, memory-saving (`memory_saving=True`; "chunk 1": the batch one sample at a time) and
+under `torch.compile`; one training step is forward + `forward_kld` + backward + `torch.optim.Adam`,
+CPU float32. Every measurement is a fresh process of `bench/image_worker.py`.
+
+**Step times.** A process's step time is the median over its timed steps after two warm-up steps,
+in `make bench`'s environment; its page faults per step the minor faults (`getrusage`) of those
+steps over their number. Each implementation runs in `--rounds` processes, alternating with the
+others in a seeded random order per round; a cell is the median over its processes. **Paired
+ratios**: the machine's speed drifts between processes, so `--rounds` further processes each step
+normflows, flowkern and memory-saving (copies of the same weights) in turn, in an order rotating
+every round, for 3 x steps rounds after two warm-up rounds; a round's ratio is normflows' (or
+memory-saving's) step time over flowkern's in that round; the table gives the median and quartiles
+over all rounds. They run twice: in `make bench`'s environment and under glibc's default heap
+(docs/cpu-training.md). The `MALLOC_MMAP_MAX_=0` row repeats the 128x128 configuration with that
+variable added: no block, however large, gets a mapping of its own.
+
+**Conv floor**: every convolution of the step (each block's 1x1 and its subnet's three), forward,
+grad-input and grad-weight on tensors of the step's shapes, back to back, NCHW and channels-last.
+The memory-saving step re-runs the subnets' forward, a third of the floor: the bound beside its
+ratio is 1 + floor / 3 / standard step.
+
+**Memory** is measured by one-step processes under glibc's default heap (its trim threshold would
+otherwise keep freed heap resident and measure the setting, not the model): peak RSS is the
+process's `VmHWM`, step RSS subtracts the RSS after the model, optimizer and batch were built (the
+interpreter and torch alone are about 0.5 GiB). Saved for backward: tensors packed by autograd
+during forward + loss (`flowkern.check.saved_bytes`), per sample. Growth: the same at batch 8 over
+K, resolution and levels. Largest side: square images, sides multiples of 32, one step at batch 8
+in a fresh process whose RSS is watched and which is killed above the budget (8 GiB); normflows'
+side is searched, memory-saving chunk 1 is tried from four times normflows' side down."""
+
+HOST_METHOD = """\
+The host cost of one fused coupling call, where the kernel's work is about zero (tiny tensors, one
+thread): the compiled op beside the same result as a chain of eager torch ops and a one-op floor
+(`torch.mul`), without grad and with forward + `backward()`, timed in the same rounds
+(`bench/bench_host.py`'s docstring has the method)."""
 
 GPU_METHOD = """\
 The fused op on CUDA tensors: the cuda and triton backends beside the reference, fp32 and bf16,
@@ -159,35 +193,31 @@ def _table_of(name: str) -> Callable[[argparse.Namespace], str]:
     return lambda args: _module(name).table(args.quick)
 
 
-def _ab(heap: bool) -> Callable[[argparse.Namespace], str]:
-    def run(args: argparse.Namespace) -> str:
-        ab = _module("ab")
-        return ab.report(args.before, args.after, rounds=args.ab_rounds, steps=args.ab_steps, quick=args.quick,
-                         ab=not heap, heap=heap)
-    return run
+def _ab(args: argparse.Namespace) -> str | None:
+    if args.before is None:  # nothing to compare with: the section is left out
+        return None
+    return _module("ab").report(args.before, args.after, rounds=args.ab_rounds, steps=args.ab_steps, quick=args.quick)
+
+
+def _heap(args: argparse.Namespace) -> str:
+    return _module("ab").heap_report(args.after, rounds=args.ab_rounds, steps=args.ab_steps, quick=args.quick)
 
 
 def _image(args: argparse.Namespace) -> str | None:
-    """bench_image.main(argv)'s table: its return value if a string, else what it printed."""
-    if not (BENCH / "bench_image.py").exists():
-        return None
-    module = _module("bench_image")
-    main = getattr(module, "main", None)
-    if not callable(main):
-        return None
+    """What bench_image.main(argv) printed."""
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        ret = main(["--quick"] if args.quick else [])
-    method = (module.__doc__ or "").strip().split("\n\n")[0]
-    return "\n\n".join(p for p in (method, (ret if isinstance(ret, str) else buf.getvalue()).strip()) if p)
+        _module("bench_image").main(["--quick"] if args.quick else [])
+    return buf.getvalue()
 
 
 # key, heading, method, producer (None from a producer: the section is left out)
 SECTIONS: list[tuple[str, str, str, Callable[[argparse.Namespace], str | None]]] = [
     ("op", "The op (CPU)", OP_METHOD, _table_of("bench_ops")),
+    ("host", "Host cost of one op call (CPU)", HOST_METHOD, _table_of("bench_host")),
     ("flows", "Flow training steps (CPU)", FLOWS_METHOD, _table_of("bench_flows")),
-    ("ab", "Before / after: flow training steps (CPU)", AB_METHOD, _ab(heap=False)),
-    ("heap", "glibc heap settings: flow training steps (CPU)", HEAP_METHOD, _ab(heap=True)),
+    ("ab", "Before / after: training steps (CPU)", AB_METHOD, _ab),
+    ("heap", "glibc heap settings: training steps (CPU)", HEAP_METHOD, _heap),
     ("peers", "Converted peer models (CPU)", PEERS_METHOD, _table_of("bench_peers")),
     ("image", "Image flows", IMAGE_METHOD, _image),
     ("gpu", "GPU", GPU_METHOD, _table_of("bench_gpu")),
@@ -310,15 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", type=_sections, default=[k for k, *_ in SECTIONS],
                    help="comma-separated subset of " + ",".join(k for k, *_ in SECTIONS))
     p.add_argument("--no-ab", action="store_true", help="leave out the ab and heap sections")
-    p.add_argument("--before", default=None, help="ab: the before revision or tree (default: bench/ab.py's, b5b51df)")
-    p.add_argument("--after", default=None, help="ab: the after revision or tree (default: this checkout)")
+    p.add_argument("--before", default=None, help="ab: the revision or tree to compare with (no ab section without)")
+    p.add_argument("--after", default=None, help="ab, heap: the revision or tree measured (default: this checkout)")
     p.add_argument("--ab-rounds", type=int, default=None, help="ab, heap: alternating rounds (default 5; 2 quick)")
     p.add_argument("--ab-steps", type=int, default=None, help="ab, heap: timed steps per process (default 6; 3 quick)")
     args = p.parse_args(argv)
     if args.no_ab:
         args.sections = [k for k in args.sections if k not in ("ab", "heap")]
-    if args.before is None:
-        args.before = _module("ab").BEFORE
     report, failed = build_report(args, argv)
     print(report)
     out = Path(args.out) if args.out else (None if args.quick else DEFAULT_OUT)

@@ -8,7 +8,8 @@ photo a patch comes from as its class. Pixels are dequantised uniformly to [0, 1
 (:func:`flowkern.nn.dequantize`).
 
 1. normflows' Glow of its ``examples/glow.ipynb`` (L = 3 levels of K GlowBlocks, class-conditional
-   diagonal Gaussian bases) is built, its actnorms initialised on the first batch, and converted
+   diagonal Gaussian bases; ``notebook_glow.py`` beside this file) is built, its actnorms
+   initialised on the first batch, and converted
    with :func:`flowkern.compat.convert`: both models start from the same weights and train on the
    same batches (same dequantisation noise, same order) with Adam for the same number of steps.
    The report gives both test bits/dim (with the 8-bit discretisation term) and whether they
@@ -43,20 +44,22 @@ import math
 import os
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+for _path in (ROOT, HERE):  # this checkout's flowkern; notebook_glow.py beside this file
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from flowkern.check import saved_bytes  # noqa: E402
 from flowkern.compat import convert  # noqa: E402
 from flowkern.nn import bits_per_dim, dequantize  # noqa: E402
+from notebook_glow import notebook_glow  # noqa: E402
 
 
 @dataclass
@@ -125,27 +128,6 @@ class Patches:
 
 
 # ---- models ---------------------------------------------------------------------------------------
-def notebook_glow(cfg: Config, num_classes: int):
-    """normflows' examples/glow.ipynb architecture: per level K GlowBlocks and a Squeeze, Merge
-    between levels, class-conditional diagonal Gaussian bases (L = cfg.levels)."""
-    import normflows as nf
-
-    L, C, S = cfg.levels, 3, cfg.patch
-    torch.manual_seed(cfg.seed)
-    q0, merges, flows = [], [], []
-    for i in range(L):
-        level = [nf.flows.GlowBlock(C * 2 ** (L + 1 - i), cfg.hidden, split_mode="channel", scale=True)
-                 for _ in range(cfg.depth)]
-        flows.append(level + [nf.flows.Squeeze()])
-        if i > 0:
-            merges.append(nf.flows.Merge())
-            latent = (C * 2 ** (L - i), S // 2 ** (L - i), S // 2 ** (L - i))
-        else:
-            latent = (C * 2 ** (L + 1), S // 2 ** L, S // 2 ** L)
-        q0.append(nf.distributions.ClassCondDiagGaussian(latent, num_classes))
-    return nf.MultiscaleFlow(q0, flows, merges)
-
-
 def resize_bases(model, shape: tuple[int, int], cfg: Config) -> None:
     """Give each class-conditional base its latent's spatial size at image size ``shape`` (the
     per-class mean and log-std of a base are per position; at a larger image they are tiled from
@@ -231,9 +213,7 @@ def run(cfg: Config, out: Path) -> dict:
     x_test = dequantize(k_test, generator=g)
 
     # 1. normflows' notebook Glow and its flowkern conversion: same init, same batches
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # normflows' LU init calls the deprecated torch.lu
-        peer = notebook_glow(cfg, num_classes=photos.shape[0])
+    peer = notebook_glow(cfg.patch, cfg.levels, cfg.depth, cfg.hidden, num_classes=photos.shape[0], seed=cfg.seed)
     with torch.no_grad():
         peer.log_prob(*batches[0])  # the actnorms' data-dependent init (normflows: on the first call)
     fk = convert(peer)
@@ -376,9 +356,7 @@ def probe_normflows(cfg: Config, size: int) -> dict:
 
 def _probe_main(cfg_json: str) -> dict:
     cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(cfg_json).items()})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peer = notebook_glow(cfg, num_classes=2)
+    peer = notebook_glow(cfg.patch, cfg.levels, cfg.depth, cfg.hidden, num_classes=2, seed=cfg.seed)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(cfg.probe_batch, 3, cfg.patch, cfg.patch, generator=g)
     y = torch.arange(cfg.probe_batch) % 2

@@ -35,7 +35,7 @@ from .data import STREAM_GRID, STREAM_STEP, ImageDataset, StepSampler, mix_seed,
 from .distributed import Processes, on_rank0, setup
 from .model import autocast, batch_bits_per_dim, build_model, draw_samples, evaluate, save_grid
 
-__all__ = ["TrainResult", "run", "train_step", "check_out"]
+__all__ = ["TrainResult", "run", "train_step", "make_optimizer", "make_loader", "check_out"]
 
 SAMPLE_TEMPERATURE = 0.7
 
@@ -186,6 +186,15 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig):
     return opt, sched
 
 
+def make_loader(dataset: ImageDataset, sampler: StepSampler, config: TrainConfig, device: torch.device,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """The training DataLoader: ``config.workers`` worker processes, ``sampler.local`` images
+    per batch, pinned memory on CUDA."""
+    return DataLoader(dataset, batch_size=sampler.local, sampler=sampler, num_workers=config.workers,
+                      pin_memory=device.type == "cuda", generator=generator,
+                      prefetch_factor=2 if config.workers else None)
+
+
 def run(config: TrainConfig) -> TrainResult:
     """Train ``config``'s flow on ``config.folder`` (module docstring); under ``torchrun`` every
     process calls this. Raises :class:`TrainError` for bad input, before training starts."""
@@ -251,8 +260,7 @@ def _train(config: TrainConfig, procs: Processes, prep: dict, stop: _Stop) -> Tr
     loader_gen = torch.Generator().manual_seed(mix_seed(config.seed, STREAM_STEP, start, -1))
     loader_gen_state = loader_gen.get_state()
     cuda = device.type == "cuda"
-    loader = DataLoader(train_ds, batch_size=sampler.local, sampler=sampler, num_workers=config.workers,
-                        pin_memory=cuda, generator=loader_gen, prefetch_factor=2 if config.workers else None)
+    loader = make_loader(train_ds, sampler, config, device, loader_gen)
     val_loader = DataLoader(val_ds, batch_size=sampler.local, sampler=list(range(procs.rank, len(val_ds),
                                                                                   procs.world_size)),
                             num_workers=min(config.workers, 1), pin_memory=cuda)
