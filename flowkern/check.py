@@ -43,7 +43,22 @@ JACOBIAN_RTOL = 1e-8
 
 
 class InvertibilityError(RuntimeError):
-    """A strict :func:`certify` found a failing check; ``.report`` holds the details."""
+    """A strict :func:`certify` found a failing check; ``.report`` holds the details.
+
+    Args:
+        report: the failing :class:`CertifyReport`.
+
+    Example:
+        >>> from flowkern.nn import Reverse
+        >>> class Broken(Reverse):
+        ...     def inverse(self, y, c=None):
+        ...         return y, torch.zeros(y.shape[0])
+        >>> try:
+        ...     certify(Broken(2), torch.randn(4, 2), strict=True)
+        ... except InvertibilityError as e:
+        ...     print(e.report.passed)
+        False
+    """
 
     def __init__(self, report: "CertifyReport") -> None:
         super().__init__("invertibility check failed:\n" + "\n".join(report.failures))
@@ -52,7 +67,26 @@ class InvertibilityError(RuntimeError):
 
 @dataclass
 class CertifyReport:
-    """Measured errors and their bounds; ``passed`` is True when every check holds."""
+    """Measured errors and their bounds (what :func:`certify` returns); ``passed`` is True when
+    every check holds and ``str(report)`` is the table.
+
+    Args:
+        dtype, n_blocks: the input's dtype and the number of blocks checked.
+        block_roundtrip, block_bound: per-block round-trip errors and their bound.
+        roundtrip, roundtrip_bound: the whole model's round-trip error and its bound.
+        logdet_antisymmetry, logdet_bound: |log|J_f| + log|J_f^-1|| and its bound.
+        jacobian_logdet_error, jacobian_bound, jacobian_note: the log-det against the brute-force
+            Jacobian (None when skipped, with the reason).
+        gradcheck_block, gradcheck_passed, gradcheck_note: the gradchecked block and the result.
+        fused_check: the fused op's in-pass round-trip errors per coupling.
+        failures: one line per failing check.
+
+    Example:
+        >>> from flowkern.nn import Reverse
+        >>> report = certify(Reverse(3), torch.randn(4, 3))
+        >>> report.passed, report.n_blocks
+        (True, 1)
+    """
 
     dtype: torch.dtype
     n_blocks: int
@@ -242,7 +276,19 @@ def certify(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None = None,
             strict: bool = False) -> CertifyReport:
     """Run every check of the module docstring on ``model`` (an InvertibleModule, Flow or
     MultiScaleFlow, in eval mode for the duration) at input ``x`` (B, C, *S) and condition ``c``.
-    With ``strict`` a failing check raises :class:`InvertibilityError`."""
+
+    Args:
+        model: the flow or layer.
+        x: a float input batch.
+        c: the condition of a conditional model.
+        strict: raise :class:`InvertibilityError` if a check fails (else only report it).
+
+    Example:
+        >>> from flowkern.nn import build_flow
+        >>> print(certify(build_flow(4, n_blocks=1, hidden=8), torch.randn(8, 4)))  # doctest: +ELLIPSIS
+        flowkern certify: 3 block(s), float32 -> PASSED
+        ...
+    """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
     if not hasattr(model, "inverse"):
@@ -303,8 +349,14 @@ def saved_bytes(loss_fn: Callable[[], torch.Tensor]) -> int:
     Args:
         loss_fn: a training step's forward, returning the scalar loss.
 
-    Example: ``saved_bytes(lambda: flow.nll_loss(x))`` is the activation memory of the step;
-    with ``memory_saving=True`` it is the latents' bytes, constant in depth.
+    ``saved_bytes(lambda: flow.nll_loss(x))`` is the activation memory of the step; with
+    ``memory_saving=True`` it is the latents' bytes, constant in depth.
+
+    Example:
+        >>> from flowkern.nn import build_flow
+        >>> x = torch.randn(64, 8)
+        >>> saved_bytes(lambda: build_flow(8, 2, 16, memory_saving=True).nll_loss(x)) == x.numel() * 4
+        True
     """
     per_storage: dict[int, int] = {}
 
@@ -335,6 +387,17 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``flowkern check PATH`` (:func:`run`), added to ``parser``.
+
+    Args:
+        parser: the subcommand's parser.
+
+    Example:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> parser.parse_args(["model.pt", "--input-shape", "3,32,32"]).input_shape
+        (3, 32, 32)
+    """
     parser.add_argument("path", help="model saved with torch.save(model)")
     parser.add_argument("--input-shape", type=_shape, default=None,
                         help="per-sample shape C[,H,W] (default: the flow's recorded event_shape)")
@@ -347,7 +410,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load, certify on N(0, I) input, print the report; 0 if it passed, 1 if not, 2 on usage errors."""
+    """``flowkern check PATH``: load the model, certify it on N(0, I) input, print the report;
+    returns 0 if it passed, 1 if not, 2 on usage errors.
+
+    Args:
+        args: parsed by a parser set up with :func:`add_arguments`.
+
+    Example:
+        >>> import os, tempfile
+        >>> from flowkern.nn import build_flow
+        >>> path = os.path.join(tempfile.mkdtemp(), "flow.pt")
+        >>> torch.save(build_flow(4, 1, 8), path)
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> run(parser.parse_args([path, "--input-shape", "4"]))  # doctest: +ELLIPSIS
+        flowkern certify: 3 block(s), float32 -> PASSED
+        ...
+        0
+    """
     model = torch.load(args.path, map_location="cpu", weights_only=False)
     shape = args.input_shape or getattr(model, "event_shape", None)
     if shape is None:

@@ -9,7 +9,7 @@ argument.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 
 import torch
 
@@ -20,6 +20,7 @@ __all__ = [
     "PASSIVE",
     "FLOAT_DTYPES",
     "CouplingConfig",
+    "CONFIG_DEFAULTS",
     "check_coupling_args",
     "check_packed_args",
     "check_call",
@@ -45,6 +46,11 @@ class CouplingConfig:
         clamp: the soft-clamp bound of tanh / atan (> 0).
         atan_k: atan's factor (2 / pi: the bound is +-clamp).
         eps: added to sigmoid(s + 2) before the log (>= 0).
+
+    Example:
+        >>> cfg = CouplingConfig(2, scale="atan", clamp=3)
+        >>> cfg.schema_args[:4], cfg.active_channels(5)
+        ((2, 'first', 'atan', 3.0), 3)
     """
 
     split: int
@@ -78,6 +84,10 @@ class CouplingConfig:
     def active_channels(self, channels: int) -> int:
         """How many of ``channels`` the coupling transforms."""
         return channels - self.split if self.passive_first else self.split
+
+
+CONFIG_DEFAULTS = {f.name: f.default for f in fields(CouplingConfig) if f.default is not MISSING}
+"""The config scalars' defaults, ``{name: value}`` (all but ``split``): the op functions' keyword defaults."""
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

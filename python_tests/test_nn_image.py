@@ -218,7 +218,7 @@ def test_normal_split_and_errors():
 
 def test_learned_prior_is_a_gaussian_density():
     torch.manual_seed(1)
-    prior = _perturb(LearnedPrior(3, cond_features=2).double(), 0.5)
+    prior = _perturb(LearnedPrior(3, cond_channels=2).double(), 0.5)
     z, c = torch.randn(4, 3, 2, 3, dtype=D64), torch.randn(4, 2, dtype=D64)
     eps, ld = prior(z, c)
     h = prior.cond(c)
@@ -233,7 +233,7 @@ def test_learned_prior_is_a_gaussian_density():
 # ---- multi-scale flows ----------------------------------------------------------------------
 def _glow(shape=(2, 4, 4), cond=0, classes=0, memory_saving=False, levels=2, depth=2):
     torch.manual_seed(0)
-    flow = build_glow(shape, levels=levels, depth=depth, hidden=8, num_classes=classes, cond_features=cond,
+    flow = build_glow(shape, levels=levels, depth=depth, hidden=8, num_classes=classes, cond_channels=cond,
                       memory_saving=memory_saving).double()
     x = torch.rand(8, *shape, dtype=D64)
     c = _cond(8, cond, classes)
@@ -250,7 +250,7 @@ def _cond(n, cond, classes):
 def _realnvp(shape=(2, 4, 4), cond=0, classes=0):
     torch.manual_seed(0)
     flow = build_realnvp(shape, levels=2, hidden=8, n_checker=2, n_channel=2, n_final=2, num_classes=classes,
-                         cond_features=cond).double()
+                         cond_channels=cond).double()
     x = torch.rand(8, *shape, dtype=D64)
     c = _cond(8, cond, classes)
     flow(x, c)
@@ -365,8 +365,8 @@ def test_forward_errors_name_the_argument_and_shape():
         cflow(torch.rand(2, 3, 8, 8))
     with pytest.raises(ValueError, match="latents must be a list of 2"):
         flow.inverse([torch.zeros(2, 6, 4, 4)])
-    with pytest.raises(ValueError, match="num_classes.*cond_features"):
-        build_glow((3, 8, 8), num_classes=2, cond_features=3)
+    with pytest.raises(ValueError, match="num_classes.*cond_channels"):
+        build_glow((3, 8, 8), num_classes=2, cond_channels=3)
     with pytest.raises(TypeError, match=r"levels\[0\]\[0\]"):
         MultiScaleFlow([[nn.Conv2d(3, 3, 1)]])
 

@@ -52,12 +52,12 @@ def test_memory_saving_gradients_equal_standard(kind):
     shape = (2, 4, 4)
     if kind.startswith("glow"):
         flow = build_glow(shape, levels=2, depth=2, hidden=8, num_classes=3 if kind == "glow_classes" else 0,
-                          cond_features=3 if kind == "glow_vector_embedder" else 0)
+                          cond_channels=3 if kind == "glow_vector_embedder" else 0)
         if kind == "glow_vector_embedder":  # an embedder whose output needs grad: grad_c flows back through it
             flow.embedder = MLPEmbedder(5, 3, hidden=8)
     else:
         flow = build_realnvp(shape, levels=2, hidden=8, n_checker=2, n_channel=2, n_final=2,
-                             cond_features=2 if kind == "realnvp_vector" else 0)
+                             cond_channels=2 if kind == "realnvp_vector" else 0)
     flow.double()
     x = torch.rand(6, *shape, dtype=D64)
     c = {"glow_classes": torch.arange(6) % 3, "glow_vector_embedder": torch.randn(6, 5, dtype=D64),
@@ -200,7 +200,7 @@ def test_chunked_memory_saving_gives_the_same_gradients(chunk):
     (conditional, with a condition that needs grad), same saved bytes; the first (init) call sees
     the whole batch."""
     torch.manual_seed(3)
-    flow = build_glow((2, 4, 4), levels=2, depth=2, hidden=8, cond_features=3).double()
+    flow = build_glow((2, 4, 4), levels=2, depth=2, hidden=8, cond_channels=3).double()
     flow.embedder = MLPEmbedder(5, 3, hidden=8).double()
     x, c = torch.rand(5, 2, 4, 4, dtype=D64), torch.randn(5, 5, dtype=D64)
     fresh = copy.deepcopy(flow)

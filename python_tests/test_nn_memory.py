@@ -206,17 +206,3 @@ def test_param_grads_sum_in_place_without_touching_autograds_tensors():
     grads.add(h, torch.ones(2, dtype=torch.bfloat16))
     grads.add(h, torch.ones(2, dtype=torch.float32))
     assert grads[id(h)].dtype == torch.float32 and torch.equal(grads[id(h)], torch.full((2,), 3.0))
-
-
-def test_release_free_memory_returns_pages_on_glibc():
-    import platform
-    import sys
-
-    from flowkern._memory import release_free_memory
-
-    blocks = [torch.empty(1 << 14).fill_(1.0) for _ in range(512)]  # 64 KiB blocks: below any mmap threshold
-    del blocks[::2]  # interior holes
-    released = release_free_memory()
-    assert isinstance(released, bool)
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        assert released, "malloc_trim(0) found no free pages after freeing 16 MiB of interior blocks"

@@ -8,7 +8,7 @@ from .conditional import ConditionalAffineCoupling
 from .coupling import ActNormCoupling, AffineCoupling, SeparateNets
 from .double import DoubleAffineCoupling
 from .embedder import ConvEmbedder, Embedder, MLPEmbedder
-from .flow import ConditionalFlow, Flow
+from .flow import ConditionalFlow, Flow, standard_normal_log_prob
 from .graph import InvertibleProgram, ModuleNode, Node, run_program
 from .image import CheckerboardCoupling, ConvSubnet, GlowStep, OneHot, ZeroConv2d, bits_per_dim, dequantize
 from .invconv import InvConv1x1
@@ -35,6 +35,7 @@ __all__ = [
     "MLP",
     "Flow",
     "ConditionalFlow",
+    "standard_normal_log_prob",
     "build_flow",
     "collect_check_errors",
     "detect_overflow",

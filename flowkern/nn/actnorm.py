@@ -52,7 +52,16 @@ def _channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and (unbiased) std of x over batch and space, in float64,
-    all-reduced over the default process group when one is initialised."""
+    all-reduced over the default process group when one is initialised.
+
+    Args:
+        x: (B, C, *S).
+
+    Example:
+        >>> mean, std = channel_stats(torch.tensor([[1.0, 0.0], [3.0, 0.0]]))
+        >>> mean.tolist(), std.tolist()
+        ([2.0, 0.0], [1.4142135623730951, 0.0])
+    """
     mean, std, _ = _channel_moments(x)
     return mean, std
 
@@ -88,7 +97,12 @@ def actnorm_init_std(layer: str, mean: torch.Tensor, std: torch.Tensor | Callabl
     not finite (the init batch holds NaN / inf, or overflows). Channels with (near-)zero spread,
     ``std <= 1e-6 * max(1, |mean|)``, get std 1 (so scale 1: they are only centred) and a
     ``UserWarning`` naming them. Returns ``std + eps`` with those channels set to exactly 1 (same
-    shape and dtype)."""
+    shape and dtype).
+
+    Example:
+        >>> actnorm_init_std("ActNorm", torch.tensor([0.0]), torch.tensor([2.0]), count=16).tolist()
+        [2.0]
+    """
     n = float(count.min()) if isinstance(count, torch.Tensor) else float(count)
     if n < 2:
         raise ValueError(
@@ -119,7 +133,14 @@ class SettableInitFlag(InitFlag):
     ``layer.initialized = True`` marks the layer initialised (no data-dependent init runs: for
     parameters loaded or set by the user), ``layer.initialized = False`` re-arms the init. The
     state stays in the layer's buffer (``_init_buffer``), so ``state_dict`` keys are unchanged;
-    assigning a tensor to that buffer (the peers' own way) re-syncs the flag too."""
+    assigning a tensor to that buffer (the peers' own way) re-syncs the flag too.
+
+    Example:
+        >>> norm = ActNorm(2)
+        >>> norm.initialized = True  # keep loc = 0, scale = 1
+        >>> norm(torch.ones(1, 2))[0].tolist()
+        [[1.0, 1.0]]
+    """
 
     def __setattr__(self, name: str, value: object) -> None:
         buffer = type(self)._init_buffer
@@ -136,7 +157,18 @@ class SettableInitFlag(InitFlag):
 class ActNormParams(SettableInitFlag, nn.Module):
     """``loc``, ``scale`` (C,) and the ``initialized`` buffer, with data-dependent init (the rule of
     :func:`actnorm_init_std`). ``layer.initialized = True`` skips the init (weights set or loaded
-    by hand; a loaded ``state_dict`` carries the flag), ``False`` re-arms it."""
+    by hand; a loaded ``state_dict`` carries the flag), ``False`` re-arms it.
+
+    Args:
+        channels: C.
+        allow_inverse_init: allow the init from an inverse call's input.
+
+    Example:
+        >>> params = ActNormParams(2)
+        >>> params.maybe_initialize(torch.tensor([[0.0, 1.0], [2.0, 3.0]]), inverse=False)
+        >>> params.loc.tolist()
+        [-1.0, -2.0]
+    """
 
     def __init__(self, channels: int, allow_inverse_init: bool = False) -> None:
         super().__init__()
@@ -180,7 +212,18 @@ def _rebuild_x(y: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
 
 
 class ActNorm(ActNormParams, InvertibleModule):
-    """Per-channel affine normalisation with data-dependent init (module docstring)."""
+    """Per-channel affine normalisation with data-dependent init (module docstring).
+
+    Args:
+        channels: C of the (B, C, *S) input.
+        allow_inverse_init: let the first call be an inverse (initialised from y), else it raises.
+
+    Example:
+        >>> norm = ActNorm(3)
+        >>> y, logdet = norm(5 + 2 * torch.randn(64, 3))  # the first training call initialises
+        >>> bool(y.mean(0).abs().max() < 1e-5), tuple(logdet.shape)
+        (True, (64,))
+    """
 
     def _logdet(self, x: torch.Tensor) -> torch.Tensor:
         ld = math.prod(x.shape[2:]) * torch.log(torch.abs(self.scale.to(acc_dtype(x.dtype)))).sum()

@@ -26,13 +26,16 @@ __all__ = [
     "ParamGrads",
     "check_input",
     "check_like_model",
+    "check_condition",
     "check_nonzero_scale",
     "first_floating",
     "zero_logdet",
     "collect_check_errors",
     "record_check_error",
     "check_requested",
+    "as_logdet",
     "backprop_block",
+    "rebuild_and_backprop",
     "trainable_parameters",
     "detect_overflow",
     "check_overflow",
@@ -76,7 +79,22 @@ def detect_overflow(model: nn.Module | None = None) -> Iterator[None]:
     non-finite for finite input raises ``FloatingPointError`` naming the layer (its name
     in ``model`` when given). The ``exp`` scale is unbounded — y_a = z_a exp(s_raw) + t
     overflows float32 for s_raw > 88 and float16 for s_raw > 11 — the clamped scales are not.
-    Costs one ``isfinite`` reduction per coupling call."""
+    Costs one ``isfinite`` reduction per coupling call.
+
+    Args:
+        model: names the layers in the message (optional).
+
+    Example:
+        >>> from flowkern.nn import AffineCoupling, MLP
+        >>> layer = AffineCoupling(2, MLP(1, 2, hidden=4), scale="exp")
+        >>> with torch.no_grad():
+        ...     layer.subnet.net[-1].bias.fill_(100.0)  # s_raw = 100: exp overflows float32
+        ...     with detect_overflow():
+        ...         layer(torch.ones(1, 2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FloatingPointError: forward of layer AffineCoupling produced inf/NaN from finite input...
+    """
     names = {} if model is None else {id(m): name or "<root>" for name, m in model.named_modules()}
     _OVERFLOW_WATCH.append(names)
     try:
@@ -104,7 +122,16 @@ def check_overflow(layer: nn.Module, inp: torch.Tensor, out: torch.Tensor, logde
 def collect_check_errors() -> Iterator[list[tuple[nn.Module, torch.Tensor]]]:
     """Run fused couplings with ``check=True`` inside the block; yields a list that
     receives ``(layer, err)`` per coupling call, err (B,) = max |x_rebuilt - x| per sample
-    computed in the same pass (see :func:`flowkern.ops.coupling_forward`)."""
+    computed in the same pass (see :func:`flowkern.ops.coupling_forward`).
+
+    Example:
+        >>> from flowkern.nn import AffineCoupling, MLP
+        >>> layer = AffineCoupling(4, MLP(2, 4, hidden=8))
+        >>> with collect_check_errors() as found:
+        ...     _ = layer(torch.randn(3, 4))
+        >>> len(found), bool(found[0][1].max() < 1e-5)
+        (1, True)
+    """
     found: list[tuple[nn.Module, torch.Tensor]] = []
     _CHECK_COLLECTORS.append(found)
     try:
@@ -137,6 +164,16 @@ def check_input(x: object, channels: int, name: str = "x", model: nn.Module | No
     if model is not None:
         check_like_model(x, model, name)
     return x
+
+
+def check_condition(c: object, owner: str) -> torch.Tensor:
+    """Raise unless the condition ``c`` a conditional ``owner`` requires is a tensor:
+    ``ValueError`` for None, ``TypeError`` for another type."""
+    if c is None:
+        raise ValueError(f"c (the condition) is required by {owner}")
+    if not isinstance(c, torch.Tensor):
+        raise TypeError(f"c must be a torch.Tensor, got {type(c).__name__}")
+    return c
 
 
 def first_floating(module: nn.Module) -> torch.Tensor | None:
@@ -231,30 +268,66 @@ def trainable_parameters(*modules: nn.Module) -> list[nn.Parameter]:
     return found
 
 
+def as_logdet(ld: object, like: torch.Tensor) -> torch.Tensor | None:
+    """A log-det as a (B,) tensor in the accumulation dtype of ``like`` (B, ...): None or 0 for "no
+    term" gives None; a one-element tensor (a peer's scalar) is expanded over the batch."""
+    if ld is None:
+        return None
+    if not isinstance(ld, torch.Tensor):
+        return None if ld == 0 else torch.full((like.shape[0],), float(ld), dtype=acc_dtype(like.dtype),
+                                               device=like.device)
+    ld = ld.to(acc_dtype(like.dtype))
+    if ld.dim() == 1 and ld.shape[0] == like.shape[0]:
+        return ld
+    return ld.reshape(()).expand(like.shape[0]) if ld.numel() == 1 else ld.reshape(like.shape[0])
+
+
 def backprop_block(
-    module: nn.Module,
-    outputs: Sequence[torch.Tensor],
-    grad_outputs: Sequence[torch.Tensor],
+    modules: nn.Module | Sequence[nn.Module],
+    outputs: Sequence[torch.Tensor | None],
+    grad_outputs: Sequence[torch.Tensor | None],
     leaves: Sequence[torch.Tensor],
-    c: torch.Tensor | None,
+    conds: Sequence[torch.Tensor | None],
     grads: ParamGrads,
-) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Back-propagate ``outputs`` of one re-run block: grads of ``leaves`` (zeros when
-    unused) and of ``c`` (None unless c requires grad); parameter grads are added to
-    ``grads``."""
+) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Back-propagate ``outputs`` of one re-run block (built with grad from ``leaves``): the grads
+    of ``leaves`` (zeros where unused) and of ``conds`` (None where a condition needs no grad);
+    the grads of the trainable parameters of ``modules`` are added to ``grads``."""
     pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o is not None and o.requires_grad and g is not None]
-    want_c = c is not None and c.requires_grad
-    params = trainable_parameters(module)
-    inputs = [*leaves, *([c] if want_c else []), *params]
+    cond_idx = [i for i, c in enumerate(conds) if c is not None and c.requires_grad]
+    params = trainable_parameters(*((modules,) if isinstance(modules, nn.Module) else modules))
+    inputs = [*leaves, *(conds[i] for i in cond_idx), *params]
     if pairs:
         got = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
     else:
         got = (None,) * len(inputs)
     leaf_grads = [torch.zeros_like(v) if g is None else g for v, g in zip(leaves, got)]
-    grad_c = got[len(leaves)] if want_c else None
-    for p, g in zip(params, got[len(inputs) - len(params):]):
+    grad_conds: list[torch.Tensor | None] = [None] * len(conds)
+    for k, i in enumerate(cond_idx):
+        grad_conds[i] = got[len(leaves) + k]
+    for p, g in zip(params, got[len(leaves) + len(cond_idx):]):
         grads.add(p, g)
-    return leaf_grads, grad_c
+    return leaf_grads, grad_conds
+
+
+def rebuild_and_backprop(modules: nn.Module | Sequence[nn.Module], forward, inverse, ys: Sequence[torch.Tensor],
+                         conds: Sequence[torch.Tensor | None], grad_ys: Sequence[torch.Tensor],
+                         grad_logdet: torch.Tensor, grads: ParamGrads
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor | None]]:
+    """The memory-saving step of any invertible block, written once: rebuild its inputs from its
+    outputs ``ys`` (``inverse(ys) -> (xs, logdet)``, no grad), re-run ``forward(xs) -> (outputs,
+    logdet)`` with grad and back-propagate ``(grad_ys, grad_logdet)`` (:func:`backprop_block`);
+    inputs and outputs are lists of tensors, or one tensor. Returns ``(xs, grad_xs, grad_conds)``."""
+    with torch.no_grad():
+        xs = inverse(ys)[0]
+    xs = [xs] if isinstance(xs, torch.Tensor) else xs
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(True) for x in xs]
+        outs, ld = forward(leaves)
+        outs = [outs] if isinstance(outs, torch.Tensor) else outs
+        grad_xs, grad_conds = backprop_block(modules, (*outs, as_logdet(ld, leaves[0])), (*grad_ys, grad_logdet),
+                                             leaves, conds, grads)
+    return [x.detach() for x in xs], grad_xs, grad_conds
 
 
 def _sync_init_flag_after_load(module: InitFlag, incompatible_keys: object) -> None:
@@ -288,7 +361,22 @@ class InitFlag:
 
 
 class InvertibleModule(nn.Module):
-    """Base class: ``forward(x, c=None) -> (y, logdet)``, ``inverse(y, c=None) -> (x, logdet)``."""
+    """Base class: ``forward(x, c=None) -> (y, logdet)``, ``inverse(y, c=None) -> (x, logdet)``
+    (module docstring); :meth:`invert_and_backprop` is how a layer joins the memory-saving backward.
+
+    Example:
+        >>> class Scale2(InvertibleModule):
+        ...     def forward(self, x, c=None):
+        ...         return 2 * x, torch.full((x.shape[0],), x[0].numel() * 0.6931471805599453)
+        ...     def inverse(self, y, c=None):
+        ...         return y / 2, torch.full((y.shape[0],), -y[0].numel() * 0.6931471805599453)
+        >>> from flowkern.nn import Flow
+        >>> flow = Flow([Scale2()], memory_saving=True)
+        >>> x = torch.randn(4, 3, requires_grad=True)
+        >>> flow.nll_loss(x).backward()  # the generic invert_and_backprop
+        >>> torch.allclose(x.grad, x.detach())  # d/dx mean(2 x^2) with B = 4
+        True
+    """
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -296,22 +384,16 @@ class InvertibleModule(nn.Module):
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def invert_and_backprop(
-        self,
-        y: torch.Tensor,
-        c: torch.Tensor | None,
-        grad_y: torch.Tensor,
-        grad_logdet: torch.Tensor,
-        grads: ParamGrads,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Rebuild the input x from output y, re-run forward with grad and back-propagate
-        ``(grad_y, grad_logdet)``: returns ``(x, grad_x, grad_c)``; parameter grads are
-        accumulated into ``grads``. Layers override this when they can share work between
-        the inverse and the re-run (couplings evaluate their subnet once)."""
-        with torch.no_grad():
-            x, _ = self.inverse(y, c)
-        with torch.enable_grad():
-            leaf = x.detach().requires_grad_(True)
-            out, logdet = self(leaf, c)
-            (grad_x,), grad_c = backprop_block(self, (out, logdet), (grad_y, grad_logdet), (leaf,), c, grads)
+    def invert_and_backprop(self, y: torch.Tensor, c: torch.Tensor | None, grad_y: torch.Tensor,
+                            grad_logdet: torch.Tensor, grads: ParamGrads
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The memory-saving step (:mod:`flowkern.nn.graph`): rebuild the input x from the output y,
+        re-run forward with grad and back-propagate ``(grad_y, grad_logdet)``; returns
+        ``(x, grad_x, grad_c)`` and adds the parameter grads to ``grads``. The one method a layer
+        implements to join the memory-saving backward: this default is the generic
+        :func:`rebuild_and_backprop`; layers override it when they can share work between the
+        inverse and the re-run (couplings evaluate their subnet once) or have a closed form."""
+        (x,), (grad_x,), (grad_c,) = rebuild_and_backprop(self, lambda xs: self(xs[0], c),
+                                                          lambda ys: self.inverse(ys[0], c), [y], (c,), [grad_y],
+                                                          grad_logdet, grads)
         return x, grad_x, grad_c

@@ -27,9 +27,23 @@ def build_flow(
 ) -> Flow | ConditionalFlow:
     """``n_blocks`` x [ActNorm, DoubleAffineCoupling, Shuffle(seed=block index)] on vectors (B, dim).
 
-    ``cond_dim > 0`` (or an ``embedder``) gives a :class:`ConditionalFlow`; ``cond_dim`` is the
-    condition size the couplings see, i.e. the embedder's ``out_dim`` when one is given
-    (``cond_dim=0`` with an embedder takes its ``out_dim``).
+    Args:
+        dim: D of the (B, D) input (>= 2).
+        n_blocks: number of blocks.
+        hidden, depth: the coupling MLPs' width and hidden-layer count.
+        cond_dim: > 0 (or an ``embedder``) gives a :class:`ConditionalFlow`: the condition size
+            the couplings see, i.e. the embedder's ``out_dim`` when one is given (0 with an
+            embedder takes its ``out_dim``).
+        clamp, scale: the couplings' scale function.
+        memory_saving: O(1)-activation-memory backward.
+        embedder: applied to the condition once per call.
+
+    Example:
+        >>> import torch
+        >>> flow = build_flow(4, n_blocks=2, hidden=8)
+        >>> z, logdet = flow(torch.randn(3, 4))
+        >>> len(flow.blocks), tuple(z.shape)
+        (6, (3, 4))
     """
     for name, v in (("dim", dim), ("n_blocks", n_blocks), ("hidden", hidden)):
         check_int(name, v, minimum=1)

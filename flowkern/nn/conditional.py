@@ -19,7 +19,17 @@ __all__ = ["ConditionalAffineCoupling", "broadcast_condition"]
 
 
 def broadcast_condition(c: object, like: torch.Tensor, cond_channels: int) -> torch.Tensor:
-    """c as (B, cond_channels, *S) matching ``like`` (B, *, *S); ValueError/TypeError naming ``c``."""
+    """c as (B, cond_channels, *S) matching ``like`` (B, *, *S); ValueError/TypeError naming ``c``.
+
+    Args:
+        c: the condition, (B, cond_channels) or (B, cond_channels, *S).
+        like: the tensor the condition is joined to.
+        cond_channels: the condition's channel count.
+
+    Example:
+        >>> tuple(broadcast_condition(torch.randn(2, 3), torch.randn(2, 4, 5, 5), 3).shape)
+        (2, 3, 5, 5)
+    """
     if c is None:
         raise ValueError(f"c (the condition, shape (B, {cond_channels})) is required by this conditional layer")
     if not isinstance(c, torch.Tensor):
@@ -43,7 +53,21 @@ def broadcast_condition(c: object, like: torch.Tensor, cond_channels: int) -> to
 
 class ConditionalAffineCoupling(AffineCoupling):
     """:class:`AffineCoupling` whose subnet maps cat(passive, condition) (B, c_pas + cond_channels, *S)
-    to (B, 2 * c_act, *S); keyword arguments as for :class:`AffineCoupling`."""
+    to (B, 2 * c_act, *S) (module docstring).
+
+    Args:
+        channels: C of the input.
+        cond_channels: channels of the condition c (>= 1).
+        subnet: as above.
+        **kwargs: the coupling's options (:class:`AffineCoupling`).
+
+    Example:
+        >>> from flowkern.nn import MLP
+        >>> layer = ConditionalAffineCoupling(4, 3, MLP(2 + 3, 4, hidden=8))
+        >>> y, logdet = layer(torch.randn(2, 4), torch.randn(2, 3))
+        >>> tuple(y.shape)
+        (2, 4)
+    """
 
     def __init__(self, channels: int, cond_channels: int, subnet: nn.Module, **kwargs) -> None:
         super().__init__(channels, subnet, **kwargs)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int
-from ..ops.coupling import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
+from ..ops.coupling import PACKED, coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
 from ..spec import CouplingConfig, channel_view
 from .actnorm import ActNormParams
 from .base import (
@@ -42,7 +42,16 @@ __all__ = ["AffineCoupling", "ActNormCoupling", "SeparateNets"]
 
 
 class SeparateNets(nn.Module):
-    """Subnet pair returning ``(s_net(v), t_net(v))`` (CompVis: separate scale and shift nets)."""
+    """Subnet pair returning ``(s_net(v), t_net(v))`` (CompVis: separate scale and shift nets).
+
+    Args:
+        s_net, t_net: the scale and shift networks.
+
+    Example:
+        >>> nets = SeparateNets(nn.Linear(2, 2), nn.Linear(2, 2))
+        >>> [tuple(v.shape) for v in nets(torch.randn(3, 2))]
+        [(3, 2), (3, 2)]
+    """
 
     def __init__(self, s_net: nn.Module, t_net: nn.Module) -> None:
         super().__init__()
@@ -53,8 +62,23 @@ class SeparateNets(nn.Module):
 
 
 class AffineCoupling(InvertibleModule):
-    """Affine coupling: ``subnet`` maps the passive channels (B, c_pas, *S) to
-    (B, 2 * c_act, *S) or to a pair (s_raw, t) (module docstring)."""
+    """Affine coupling on the fused op (module docstring).
+
+    Args:
+        channels: C of the (B, C, *S) input (>= 2).
+        subnet: maps the passive channels (B, c_pas, *S) to (B, 2 * c_act, *S) = [s_raw | t] or
+            to a pair (s_raw, t).
+        clamp, scale, passive, split, atan_k, eps: the op's config
+            (:class:`~flowkern.spec.CouplingConfig`); ``split`` defaults to ``channels // 2``.
+
+    Example:
+        >>> from flowkern.nn import MLP
+        >>> layer = AffineCoupling(4, MLP(2, 4, hidden=8))
+        >>> x = torch.randn(3, 4)
+        >>> y, logdet = layer(x)
+        >>> torch.allclose(layer.inverse(y)[0], x, atol=1e-6)
+        True
+    """
 
     def __init__(
         self,
@@ -124,7 +148,7 @@ class AffineCoupling(InvertibleModule):
                     eps=cfg.eps)
 
     def _scale_shift(self, z_p: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The subnet's output as ``(s_raw, t)``, or ``(h, None)`` for one packed tensor h."""
+        """The subnet's output as ``(s_raw, t)``, or ``(h, PACKED)`` for one packed tensor h."""
         h = self.subnet(self._subnet_input(z_p, c))
         if isinstance(h, tuple):
             s_raw, t = h
@@ -133,10 +157,10 @@ class AffineCoupling(InvertibleModule):
             if not isinstance(h, torch.Tensor) or h.dim() < 2 or h.shape[1] != 2 * self.c_act:
                 got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
                 raise ValueError(f"subnet must return (B, {2 * self.c_act}, *S) = 2 x active channels, got {got}")
-            s_raw, t = h, None
+            s_raw, t = h, PACKED
             checks = (("", h, 2 * self.c_act),)
         if s_raw.dtype != z_p.dtype:  # autocast ran the subnet in lower precision: the op runs in z's dtype
-            s_raw, t = s_raw.to(z_p.dtype), None if t is None else t.to(z_p.dtype)
+            s_raw, t = s_raw.to(z_p.dtype), PACKED if t is PACKED else t.to(z_p.dtype)
         for name, v, ch in checks:
             want = (z_p.shape[0], ch, *z_p.shape[2:])
             if tuple(v.shape) != want:
@@ -144,13 +168,13 @@ class AffineCoupling(InvertibleModule):
         return s_raw, t
 
     def _op(self, inverse: bool, inp: torch.Tensor, st: tuple, a, b, check: bool = False) -> tuple:
-        """The fused op on ``st`` from :meth:`_scale_shift` (packed when ``st[1]`` is None)."""
+        """The fused op on ``st`` from :meth:`_scale_shift` (packed when ``st[1] is PACKED``)."""
         s_raw, t = st
         kw = self._op_kwargs()
         if inverse:
-            return coupling_inverse_packed(inp, s_raw, a, b, **kw) if t is None else \
+            return coupling_inverse_packed(inp, s_raw, a, b, **kw) if t is PACKED else \
                 coupling_inverse(inp, s_raw, t, a, b, **kw)
-        return coupling_forward_packed(inp, s_raw, a, b, check=check, **kw) if t is None else \
+        return coupling_forward_packed(inp, s_raw, a, b, check=check, **kw) if t is PACKED else \
             coupling_forward(inp, s_raw, t, a, b, check=check, **kw)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,14 +200,8 @@ class AffineCoupling(InvertibleModule):
         check_overflow(self, y, x, logdet, "inverse")
         return x, logdet
 
-    def invert_and_backprop(
-        self,
-        y: torch.Tensor,
-        c: torch.Tensor | None,
-        grad_y: torch.Tensor,
-        grad_logdet: torch.Tensor,
-        grads: ParamGrads,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def invert_and_backprop(self, y: torch.Tensor, c: torch.Tensor | None, grad_y: torch.Tensor,
+                            grad_logdet: torch.Tensor, grads: ParamGrads):
         """One subnet evaluation serves both the inverse and the re-run forward: the
         subnet input z_p equals the passive part of y."""
         y_p = self._parts(y)[0]
@@ -199,7 +217,7 @@ class AffineCoupling(InvertibleModule):
         with torch.enable_grad():
             x_a = self._parts(x)[1].detach().requires_grad_(True)
             out, logdet = self._op(False, self._join(x_p, x_a), st, a, b)
-            (g_p, g_a), grad_c = backprop_block(self, (out, logdet), (grad_y, grad_logdet), (x_p, x_a), c, grads)
+            (g_p, g_a), (grad_c,) = backprop_block(self, (out, logdet), (grad_y, grad_logdet), (x_p, x_a), (c,), grads)
         return x, self._join(g_p, g_a), grad_c
 
     def extra_repr(self) -> str:
@@ -211,7 +229,20 @@ class AffineCoupling(InvertibleModule):
 class ActNormCoupling(AffineCoupling):
     """ActNorm (``loc``, ``scale`` with data-dependent init, see :mod:`flowkern.nn.actnorm`)
     fused into an :class:`AffineCoupling`: one op call computes z = x * a + b, the coupling
-    and both log-det terms. The subnet sees the passive part of z."""
+    and both log-det terms. The subnet sees the passive part of z.
+
+    Args:
+        channels, subnet: as for :class:`AffineCoupling`.
+        allow_inverse_init: as for :class:`~flowkern.nn.ActNorm`.
+        **kwargs: the coupling's options (:class:`AffineCoupling`).
+
+    Example:
+        >>> from flowkern.nn import MLP
+        >>> layer = ActNormCoupling(4, MLP(2, 4, hidden=8))
+        >>> y, logdet = layer(3 + torch.randn(16, 4))  # initialises the actnorm
+        >>> bool(layer.actnorm.initialized)
+        True
+    """
 
     def __init__(self, channels: int, subnet: nn.Module, *, allow_inverse_init: bool = False, **kwargs) -> None:
         super().__init__(channels, subnet, **kwargs)

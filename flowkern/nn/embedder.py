@@ -24,13 +24,29 @@ def _positive(name: str, v: object, minimum: int = 1) -> int:
 
 
 class Embedder(nn.Module):
-    """Base class: ``forward(c) -> embedding``; ``out_dim`` is the embedding's channel count."""
+    """Base class: ``forward(c) -> embedding``; ``out_dim`` is the embedding's channel count
+    (what :func:`~flowkern.nn.build_flow` takes as the couplings' condition size).
+
+    Example:
+        >>> issubclass(MLPEmbedder, Embedder)
+        True
+    """
 
     out_dim: int
 
 
 class MLPEmbedder(Embedder):
-    """Flat condition -> vector through :class:`flowkern.nn.subnets.MLP`."""
+    """Flat condition (B, in_dim) (or any (B, ...) flattened) -> vector (B, out_dim) through
+    :class:`~flowkern.nn.MLP`.
+
+    Args:
+        in_dim, out_dim: condition and embedding sizes.
+        hidden, depth: the MLP's width and hidden-layer count.
+
+    Example:
+        >>> tuple(MLPEmbedder(5, 3, hidden=8)(torch.randn(2, 5)).shape)
+        (2, 3)
+    """
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 1) -> None:
         super().__init__()
@@ -47,7 +63,19 @@ class MLPEmbedder(Embedder):
 
 
 class ConvEmbedder(Embedder):
-    """Spatial condition -> vector (``pool=True``) or feature map, via ``n_down`` stride-2 convs."""
+    """Spatial condition -> vector (``pool=True``) or feature map, via ``n_down`` stride-2 convs.
+
+    Args:
+        in_channels: channels of the (B, in_channels, H, W) condition.
+        out_dim: channels of the embedding.
+        hidden: width of the convolutions.
+        n_down: stride-2 convolutions (each halves H and W).
+        pool: average over space to a vector (B, out_dim); else a map (B, out_dim, H', W').
+
+    Example:
+        >>> tuple(ConvEmbedder(3, 4, hidden=8, n_down=1)(torch.randn(2, 3, 8, 8)).shape)
+        (2, 4)
+    """
 
     def __init__(self, in_channels: int, out_dim: int, hidden: int = 64, n_down: int = 2,
                  pool: bool = True) -> None:

@@ -4,8 +4,9 @@ r"""Flows: sequences of invertible blocks with a standard normal base distributi
           \log p(x) = -\tfrac12\|z\|^2 - \tfrac{D}{2}\log 2\pi + \textstyle\sum_k \log|\det J_k|
 
 ``nll_loss`` is the CompVis training loss, mean over the batch of
-:math:`\tfrac12\|z\|^2 - \log|\det J|` (no constant). With ``memory_saving=True`` the
-forward keeps O(1) activations for backward (:mod:`flowkern.nn.memory`).
+:math:`\tfrac12\|z\|^2 - \log|\det J|` (no constant). A flow runs as the one-input,
+one-output case of an invertible program; with ``memory_saving=True`` the forward keeps O(1)
+activations for backward (:mod:`flowkern.nn.graph`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,25 @@ from torch import nn
 
 from .._checks import check_int
 from ..spec import acc_dtype
-from .base import InvertibleModule, check_like_model
-from .memory import memory_saving_forward
+from .base import InvertibleModule, check_condition, check_like_model, first_floating
+from .graph import InvertibleProgram, run_program
 
-__all__ = ["Flow", "ConditionalFlow"]
+__all__ = ["Flow", "ConditionalFlow", "standard_normal_log_prob"]
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log N(z; 0, I)` per sample, :math:`-\tfrac12\|z\|^2 - \tfrac{D}{2}\log 2\pi` over the
+    D values of each sample, in the log-det accumulation dtype (float64 for float64 z, else float32).
+
+    Args:
+        z: (B, *event) latents.
+
+    Example:
+        >>> round(standard_normal_log_prob(torch.zeros(1, 2)).item(), 4)  # -log(2 pi)
+        -1.8379
+    """
+    zz = z.flatten(1).to(acc_dtype(z.dtype))
+    return -0.5 * (zz * zz).sum(1) - 0.5 * zz.shape[1] * math.log(2 * math.pi)
 
 
 def _event_shape(shape: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -34,15 +50,31 @@ def _event_shape(shape: Sequence[int] | None) -> tuple[int, ...] | None:
 
 
 class Flow(InvertibleModule):
-    """Sequence of :class:`InvertibleModule` blocks (module docstring).
+    """A sequence of :class:`InvertibleModule` blocks with a standard normal base (module docstring).
 
-    ``event_shape`` (C, *S) of one sample is needed by :meth:`sample`; if not given it is
-    recorded at the first forward. Inputs must match its channel count; the spatial shape
-    is free (a vector flow also takes CompVis (B, D, 1, 1) latents).
+    Args:
+        blocks: the invertible blocks, applied in order.
+        memory_saving: O(1)-activation-memory backward: only z (and the condition) are saved, each
+            block's input is rebuilt with its inverse in backward (:mod:`flowkern.nn.graph`).
+        memory_saving_chunk: with ``memory_saving``, run forward and backward on batch chunks of
+            this many samples: lower peak memory for some time (:func:`~flowkern.nn.run_program`'s
+            ``chunk``). None: the whole batch.
+        event_shape: (C, *S) of one sample, needed by :meth:`sample`; recorded at the first forward
+            if not given. Inputs must match its channel count; the spatial shape is free (a vector
+            flow also takes CompVis (B, D, 1, 1) latents).
+
+    Example:
+        >>> from flowkern.nn import ActNorm, AffineCoupling, MLP, Reverse
+        >>> flow = Flow([ActNorm(4), AffineCoupling(4, MLP(2, 4, hidden=8)), Reverse(4)], memory_saving=True)
+        >>> x = torch.randn(16, 4)
+        >>> flow.nll_loss(x).backward()
+        >>> z, logdet = flow(x)
+        >>> torch.allclose(flow.inverse(z)[0], x, atol=1e-5), tuple(flow.sample(3).shape)
+        (True, (3, 4))
     """
 
     def __init__(self, blocks: Iterable[nn.Module], memory_saving: bool = False,
-                 event_shape: Sequence[int] | None = None) -> None:
+                 event_shape: Sequence[int] | None = None, *, memory_saving_chunk: int | None = None) -> None:
         super().__init__()
         blocks = list(blocks)
         for i, block in enumerate(blocks):
@@ -50,11 +82,17 @@ class Flow(InvertibleModule):
                 raise TypeError(f"blocks[{i}] must be an InvertibleModule, got {type(block).__name__}")
         self.blocks = nn.ModuleList(blocks)
         self.memory_saving = bool(memory_saving)
+        self.memory_saving_chunk = None if memory_saving_chunk is None else check_int(
+            "memory_saving_chunk", memory_saving_chunk, minimum=1)
         self.event_shape = _event_shape(event_shape)
 
     def embed(self, c: torch.Tensor | None) -> torch.Tensor | None:
         """The condition every block receives (identity here; embedded in ConditionalFlow)."""
         return c
+
+    def program(self) -> InvertibleProgram:
+        """The blocks as a one-input, one-output :class:`~flowkern.nn.InvertibleProgram`."""
+        return InvertibleProgram.chain(list(self.blocks))
 
     def _check_x(self, x: object, name: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -74,29 +112,21 @@ class Flow(InvertibleModule):
         if self.event_shape is None:
             self.event_shape = tuple(x.shape[1:])
         c = self.embed(c)
-        if self.memory_saving and torch.is_grad_enabled() and len(self.blocks):
-            return memory_saving_forward(list(self.blocks), x, c)
-        logdet = torch.zeros(x.shape[0], dtype=acc_dtype(x.dtype), device=x.device)
-        for block in self.blocks:
-            x, ld = block(x, c)
-            logdet = logdet + ld
-        return x, logdet
+        (z,), logdet = run_program(self.program(), [x], () if c is None else (c,), self.memory_saving,
+                                   self.memory_saving_chunk)
+        return z, logdet
 
     def inverse(self, z: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x = f^{-1}(z) and log|det dx/dz| (B,) = -forward log-det."""
         self._check_x(z, "z")
         c = self.embed(c)
-        logdet = torch.zeros(z.shape[0], dtype=acc_dtype(z.dtype), device=z.device)
-        for block in reversed(self.blocks):
-            z, ld = block.inverse(z, c)
-            logdet = logdet + ld
-        return z, logdet
+        (x,), logdet = self.program().invert([z], () if c is None else (c,))
+        return x, logdet
 
     def log_prob(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) (B,) under the standard normal base, including -D/2 log(2 pi)."""
         z, logdet = self(x, c)
-        zz = z.flatten(1).to(logdet.dtype)
-        return -0.5 * (zz * zz).sum(1) - 0.5 * zz.shape[1] * math.log(2 * math.pi) + logdet
+        return standard_normal_log_prob(z) + logdet
 
     def nll_loss(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """mean over the batch of 0.5 ||z||^2 - logdet (CompVis convention)."""
@@ -115,9 +145,8 @@ class Flow(InvertibleModule):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         if self.event_shape is None:
             raise RuntimeError("event_shape is unknown: pass event_shape to the constructor or run a forward first")
-        ref = next(self.parameters(), None)
-        if ref is None:
-            ref = next(self.buffers(), torch.empty(0))
+        ref = first_floating(self)
+        ref = torch.empty(0) if ref is None else ref
         z = temperature * torch.randn(n, *self.event_shape, dtype=ref.dtype, device=ref.device)
         return self.inverse(z, c)[0]
 
@@ -127,21 +156,32 @@ class Flow(InvertibleModule):
 
 class ConditionalFlow(Flow):
     """:class:`Flow` whose blocks are conditioned on c (required); ``embedder(c)`` (if given)
-    is computed once per call and fed to every conditional block."""
+    is computed once per call and fed to every conditional block.
+
+    Args:
+        blocks, memory_saving, event_shape, memory_saving_chunk: as for :class:`Flow`.
+        embedder: module applied to c once per call (e.g. :class:`~flowkern.nn.MLPEmbedder`).
+
+    Example:
+        >>> from flowkern.nn import ConditionalAffineCoupling, MLP
+        >>> flow = ConditionalFlow([ConditionalAffineCoupling(4, 3, MLP(2 + 3, 4, hidden=8))])
+        >>> z, logdet = flow(torch.randn(5, 4), torch.randn(5, 3))
+        >>> tuple(z.shape), tuple(flow.sample(2, torch.randn(2, 3)).shape)
+        ((5, 4), (2, 4))
+    """
 
     def __init__(self, blocks: Iterable[nn.Module], embedder: nn.Module | None = None,
-                 memory_saving: bool = False, event_shape: Sequence[int] | None = None) -> None:
-        super().__init__(blocks, memory_saving=memory_saving, event_shape=event_shape)
+                 memory_saving: bool = False, event_shape: Sequence[int] | None = None, *,
+                 memory_saving_chunk: int | None = None) -> None:
+        super().__init__(blocks, memory_saving=memory_saving, event_shape=event_shape,
+                         memory_saving_chunk=memory_saving_chunk)
         if embedder is not None and not callable(embedder):
             raise TypeError(f"embedder must be a callable nn.Module, got {type(embedder).__name__}")
         self.embedder = embedder
         self.condition_shape: tuple[int, ...] | None = None
 
     def embed(self, c: torch.Tensor | None) -> torch.Tensor:
-        if c is None:
-            raise ValueError("c (the condition) is required by ConditionalFlow")
-        if not isinstance(c, torch.Tensor):
-            raise TypeError(f"c must be a torch.Tensor, got {type(c).__name__}")
+        check_condition(c, "ConditionalFlow")
         if self.condition_shape is None:
             self.condition_shape = tuple(c.shape[1:])
         return c if self.embedder is None else self.embedder(c)

@@ -1,21 +1,22 @@
-r"""Invertible programs: a DAG of invertible nodes over tensor slots, with an O(1)-memory backward.
+r"""The memory-saving engine: invertible programs (a DAG of invertible nodes over tensor slots) and
+their O(1)-memory backward.
 
-A multi-scale flow is not a chain: a factor-out splits one tensor into the part that goes on and
-a latent that leaves, and peers' image networks (FrEIA's ``GraphINN``, normflows'
+A flow is a program: a chain of blocks (:class:`~flowkern.nn.Flow`) is its one-input, one-output
+case; a multi-scale flow is not a chain, as a factor-out splits one tensor into the part that goes
+on and a latent that leaves, and peers' image networks (FrEIA's ``GraphINN``, normflows'
 ``MultiscaleFlow``, nflows' ``MultiscaleCompositeTransform``) split and merge too. An
 :class:`InvertibleProgram` is such a network written as a list of :class:`Node` s in execution
 order; each reads some slots and writes others, every slot is written once and read once.
 
-The memory-saving mode (:func:`run_program` with ``memory_saving=True``) generalises
-:mod:`flowkern.nn.memory` from chains to these graphs: the forward runs under ``no_grad`` and
-saves only the program's outputs (for a flow: the latents) and the conditions. The backward walks
-the nodes in reverse: each node rebuilds its inputs from its outputs, re-runs with grad and
-back-propagates ``(grad_outputs, grad_logdet)`` through itself only
-(:meth:`Node.invert_and_backprop`; for a flowkern layer that is
-:meth:`~flowkern.nn.InvertibleModule.invert_and_backprop`, which shares the subnet evaluation
-between the inverse and the re-run). Saved memory is the outputs, independent of depth and of
-the number of levels. Parameters are inputs of the autograd Function, so their grads arrive
-through ``AccumulateGrad`` (optimisers, hooks and DDP's all-reduce work unchanged). Under
+:func:`run_program` with ``memory_saving=True`` runs the forward under ``no_grad`` in one autograd
+Function that saves only the program's outputs (for a flow: z, or the latents) and the
+conditions. Its backward walks the nodes in reverse: each node rebuilds its inputs from its
+outputs, re-runs with grad and back-propagates ``(grad_outputs, grad_logdet)`` through itself only
+(:meth:`Node.invert_and_backprop`; for a flowkern layer its
+:meth:`~flowkern.nn.InvertibleModule.invert_and_backprop`, the one method a layer implements to
+join), then frees it. Saved memory is the outputs, independent of depth and of the number of
+levels. Parameters are inputs of the autograd Function, so their grads arrive through
+``AccumulateGrad`` (optimisers, hooks and DDP's all-reduce work unchanged). Under
 ``torch.autocast`` the backward re-runs in the forward's autocast state.
 
 Nodes must be deterministic (no dropout) for the rebuilt inputs to match.
@@ -29,89 +30,78 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._memory import release_free_memory
-from ..spec import acc_dtype
-from .base import InvertibleModule, ParamGrads, trainable_parameters
+from .base import InitFlag, InvertibleModule, ParamGrads, as_logdet, rebuild_and_backprop, trainable_parameters, \
+    zero_logdet
 
-__all__ = ["Node", "ModuleNode", "InvertibleProgram", "run_program", "DeferredGrads"]
+__all__ = ["Node", "ModuleNode", "InvertibleProgram", "run_program"]
 
-Conds = tuple  # tuple[torch.Tensor | None, ...]
-
-
-
-def _as_logdet(ld: object, like: torch.Tensor) -> torch.Tensor | None:
-    """A node's log-det as a (B,) tensor in the accumulation dtype (None for "no term")."""
-    if ld is None:
-        return None
-    acc = acc_dtype(like.dtype)
-    if isinstance(ld, torch.Tensor):
-        ld = ld.to(acc)
-        if ld.dim() == 1 and ld.shape[0] == like.shape[0]:
-            return ld
-        if ld.numel() == 1:  # one value for the whole batch (peers return scalars)
-            return ld.reshape(()).expand(like.shape[0])
-        return ld.reshape(like.shape[0])
-    if ld == 0:
-        return None
-    return torch.full((like.shape[0],), float(ld), dtype=acc, device=like.device)
+Conditions = tuple  # the conditions a program's nodes see: a tuple of tensors (or None), possibly empty
 
 
 class Node:
     """One step of an :class:`InvertibleProgram`: reads slots ``inputs``, writes slots ``outputs``.
 
-    Subclasses implement :meth:`run` and :meth:`invert`; :meth:`invert_and_backprop` defaults to
-    the generic rebuild, re-run and back-propagate; :meth:`modules` names the modules whose
-    trainable parameters the node uses."""
+    Subclasses implement :meth:`run` and :meth:`invert`, and name in :meth:`modules` the modules
+    whose trainable parameters the node uses; :meth:`invert_and_backprop` defaults to the generic
+    rebuild, re-run and back-propagate (:func:`~flowkern.nn.base.rebuild_and_backprop`).
+
+    Args:
+        inputs: the slots the node reads, in order.
+        outputs: the slots it writes, in order.
+
+    Example:
+        >>> import math
+        >>> class Double(Node):
+        ...     def run(self, xs, conds):
+        ...         return [2 * xs[0]], torch.full((xs[0].shape[0],), xs[0][0].numel() * math.log(2))
+        ...     def invert(self, ys, conds):
+        ...         return [ys[0] / 2], None
+        >>> program = InvertibleProgram([Double((0,), (1,))], inputs=(0,), outputs=(1,))
+        >>> (y,), logdet = program.run([torch.ones(2, 3)])
+        >>> y[0].tolist(), round(logdet[0].item(), 4)
+        ([2.0, 2.0, 2.0], 2.0794)
+    """
 
     def __init__(self, inputs: Sequence[int], outputs: Sequence[int]) -> None:
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
 
     def modules(self) -> tuple[nn.Module, ...]:
+        """The modules whose trainable parameters the node uses (none by default)."""
         return ()
 
-    def run(self, xs: list[torch.Tensor], conds: Conds) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def run(self, xs: list[torch.Tensor], conds: Conditions) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Outputs and the (B,) log|det| of this node (None: no term)."""
         raise NotImplementedError
 
-    def invert(self, ys: list[torch.Tensor], conds: Conds) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def invert(self, ys: list[torch.Tensor], conds: Conditions) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Inputs rebuilt from outputs, and the inverse's log-det (= -forward's)."""
         raise NotImplementedError
 
-    def invert_and_backprop(self, ys: list[torch.Tensor], conds: Conds, grad_ys: list[torch.Tensor],
+    def invert_and_backprop(self, ys: list[torch.Tensor], conds: Conditions, grad_ys: list[torch.Tensor],
                             grad_logdet: torch.Tensor, grads: ParamGrads
                             ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor | None]]:
         """Rebuild the inputs, re-run with grad, back-propagate ``(grad_ys, grad_logdet)``:
         returns ``(xs, grad_xs, grad_conds)`` (grad_conds aligned with ``conds``, None where a
         condition needs no grad); parameter grads are accumulated into ``grads``."""
-        with torch.no_grad():
-            xs, _ = self.invert(ys, conds)
-        with torch.enable_grad():
-            leaves = [x.detach().requires_grad_(True) for x in xs]
-            outs, ld = self.run(leaves, conds)
-            ld = _as_logdet(ld, leaves[0])
-            pairs = [(o, g) for o, g in zip(outs, grad_ys) if o.requires_grad]
-            if ld is not None and ld.requires_grad:
-                pairs.append((ld, grad_logdet))
-            cond_idx = [i for i, c in enumerate(conds) if c is not None and c.requires_grad]
-            params = trainable_parameters(*self.modules())
-            inputs = [*leaves, *(conds[i] for i in cond_idx), *params]
-            if pairs:
-                got = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
-            else:
-                got = (None,) * len(inputs)
-        grad_xs = [torch.zeros_like(v) if g is None else g for v, g in zip(leaves, got)]
-        grad_conds: list[torch.Tensor | None] = [None] * len(conds)
-        for k, i in enumerate(cond_idx):
-            grad_conds[i] = got[len(leaves) + k]
-        for p, g in zip(params, got[len(leaves) + len(cond_idx):]):
-            grads.add(p, g)
-        return [x.detach() for x in xs], grad_xs, grad_conds
+        return rebuild_and_backprop(self.modules(), lambda xs: self.run(xs, conds), lambda ys: self.invert(ys, conds),
+                                    ys, conds, grad_ys, grad_logdet, grads)
 
 
 class ModuleNode(Node):
     """A flowkern :class:`~flowkern.nn.InvertibleModule` as a node: one slot in, one out, the
     first condition (or None) as its ``c``; the memory-saving step is the module's own
-    :meth:`~flowkern.nn.InvertibleModule.invert_and_backprop`."""
+    :meth:`~flowkern.nn.InvertibleModule.invert_and_backprop`.
+
+    Args:
+        module: the invertible module.
+        inputs, outputs: its one input slot and one output slot.
+
+    Example:
+        >>> from flowkern.nn import Reverse
+        >>> node = ModuleNode(Reverse(3), (0,), (1,))
+        >>> node.run([torch.tensor([[1.0, 2.0, 3.0]])], ())[0][0].tolist()
+        [[3.0, 2.0, 1.0]]
+    """
 
     def __init__(self, module: InvertibleModule, inputs: Sequence[int], outputs: Sequence[int]) -> None:
         super().__init__(inputs, outputs)
@@ -129,15 +119,29 @@ class ModuleNode(Node):
         return [x], ld
 
     def invert_and_backprop(self, ys, conds, grad_ys, grad_logdet, grads):
-        c = conds[0] if conds else None
-        x, g_x, g_c = self.module.invert_and_backprop(ys[0], c, grad_ys[0], grad_logdet, grads)
-        return [x], [g_x], [g_c] + [None] * (len(conds) - 1)
+        x, g_x, g_c = self.module.invert_and_backprop(ys[0], conds[0] if conds else None, grad_ys[0], grad_logdet,
+                                                      grads)
+        return [x], [g_x], [g_c, *[None] * (len(conds) - 1)]
 
 
 class InvertibleProgram:
-    """Nodes in execution order over integer slots; ``inputs`` / ``outputs`` are the program's
-    input and output slots (module docstring). Not an ``nn.Module``: the modules it runs are
-    registered by its owner."""
+    """Nodes in execution order over integer slots (module docstring). Not an ``nn.Module``: the
+    modules it runs are registered by its owner.
+
+    Args:
+        nodes: the nodes, in execution order; each slot is written once and read once.
+        inputs: the program's input slots.
+        outputs: the program's output slots.
+
+    Raises ``ValueError`` if a node reads a slot before it is written or an output is never written.
+
+    Example:
+        >>> from flowkern.nn import Reverse
+        >>> program = InvertibleProgram.chain([Reverse(2), Reverse(2)])
+        >>> (z,), logdet = program.run([torch.tensor([[1.0, 2.0]])])
+        >>> z.tolist(), logdet.tolist()
+        ([[1.0, 2.0]], [0.0])
+    """
 
     def __init__(self, nodes: Sequence[Node], inputs: Sequence[int], outputs: Sequence[int]) -> None:
         self.nodes, self.inputs, self.outputs = list(nodes), tuple(inputs), tuple(outputs)
@@ -151,7 +155,13 @@ class InvertibleProgram:
         if missing:
             raise ValueError(f"program outputs {missing} are never written")
 
+    @classmethod
+    def chain(cls, modules: Sequence[InvertibleModule]) -> InvertibleProgram:
+        """The one-input, one-output program that runs ``modules`` in order (slot k feeds module k)."""
+        return cls([ModuleNode(m, (k,), (k + 1,)) for k, m in enumerate(modules)], (0,), (len(modules),))
+
     def modules(self) -> list[nn.Module]:
+        """The nodes' modules, each once, in order."""
         seen: dict[int, nn.Module] = {}
         for node in self.nodes:
             for m in node.modules():
@@ -162,33 +172,28 @@ class InvertibleProgram:
         """Trainable parameters of every node's modules, each once."""
         return trainable_parameters(*self.modules())
 
-    def run(self, xs: Sequence[torch.Tensor], conds: Conds = ()) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Outputs and the summed (B,) log-det, with ordinary autograd."""
-        slots = dict(zip(self.inputs, xs))
-        ref = xs[0]
-        logdet = torch.zeros(ref.shape[0], dtype=acc_dtype(ref.dtype), device=ref.device)
-        for node in self.nodes:
-            outs, ld = node.run([slots.pop(i) for i in node.inputs], conds)
-            for i, v in zip(node.outputs, outs):
-                slots[i] = v
-            ld = _as_logdet(ld, ref)
+    def _walk(self, values: Sequence[torch.Tensor], conds: Conditions, inverse: bool
+              ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        src, dst = (self.outputs, self.inputs) if inverse else (self.inputs, self.outputs)
+        slots = dict(zip(src, values))
+        logdet = zero_logdet(values[0])
+        for node in reversed(self.nodes) if inverse else self.nodes:
+            reads, writes = (node.outputs, node.inputs) if inverse else (node.inputs, node.outputs)
+            step = node.invert if inverse else node.run
+            outs, ld = step([slots.pop(i) for i in reads], conds)
+            slots.update(zip(writes, outs))
+            ld = as_logdet(ld, values[0])
             if ld is not None:
                 logdet = logdet + ld
-        return [slots[i] for i in self.outputs], logdet
+        return [slots[i] for i in dst], logdet
 
-    def invert(self, ys: Sequence[torch.Tensor], conds: Conds = ()) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def run(self, xs: Sequence[torch.Tensor], conds: Conditions = ()) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Outputs and the summed (B,) log-det, with ordinary autograd."""
+        return self._walk(xs, conds, inverse=False)
+
+    def invert(self, ys: Sequence[torch.Tensor], conds: Conditions = ()) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Inputs rebuilt from outputs, and the inverse's summed log-det."""
-        slots = dict(zip(self.outputs, ys))
-        ref = ys[0]
-        logdet = torch.zeros(ref.shape[0], dtype=acc_dtype(ref.dtype), device=ref.device)
-        for node in reversed(self.nodes):
-            ins, ld = node.invert([slots.pop(i) for i in node.outputs], conds)
-            for i, v in zip(node.inputs, ins):
-                slots[i] = v
-            ld = _as_logdet(ld, ref)
-            if ld is not None:
-                logdet = logdet + ld
-        return [slots[i] for i in self.inputs], logdet
+        return self._walk(ys, conds, inverse=True)
 
 
 def _autocast_state(device_type: str) -> tuple | None:
@@ -222,8 +227,6 @@ class DeferredGrads(ParamGrads):
 
 def _initialized(program: InvertibleProgram) -> bool:
     """Whether every data-dependent init (actnorms) of the program's modules has run."""
-    from .base import InitFlag
-
     return all(m._is_initialized() for root in program.modules() for m in root.modules() if isinstance(m, InitFlag))
 
 
@@ -281,7 +284,7 @@ class _ProgramFunction(torch.autograd.Function):
         grad_outs = [torch.zeros_like(o) if g is None else g for o, g in zip(outs, grad_outs)]
         B = outs[0].shape[0]
         if grad_logdet is None:
-            grad_logdet = torch.zeros(B, dtype=acc_dtype(outs[0].dtype), device=outs[0].device)
+            grad_logdet = zero_logdet(outs[0])
         want_x = [ctx.needs_input_grad[4 + k] for k in range(n_x)]
         want_c = [c is not None and ctx.needs_input_grad[4 + n_x + i] for i, c in enumerate(conds)]
         param_grads = DeferredGrads()
@@ -297,8 +300,6 @@ class _ProgramFunction(torch.autograd.Function):
                 # keep only the input grads autograd asked for (an image batch usually needs none)
                 per_chunk.append(([g if w else None for g, w in zip(gx, want_x)], gc))
                 del gx, gc
-                if ctx.chunk:  # the chunk's freed tensors: give their pages back (flowkern._memory)
-                    release_free_memory()
             param_grads.flush()
         grad_xs = [None if not w else torch.cat([p[0][k] for p in per_chunk]) if len(per_chunk) > 1
                    else per_chunk[0][0][k] for k, w in enumerate(want_x)]
@@ -338,15 +339,31 @@ def _backward_chunk(program: InvertibleProgram, outs: list, grad_outs: list, gra
     return [gslots[i] for i in program.inputs], grad_conds
 
 
-def run_program(program: InvertibleProgram, xs: Sequence[torch.Tensor], conds: Conds = (),
+def run_program(program: InvertibleProgram, xs: Sequence[torch.Tensor], conds: Conditions = (),
                 memory_saving: bool = False, chunk: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Run ``program`` on inputs ``xs`` with conditions ``conds``: ``(outputs, logdet)``. With
-    ``memory_saving`` (and grad enabled) only the outputs and conditions are saved for backward
-    (module docstring); ``chunk`` then runs the forward and the backward on batch chunks of that
-    many samples, one chunk's activations alive at a time (the same gradients up to summation
-    order; the first call, which runs the data-dependent inits, is not chunked), and after each
-    chunk of the backward the heap's freed pages go back to the OS
-    (:func:`flowkern._memory.release_free_memory`)."""
+    """Run ``program`` on inputs ``xs`` with conditions ``conds``: ``(outputs, logdet)``.
+
+    Args:
+        program: the network.
+        xs: its inputs, one per input slot.
+        conds: the conditions its nodes see.
+        memory_saving: (with grad enabled) save only the outputs and conditions for backward and
+            rebuild the rest there (module docstring).
+        chunk: with ``memory_saving``, run the forward and the backward on batch chunks of this
+            many samples: only one chunk's working set is alive at a time, which lowers the peak
+            memory of large images at some cost in time (smaller matrix products); the gradients
+            are the same up to summation order. The first call, which runs the data-dependent
+            inits, is not chunked. None: the whole batch at once.
+
+    Example:
+        >>> from flowkern.nn import ActNorm, Reverse
+        >>> program = InvertibleProgram.chain([ActNorm(4), Reverse(4)])
+        >>> x = torch.randn(8, 4, requires_grad=True)
+        >>> (z,), logdet = run_program(program, [x], memory_saving=True)
+        >>> (0.5 * z.pow(2).sum() - logdet.sum()).backward()
+        >>> tuple(x.grad.shape)
+        (8, 4)
+    """
     if memory_saving and torch.is_grad_enabled():
         conds = tuple(conds)
         out = _ProgramFunction.apply(program, len(xs), len(conds), chunk, *xs, *conds, *program.parameters())

@@ -35,21 +35,14 @@ from torch import nn
 from .._checks import check_bool, check_choice, check_int, check_number
 from ..spec import acc_dtype
 from .actnorm import ActNorm
-from .base import InvertibleModule, ParamGrads, check_like_model
+from .base import InvertibleModule, check_condition, check_like_model, first_floating, zero_logdet
 from .conditional import ConditionalAffineCoupling
 from .coupling import AffineCoupling
+from .flow import standard_normal_log_prob
 from .graph import InvertibleProgram, ModuleNode, Node, run_program
 from .image import CheckerboardCoupling, ConvSubnet, GlowStep, OneHot, ZeroConv2d, bits_per_dim
 from .squeeze import Squeeze
 
-__all__ = [
-    "Split",
-    "AffinePrior",
-    "LearnedPrior",
-    "MultiScaleFlow",
-    "build_glow",
-    "build_realnvp",
-]
 
 SPLIT_PRIORS = ("learned", "normal")
 
@@ -89,6 +82,12 @@ class Split(nn.Module):
         kernel_size, logscale_factor: of the prior's :class:`~flowkern.nn.ZeroConv2d`.
 
     Reference: Kingma & Dhariwal 2018, Sec. 3 and the reference code's ``split2d_prior``.
+
+    Example:
+        >>> split = Split(4)
+        >>> kept, latent, logdet = split(torch.randn(2, 4, 3, 3))
+        >>> tuple(kept.shape), tuple(latent.shape)
+        ((2, 2, 3, 3), (2, 2, 3, 3))
     """
 
     def __init__(self, channels: int, keep: int | None = None, prior: str = "learned", *, cond_channels: int = 0,
@@ -125,7 +124,7 @@ class Split(nn.Module):
         """(kept, standardised latent, log-det of the standardisation)."""
         self._check(x, "x")
         if self.coupling is None:
-            return x[:, :self.keep], x[:, self.keep:], torch.zeros(x.shape[0], dtype=acc_dtype(x.dtype), device=x.device)
+            return x[:, :self.keep], x[:, self.keep:], zero_logdet(x)
         y, ld = self.coupling(x, c)
         return y[:, :self.keep], y[:, self.keep:], ld
 
@@ -135,23 +134,17 @@ class Split(nn.Module):
         y = torch.cat((kept, latent), 1)
         self._check(y, "cat(kept, latent)")
         if self.coupling is None:
-            return y, torch.zeros(y.shape[0], dtype=acc_dtype(y.dtype), device=y.device)
+            return y, zero_logdet(y)
         return self.coupling.inverse(y, c)
-
-    def invert_and_backprop(self, kept: torch.Tensor, latent: torch.Tensor, c: torch.Tensor | None,
-                            grad_kept: torch.Tensor, grad_latent: torch.Tensor, grad_logdet: torch.Tensor,
-                            grads: ParamGrads) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The memory-saving step: (x, grad_x, grad_c) from the outputs and their grads."""
-        y, g_y = torch.cat((kept, latent), 1), torch.cat((grad_kept, grad_latent), 1)
-        if self.coupling is None:
-            return y, g_y, None
-        return self.coupling.invert_and_backprop(y, c, g_y, grad_logdet, grads)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, keep={self.keep}, prior={self.prior!r}, cond_channels={self.cond_channels}"
 
 
 class _SplitNode(Node):
+    """A :class:`Split` in a program: one slot in, (kept, latent) out; its memory-saving step is its
+    prior coupling's (one subnet evaluation), on the concatenated outputs."""
+
     def __init__(self, split: Split, inputs, outputs) -> None:
         super().__init__(inputs, outputs)
         self.split = split
@@ -168,9 +161,11 @@ class _SplitNode(Node):
         return [x], ld
 
     def invert_and_backprop(self, ys, conds, grad_ys, grad_logdet, grads):
-        x, g_x, g_c = self.split.invert_and_backprop(ys[0], ys[1], conds[0] if conds else None, grad_ys[0],
-                                                     grad_ys[1], grad_logdet, grads)
-        return [x], [g_x], [g_c] + [None] * (len(conds) - 1)
+        y, g_y = torch.cat(ys, 1), torch.cat(grad_ys, 1)
+        if self.split.coupling is None:
+            return [y], [g_y], [None] * len(conds)
+        x, g_x, g_c = self.split.coupling.invert_and_backprop(y, conds[0] if conds else None, g_y, grad_logdet, grads)
+        return [x], [g_x], [g_c, *[None] * (len(conds) - 1)]
 
 
 # ---- priors of a whole latent -------------------------------------------------------------------
@@ -178,7 +173,16 @@ class AffinePrior(InvertibleModule):
     r"""A diagonal Gaussian prior :math:`N(\mu, \sigma^2)` on a latent z, as the invertible
     standardisation :math:`\varepsilon = (z - \mu) e^{-\log\sigma}`, log-det
     :math:`-\sum \log\sigma` (module docstring). Subclasses implement :meth:`mean_log_std`
-    (tensors broadcastable to z)."""
+    (tensors broadcastable to z).
+
+    Example:
+        >>> class Fixed(AffinePrior):
+        ...     def mean_log_std(self, z, c):
+        ...         return torch.ones(1, 1), torch.zeros(1, 1)  # N(1, 1)
+        >>> eps, logdet = Fixed()(torch.ones(2, 3))
+        >>> eps.abs().max().item(), logdet.abs().tolist()
+        (0.0, [0.0, 0.0])
+    """
 
     def mean_log_std(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -206,21 +210,26 @@ class LearnedPrior(AffinePrior):
 
     Args:
         channels: C of the (B, C, H, W) latent.
-        cond_features: size of the condition vector (B, cond_features) (a map (B, F, H, W) is
+        cond_channels: size of the condition vector (B, cond_channels) (a map (B, F, H, W) is
             averaged over space); 0: unconditional.
 
     Reference: Kingma & Dhariwal 2018, the reference code's ``prior`` with ``learntop``/``ycond``.
+
+    Example:
+        >>> eps, logdet = LearnedPrior(3)(torch.randn(2, 3, 4, 4))  # starts as N(0, I)
+        >>> logdet.abs().tolist()
+        [0.0, 0.0]
     """
 
-    def __init__(self, channels: int, cond_features: int = 0) -> None:
+    def __init__(self, channels: int, cond_channels: int = 0) -> None:
         super().__init__()
         self.channels = check_int("channels", channels, minimum=1)
-        self.cond_features = check_int("cond_features", cond_features, minimum=0)
+        self.cond_channels = check_int("cond_channels", cond_channels, minimum=0)
         self.mean = nn.Parameter(torch.zeros(channels))
         self.log_std = nn.Parameter(torch.zeros(channels))
         self.cond = None
-        if self.cond_features:
-            self.cond = nn.Linear(self.cond_features, 2 * channels)
+        if self.cond_channels:
+            self.cond = nn.Linear(self.cond_channels, 2 * channels)
             nn.init.zeros_(self.cond.weight)
             nn.init.zeros_(self.cond.bias)
 
@@ -232,16 +241,16 @@ class LearnedPrior(AffinePrior):
         if self.cond is None:
             return mean, log_std
         if c is None:
-            raise ValueError(f"c (the condition, shape (B, {self.cond_features})) is required by this LearnedPrior")
+            raise ValueError(f"c (the condition, shape (B, {self.cond_channels})) is required by this LearnedPrior")
         if c.dim() > 2:
             c = c.flatten(2).mean(2)
-        if c.dim() != 2 or c.shape != (z.shape[0], self.cond_features):
-            raise ValueError(f"c must have shape ({z.shape[0]}, {self.cond_features}), got {tuple(c.shape)}")
+        if c.dim() != 2 or c.shape != (z.shape[0], self.cond_channels):
+            raise ValueError(f"c must have shape ({z.shape[0]}, {self.cond_channels}), got {tuple(c.shape)}")
         h = self.cond(c).to(z.dtype).reshape(z.shape[0], 2 * self.channels, *([1] * (z.dim() - 2)))
         return mean + h[:, :self.channels], log_std + h[:, self.channels:]
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, cond_features={self.cond_features}"
+        return f"channels={self.channels}, cond_channels={self.cond_channels}"
 
 
 # ---- the container ------------------------------------------------------------------------------
@@ -272,12 +281,21 @@ class MultiScaleFlow(nn.Module):
         memory_saving_chunk: with ``memory_saving``, run the forward and backward on batch chunks
             of this many samples, so that only one chunk's working set (a level's tensors and one
             subnet's activations) is alive at a time: the peak memory of very large images then
-            falls to the latents plus one chunk's working set (None: the whole batch at once).
-            After each chunk of the backward the heap's freed pages are returned to the OS
-            (glibc's ``malloc_trim``), so they do not stay resident as the arena's holes.
+            falls to the latents plus one chunk's working set (None: the whole batch at once). The
+            memory/time trade: smaller chunks, lower peak, longer step (smaller matrix products);
+            the gradients are the same up to summation order.
         event_shape: per-sample input shape (C, H, W); recorded at the first forward if not given.
 
     References: Dinh et al. 2017 (RealNVP), Sec. 3.6; Kingma & Dhariwal 2018 (Glow), Fig. 2.
+
+    Example:
+        >>> from flowkern.nn import GlowStep, Squeeze
+        >>> flow = MultiScaleFlow([[Squeeze(), GlowStep(4, hidden=8), Split(4)], [Squeeze(), GlowStep(8, hidden=8)]],
+        ...                       LearnedPrior(8), memory_saving=True)
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> flow.nll_loss(x).backward()
+        >>> [tuple(z.shape) for z in flow(x)[0]], tuple(flow.sample(3).shape)
+        ([(2, 2, 4, 4), (2, 8, 2, 2)], (3, 1, 8, 8))
     """
 
     def __init__(self, levels: Sequence[Sequence[nn.Module]], prior: nn.Module | None = None, *,
@@ -356,10 +374,7 @@ class MultiScaleFlow(nn.Module):
             if c is not None:
                 raise ValueError("c must be None: this MultiScaleFlow is unconditional")
             return ()
-        if c is None:
-            raise ValueError("c (the condition) is required by this conditional MultiScaleFlow")
-        if not isinstance(c, torch.Tensor):
-            raise TypeError(f"c must be a torch.Tensor, got {type(c).__name__}")
+        check_condition(c, "this conditional MultiScaleFlow")
         if self.condition_shape is None:
             self.condition_shape = tuple(c.shape[1:])
         return (c if self.embedder is None else self.embedder(c),)
@@ -385,8 +400,7 @@ class MultiScaleFlow(nn.Module):
             self.event_shape = tuple(x.shape[1:])
         elif tuple(x.shape[2:]) != self.event_shape[1:]:
             self.latent_shapes(tuple(x.shape[1:]))
-        return run_program(self.program(), [x], self._conds(c), self.memory_saving,
-                           getattr(self, "memory_saving_chunk", None))
+        return run_program(self.program(), [x], self._conds(c), self.memory_saving, self.memory_saving_chunk)
 
     def inverse(self, latents: Sequence[torch.Tensor], c: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,18 +421,14 @@ class MultiScaleFlow(nn.Module):
     def log_prob(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) (B,) in nats: standard normal latents plus the log-det."""
         latents, logdet = self(x, c)
-        return logdet + sum(self.standard_normal_log_prob(z) for z in latents)
+        return logdet + sum(standard_normal_log_prob(z) for z in latents)
+
+    standard_normal_log_prob = staticmethod(standard_normal_log_prob)  # the old name of the module function
 
     @staticmethod
-    def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-        """log N(z; 0, I) per sample, in the log-det accumulation dtype."""
-        zz = z.flatten(1).to(acc_dtype(z.dtype))
-        return -0.5 * (zz * zz).sum(1) - 0.5 * zz.shape[1] * math.log(2 * math.pi)
-
-    @classmethod
-    def nll(cls, latents: Sequence[torch.Tensor], logdet: torch.Tensor) -> torch.Tensor:
+    def nll(latents: Sequence[torch.Tensor], logdet: torch.Tensor) -> torch.Tensor:
         """Mean over the batch of -log p(x) from a forward's ``(latents, logdet)`` (e.g. through DDP)."""
-        return -(logdet + sum(cls.standard_normal_log_prob(z) for z in latents)).mean()
+        return -(logdet + sum(standard_normal_log_prob(z) for z in latents)).mean()
 
     def nll_loss(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over the batch of -log p(x) (nats)."""
@@ -436,7 +446,7 @@ class MultiScaleFlow(nn.Module):
         temperature = check_number("temperature", temperature, minimum=0.0)
         if isinstance(c, torch.Tensor) and c.shape[0] != n:
             raise ValueError(f"c must have batch size n={n}, got {tuple(c.shape)}")
-        ref = next(self.parameters(), None)
+        ref = first_floating(self)
         dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, None)
         latents = [temperature * torch.randn(n, *s, dtype=dtype, device=device) for s in self.latent_shapes()]
         return self.inverse(latents, c)[0]
@@ -454,14 +464,14 @@ class MultiScaleFlow(nn.Module):
 
 
 # ---- builders -----------------------------------------------------------------------------------
-def _condition_size(num_classes: int, cond_features: int) -> tuple[int, nn.Module | None]:
+def _condition_size(num_classes: int, cond_channels: int) -> tuple[int, nn.Module | None]:
     num_classes = check_int("num_classes", num_classes, minimum=0)
-    cond_features = check_int("cond_features", cond_features, minimum=0)
-    if num_classes and cond_features:
-        raise ValueError("give num_classes (class labels) or cond_features (a condition vector), not both")
+    cond_channels = check_int("cond_channels", cond_channels, minimum=0)
+    if num_classes and cond_channels:
+        raise ValueError("give num_classes (class labels) or cond_channels (a condition vector), not both")
     if num_classes:
         return num_classes, OneHot(num_classes)
-    return cond_features, None
+    return cond_channels, None
 
 
 def _check_divisible(shape: tuple[int, int, int], levels: int) -> None:
@@ -472,7 +482,7 @@ def _check_divisible(shape: tuple[int, int, int], levels: int) -> None:
 
 
 def build_glow(shape: Sequence[int], levels: int = 3, depth: int = 32, hidden: int = 512, *,
-               num_classes: int = 0, cond_features: int = 0, split_prior: str = "learned", learn_top: bool = True,
+               num_classes: int = 0, cond_channels: int = 0, split_prior: str = "learned", learn_top: bool = True,
                actnorm_in_subnet: bool = False, memory_saving: bool = False, seed: int = 0) -> MultiScaleFlow:
     """Glow (Kingma & Dhariwal 2018, Fig. 2): ``levels`` x [Squeeze, ``depth`` x
     :class:`~flowkern.nn.GlowStep`, :class:`Split`] (no split after the last level) and a
@@ -484,12 +494,18 @@ def build_glow(shape: Sequence[int], levels: int = 3, depth: int = 32, hidden: i
         depth: steps per level K.
         hidden: width of the coupling subnets.
         num_classes: class-conditional (labels (B,) as c, one-hot embedded) if > 0.
-        cond_features: conditional on a vector c (B, cond_features) if > 0.
+        cond_channels: conditional on a vector c (B, cond_channels) if > 0.
         split_prior: ``"learned"`` (Glow's conditional prior) or ``"normal"``.
         learn_top: a learned prior on the last latent (always on for a conditional flow).
         actnorm_in_subnet: actnorm inside the coupling subnets (Glow's ``conv2d``).
         memory_saving: O(1)-activation-memory backward.
         seed: seeds the 1x1 convolutions' orthogonal inits (step k of level l gets seed + l*depth + k).
+
+    Example:
+        >>> glow = build_glow((3, 8, 8), levels=2, depth=1, hidden=8, num_classes=2)
+        >>> bpd = glow.bits_per_dim(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+        >>> tuple(bpd.shape)
+        (2,)
     """
     shape = _check_shape(tuple(shape) if isinstance(shape, (list, tuple)) else shape)
     levels = check_int("levels", levels, minimum=1)
@@ -497,7 +513,7 @@ def build_glow(shape: Sequence[int], levels: int = 3, depth: int = 32, hidden: i
     hidden = check_int("hidden", hidden, minimum=1)
     check_choice("split_prior", split_prior, SPLIT_PRIORS)
     _check_divisible(shape, levels)
-    cond, embedder = _condition_size(num_classes, cond_features)
+    cond, embedder = _condition_size(num_classes, cond_channels)
     split_cond = cond if split_prior == "learned" else 0
     C = shape[0]
     built = []
@@ -516,7 +532,7 @@ def build_glow(shape: Sequence[int], levels: int = 3, depth: int = 32, hidden: i
 
 
 def build_realnvp(shape: Sequence[int], levels: int = 2, hidden: int = 64, *, n_checker: int = 3,
-                  n_channel: int = 3, n_final: int = 4, num_classes: int = 0, cond_features: int = 0,
+                  n_channel: int = 3, n_final: int = 4, num_classes: int = 0, cond_channels: int = 0,
                   scale: str = "tanh", clamp: float = 2.0, actnorm: bool = True,
                   memory_saving: bool = False) -> MultiScaleFlow:
     """RealNVP (Dinh et al. 2017, Sec. 3.6 and 4.1): per level, ``n_checker`` checkerboard couplings
@@ -534,10 +550,15 @@ def build_realnvp(shape: Sequence[int], levels: int = 2, hidden: int = 64, *, n_
         levels: number of levels (the last without factor-out).
         hidden: width of the coupling subnets (:class:`~flowkern.nn.ConvSubnet`).
         n_checker, n_channel, n_final: couplings per level as above.
-        num_classes, cond_features: class or vector condition into every coupling.
+        num_classes, cond_channels: class or vector condition into every coupling.
         scale, clamp: the couplings' bounded scale function.
         actnorm: an actnorm before every coupling.
         memory_saving: O(1)-activation-memory backward.
+
+    Example:
+        >>> flow = build_realnvp((1, 8, 8), levels=2, hidden=8, n_checker=1, n_channel=1, n_final=1)
+        >>> [tuple(z.shape) for z in flow(torch.rand(2, 1, 8, 8))[0]]
+        [(2, 2, 4, 4), (2, 8, 2, 2)]
     """
     shape = _check_shape(tuple(shape) if isinstance(shape, (list, tuple)) else shape)
     levels = check_int("levels", levels, minimum=1)
@@ -546,7 +567,7 @@ def build_realnvp(shape: Sequence[int], levels: int = 2, hidden: int = 64, *, n_
         check_int(name, v, minimum=0)
     check_int("n_final", n_final, minimum=1)
     _check_divisible(shape, levels)
-    cond, embedder = _condition_size(num_classes, cond_features)
+    cond, embedder = _condition_size(num_classes, cond_channels)
     actnorm = check_bool("actnorm", actnorm)
     C = shape[0]
     built = []

@@ -11,7 +11,15 @@ __all__ = ["Permute", "Shuffle", "Reverse"]
 
 
 class Permute(InvertibleModule):
-    """Fixed channel permutation ``perm`` (stored as a buffer with its inverse)."""
+    """Fixed channel permutation ``perm`` (stored as a buffer with its inverse).
+
+    Args:
+        perm: a permutation of range(C).
+
+    Example:
+        >>> Permute(torch.tensor([2, 0, 1]))(torch.tensor([[10.0, 11.0, 12.0]]))[0].tolist()
+        [[12.0, 10.0, 11.0]]
+    """
 
     def __init__(self, perm: torch.Tensor) -> None:
         super().__init__()
@@ -45,7 +53,16 @@ def _check_channels(channels: object) -> int:
 
 
 class Shuffle(Permute):
-    """Random channel permutation drawn from ``torch.Generator().manual_seed(seed)``."""
+    """Random channel permutation drawn from ``torch.Generator().manual_seed(seed)``.
+
+    Args:
+        channels: C.
+        seed: the permutation's seed.
+
+    Example:
+        >>> torch.equal(Shuffle(5, seed=1).perm, Shuffle(5, seed=1).perm)
+        True
+    """
 
     def __init__(self, channels: int, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -53,7 +70,15 @@ class Shuffle(Permute):
 
 
 class Reverse(Permute):
-    """Channel order reversed: y = x[:, ::-1]."""
+    """Channel order reversed: y = x[:, ::-1].
+
+    Args:
+        channels: C.
+
+    Example:
+        >>> Reverse(3)(torch.tensor([[1.0, 2.0, 3.0]]))[0].tolist()
+        [[3.0, 2.0, 1.0]]
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__(torch.arange(_check_channels(channels) - 1, -1, -1))

@@ -43,7 +43,16 @@ def _check_image(x: object, name: str) -> torch.Tensor:
 
 
 def squeeze2x2(x: torch.Tensor, order: str = "glow") -> torch.Tensor:
-    """(B, C, H, W) -> (B, 4C, H/2, W/2) in the given channel order (module docstring)."""
+    """(B, C, H, W) -> (B, 4C, H/2, W/2) in the given channel order (module docstring).
+
+    Args:
+        x: the image batch (H, W even).
+        order: ``"glow"`` or ``"checkerboard"``.
+
+    Example:
+        >>> squeeze2x2(torch.arange(4.0).reshape(1, 1, 2, 2)).flatten().tolist()
+        [0.0, 1.0, 2.0, 3.0]
+    """
     _check_image(x, "x")
     B, C, H, W = x.shape
     if H % 2 or W % 2:
@@ -56,7 +65,17 @@ def squeeze2x2(x: torch.Tensor, order: str = "glow") -> torch.Tensor:
 
 
 def unsqueeze2x2(y: torch.Tensor, order: str = "glow") -> torch.Tensor:
-    """Inverse of :func:`squeeze2x2`: (B, 4C, H, W) -> (B, C, 2H, 2W)."""
+    """Inverse of :func:`squeeze2x2`: (B, 4C, H, W) -> (B, C, 2H, 2W).
+
+    Args:
+        y: the squeezed batch (channels divisible by 4).
+        order: as for :func:`squeeze2x2`.
+
+    Example:
+        >>> x = torch.randn(1, 2, 4, 4)
+        >>> torch.equal(unsqueeze2x2(squeeze2x2(x, "checkerboard"), "checkerboard"), x)
+        True
+    """
     _check_image(y, "y")
     B, C4, H, W = y.shape
     if C4 % 4:
@@ -79,6 +98,11 @@ class Squeeze(InvertibleModule):
             (the two checkerboard colours as channel halves, for RealNVP's checkerboard couplings).
 
     Reference: Dinh et al. 2017 (RealNVP), Sec. 3.6; Kingma & Dhariwal 2018 (Glow).
+
+    Example:
+        >>> y, logdet = Squeeze()(torch.randn(2, 3, 8, 8))
+        >>> tuple(y.shape), logdet.tolist()
+        ((2, 12, 4, 4), [0.0, 0.0])
     """
 
     def __init__(self, order: str = "glow") -> None:
@@ -111,7 +135,17 @@ def checkerboard_mask(height: int, width: int, parity: int = 0, dtype: torch.dty
                       device: torch.device | str | None = None) -> torch.Tensor:
     """RealNVP's checkerboard mask b of shape (1, 1, height, width): 1 where (i + j) % 2 == parity.
 
-    With parity 0 the passive pixels are the first 2C channels of ``Squeeze("checkerboard")``."""
+    With parity 0 the passive pixels are the first 2C channels of ``Squeeze("checkerboard")``.
+
+    Args:
+        height, width: the mask's size.
+        parity: 0 or 1, as above.
+        dtype, device: of the mask.
+
+    Example:
+        >>> checkerboard_mask(2, 2)[0, 0].tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
     height, width = check_int("height", height, minimum=1), check_int("width", width, minimum=1)
     parity = check_int("parity", parity, minimum=0, maximum=1)
     i = torch.arange(height, device=device).reshape(-1, 1)
@@ -123,7 +157,17 @@ def channel_mask(channels: int, parity: int = 0, dtype: torch.dtype = torch.floa
                  device: torch.device | str | None = None) -> torch.Tensor:
     """RealNVP's channel mask b of shape (1, channels, 1, 1): 1 on the first half of the channels
     (``channels // 2``) for parity 0, on the second half for parity 1 — the passive part of
-    ``AffineCoupling(channels, ..., passive="first" / "second")``."""
+    ``AffineCoupling(channels, ..., passive="first" / "second")``.
+
+    Args:
+        channels: C (>= 2).
+        parity: 0 or 1, as above.
+        dtype, device: of the mask.
+
+    Example:
+        >>> channel_mask(4, parity=1).flatten().tolist()
+        [0.0, 0.0, 1.0, 1.0]
+    """
     channels = check_int("channels", channels, minimum=2)
     parity = check_int("parity", parity, minimum=0, maximum=1)
     first = torch.arange(channels, device=device) < channels // 2

@@ -19,7 +19,19 @@ __all__ = ["MLP"]
 
 
 class MLP(nn.Module):
-    """Channel MLP with ``depth`` hidden-to-hidden layers (module docstring)."""
+    """Channel MLP with ``depth`` hidden-to-hidden layers (module docstring).
+
+    Args:
+        in_features, out_features: input and output channels.
+        hidden: width of the hidden layers.
+        depth: hidden-to-hidden layers.
+        zero_init: zero the last layer (a coupling then starts as the identity).
+
+    Example:
+        >>> net = MLP(3, 4, hidden=8)
+        >>> tuple(net(torch.randn(2, 3)).shape), tuple(net(torch.randn(2, 3, 5, 5)).shape)
+        ((2, 4), (2, 4, 5, 5))
+    """
 
     def __init__(self, in_features: int, out_features: int, hidden: int, depth: int = 2,
                  zero_init: bool = False) -> None:
