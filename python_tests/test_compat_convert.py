@@ -21,7 +21,7 @@ from .compat_support import assert_same, mlp
 
 @pytest.fixture
 def registry():
-    conv_mod._load_converter_modules()  # flowkern.compat.image's registrations are part of what is restored
+    conv_mod._load_converter_modules()  # the peer modules' registrations are part of what is restored
     saved = dict(conv_mod._REGISTRY)
     yield conv_mod._REGISTRY
     conv_mod._REGISTRY.clear()
@@ -135,3 +135,69 @@ def test_report_of_a_fully_converted_model_and_non_layers_unlisted():
     _, report = convert(peer, report=True)
     assert report.complete and "none left unconverted" in str(report)
     assert not any("distributions" in name for name in report.converted)  # the base: not a flow layer
+
+
+# ---- convert() leaves its argument as it was -----------------------------------------------
+def _snapshot(model: nn.Module) -> tuple:
+    """What convert() could change: the state (keys and values), the module tree (names and
+    types) and, for a FrEIA graph, the modules its nodes hold."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    tree = [(name, type(m)) for name, m in model.named_modules()]
+    nodes = [id(n.module) for n in getattr(model, "node_list", ())]
+    return state, tree, nodes, model.training
+
+
+def _assert_untouched(model: nn.Module, before: tuple) -> None:
+    state, tree, nodes, training = _snapshot(model)
+    assert list(state) == list(before[0])
+    for k, v in state.items():
+        assert torch.equal(v, before[0][k]), k
+    assert tree == before[1] and nodes == before[2] and training == before[3]
+
+
+def _peer_models():
+    from .test_compat_image import _freia_inn, _nflows_glow, notebook_glow
+
+    Ff = pytest.importorskip("FrEIA.framework")
+    Fm = pytest.importorskip("FrEIA.modules")
+    nt = pytest.importorskip("nflows.transforms")
+    torch.manual_seed(0)
+    inn = Ff.SequenceINN(4)
+    inn.append(Fm.ActNorm)
+    inn.append(Fm.GLOWCouplingBlock, subnet_constructor=mlp)
+    from nflows.nn.nets import ResidualNet
+
+    nfl = nt.CompositeTransform([nt.ActNorm(4), nt.AffineCouplingTransform(
+        torch.tensor([0, 0, 1, 1]), lambda i, o: ResidualNet(i, o, hidden_features=8, num_blocks=1))])
+    nff = nf.NormalizingFlow(nf.distributions.DiagGaussian(4), [nf.flows.ActNorm(4), nf.flows.AffineCouplingBlock(
+        mlp(2, 4))])
+    x_img = torch.rand(4, 3, 8, 8)
+    return {
+        "freia-sequence": (inn, lambda m: m(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))[0]),
+        "freia-graph": (_freia_inn(), lambda m: m(x_img)[0]),
+        "normflows-flow": (nff, lambda m: m.log_prob(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))),
+        "normflows-glow": (notebook_glow(), lambda m: m.log_prob(x_img, None)),
+        "nflows-composite": (nfl, lambda m: m(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))[0]),
+        "nflows-multiscale": (_nflows_glow(), lambda m: m.log_prob(x_img)),
+    }
+
+
+@pytest.mark.parametrize("name", ["freia-sequence", "freia-graph", "normflows-flow", "normflows-glow",
+                                  "nflows-composite", "nflows-multiscale"])
+@pytest.mark.parametrize("memory_saving", [False, True])
+def test_convert_leaves_the_peer_model_as_it_was(name, memory_saving):
+    """The peer model's state_dict, module tree and outputs are the same after convert() as
+    before (each peer, vector and image models, with and without memory saving)."""
+    model, run = _peer_models()[name]
+    if memory_saving and name.endswith(("sequence", "composite", "-flow")):
+        pytest.skip("memory_saving applies to the image containers only")
+    model.eval()
+    with torch.no_grad():
+        run(model)  # data-dependent inits, so that the outputs below are comparable
+        out = run(model)
+    before = _snapshot(model)
+    converted = convert(model, memory_saving=memory_saving)
+    _assert_untouched(model, before)
+    with torch.no_grad():
+        torch.testing.assert_close(run(model), out, rtol=0, atol=0)
+        torch.testing.assert_close(run(converted), out, rtol=1e-4, atol=1e-3)

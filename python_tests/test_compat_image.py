@@ -13,7 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-import flowkern.compat.image as image
+import flowkern.compat.freia as Kf
+import flowkern.compat.nflows as Kl
+import flowkern.compat.normflows as Kn
+from flowkern.compat.normflows.glow import _convert_nf_multiscale
 from flowkern.check import saved_bytes
 from flowkern.compat import convert
 from flowkern.nn import Squeeze
@@ -68,8 +71,8 @@ def _nf_pair(dtype=D64, num_classes=3, **kw):
 def test_normflows_glow_converts_completely_with_the_same_keys():
     peer, fk, x, y, report = _nf_pair()
     assert report.complete, str(report)
-    assert type(fk) is image.MultiscaleFlow
-    assert all(type(b) is image.GlowBlock for b in fk.flows[0][:-1]) and type(fk.flows[0][-1]) is image.Squeeze
+    assert type(fk) is Kn.MultiscaleFlow
+    assert all(type(b) is Kn.GlowBlock for b in fk.flows[0][:-1]) and type(fk.flows[0][-1]) is Kn.Squeeze
     assert list(fk.state_dict()) == list(peer.state_dict())
     for k, v in peer.state_dict().items():
         assert torch.equal(fk.state_dict()[k], v), k
@@ -98,7 +101,7 @@ def test_normflows_glow_block_variants(block_kw):
     peer, fk, x, y, report = _nf_pair(num_classes=None, **block_kw)
     assert report.complete
     torch.testing.assert_close(fk.log_prob(x), peer.log_prob(x, None), rtol=0, atol=1e-9)
-    assert fk.flows[0][0].fusable()
+    assert fk.flows[0][0].fusable
 
 
 @pytest.mark.parametrize("memory_saving", [False, True])
@@ -157,7 +160,7 @@ def test_convert_memory_saving_argument():
     """convert(model, memory_saving=True) where convert passes keyword arguments to the
     registered converters (flowkern.compat.convert); the converters take it in any case."""
     peer, _, x, y, _ = _nf_pair()
-    direct = image._convert_nf_multiscale(_copy(peer), convert_child=lambda m: convert(m), memory_saving=True)
+    direct = _convert_nf_multiscale(_copy(peer), convert_child=lambda m: convert(m), memory_saving=True)
     assert direct.memory_saving
     if "memory_saving" not in inspect.signature(convert).parameters and not any(
             p.kind is p.VAR_KEYWORD for p in inspect.signature(convert).parameters.values()):
@@ -191,7 +194,7 @@ def test_compat_glow_block_constructor_matches_normflows():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         peer = nf.flows.GlowBlock(6, 8, split_mode="channel", net_actnorm=True).double()
-    ours = image.GlowBlock(6, 8, split_mode="channel", net_actnorm=True).double()
+    ours = Kn.GlowBlock(6, 8, split_mode="channel", net_actnorm=True).double()
     assert list(ours.state_dict()) == list(peer.state_dict())
     x = torch.randn(4, 6, 4, 4, dtype=D64)
     peer.inverse(x)  # init
@@ -213,7 +216,7 @@ def test_peer_squeezes_are_glow_order():
     assert torch.equal(nflows_t.SqueezeTransform()(x)[0], want)
     Fm = pytest.importorskip("FrEIA.modules")
     assert torch.equal(Fm.IRevNetDownsampling([(3, 6, 4)])((x,))[0][0], want)
-    assert torch.equal(image.IRevNetDownsampling([(3, 6, 4)])((x,))[0][0], want)
+    assert torch.equal(Kf.IRevNetDownsampling([(3, 6, 4)])((x,))[0][0], want)
 
 
 # ---- nflows ------------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ def test_nflows_multiscale_same_log_likelihood_and_gradients(memory_saving):
         warnings.simplefilter("ignore")
         peer.log_prob(x)  # init
         fk = convert(peer)
-    assert type(fk._transform) is image.MultiscaleCompositeTransform
+    assert type(fk._transform) is Kl.MultiscaleCompositeTransform
     assert list(fk.state_dict()) == list(peer.state_dict())
     fk._transform.memory_saving = memory_saving
     with warnings.catch_warnings():
@@ -315,7 +318,7 @@ def test_freia_graph_same_outputs_and_gradients(conditional, memory_saving):
     c = [torch.randn(4, 2, 4, 4, dtype=D64)] if conditional else None
     peer(x, c)
     fk, report = convert(peer, report=True)
-    assert report.complete, str(report) and type(fk) is image.GraphINN
+    assert report.complete, str(report) and type(fk) is Kf.GraphINN
     assert list(fk.state_dict()) == list(peer.state_dict())
     fk.memory_saving = memory_saving
     (za, ja), (zb, jb) = peer(x, c), fk(x, c)
@@ -364,7 +367,7 @@ def test_freia_haar_order_by_wavelet_and_rebalance():
     Fm = pytest.importorskip("FrEIA.modules")
     peer = Fm.HaarDownsampling([(3, 4, 6)], order_by_wavelet=True, rebalance=0.5)
     ours = convert(peer)
-    assert type(ours) is image.HaarDownsampling
+    assert type(ours) is Kf.HaarDownsampling
     x = torch.randn(2, 3, 4, 6)
     (a,), ja = peer((x,))
     (b,), jb = ours((x,))

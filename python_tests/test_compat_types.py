@@ -54,6 +54,8 @@ def _normflows(lib):
         "MaskedAffineFlow": lambda: flows.MaskedAffineFlow(b, mlp(5, 5), mlp(5, 5)),
         "Permute": lambda: flows.Permute(5),
         "Invertible1x1Conv": lambda: flows.Invertible1x1Conv(5),
+        "GlowBlock": lambda: flows.GlowBlock(4, 8),
+        "Squeeze": lambda: flows.Squeeze(),
     }
 
 
@@ -74,6 +76,8 @@ def _nflows(lib):
         "RandomPermutation": lambda: lib.RandomPermutation(5),
         "ReversePermutation": lambda: lib.ReversePermutation(5),
         "CompositeTransform": lambda: lib.CompositeTransform([lib.ReversePermutation(5)]),
+        "SqueezeTransform": lambda: lib.SqueezeTransform(),
+        "MultiscaleCompositeTransform": lambda: lib.MultiscaleCompositeTransform(2),
     }
 
 

@@ -1,15 +1,15 @@
-"""Small helpers shared by the compat adapters: condition concatenation,
-feature-permutation indices and the RNG guard used when converting peer modules."""
+"""Helpers shared by the compat adapters: condition concatenation, feature-permutation indices,
+the walk that folds an actnorm into the coupling after it, and the RNG guard of convert()."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["cat_cond", "split_permutation", "frozen_rng", "params_dtype_device"]
+__all__ = ["cat_cond", "split_permutation", "fold_steps", "frozen_rng", "params_dtype_device"]
 
 
 def cat_cond(u: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -25,6 +25,39 @@ def split_permutation(passive: torch.Tensor, active: torch.Tensor) -> tuple[torc
     """
     perm = torch.cat([passive.reshape(-1), active.reshape(-1)]).long()
     return perm, torch.argsort(perm)
+
+
+def fold_steps(n: int, inverse: bool, foldable: Callable[[int, int], bool]
+               ) -> Iterator[tuple[int, int | None]]:
+    """The run order of a chain of ``n`` layers, an actnorm folded into the coupling after it.
+
+    Walks the layers forward (``inverse=False``) or backward and yields ``(i, None)`` for layer i
+    run alone, or ``(i_norm, i_coupling)`` (``i_coupling = i_norm + 1``) for a pair that runs as
+    one fused op call, the actnorm's ``x * a + b`` as the op's ``a``, ``b``: a pair is folded when
+    both indices lie in the chain and ``foldable(i_norm, i_coupling)`` holds.
+
+    Args:
+        n: the number of layers.
+        inverse: walk from the last layer to the first.
+        foldable: whether layer ``i_norm`` is an actnorm that folds into coupling ``i_coupling``.
+
+    Example:
+        >>> from flowkern.compat._fused import fold_steps
+        >>> list(fold_steps(4, False, lambda i, j: i == 1))
+        [(0, None), (1, 2), (3, None)]
+        >>> list(fold_steps(4, True, lambda i, j: i == 1))
+        [(3, None), (1, 2), (0, None)]
+    """
+    k = 0
+    while k < n:
+        i = n - 1 - k if inverse else k
+        i_norm = i - 1 if inverse else i
+        if 0 <= i_norm and i_norm + 1 < n and foldable(i_norm, i_norm + 1):
+            yield i_norm, i_norm + 1
+            k += 2
+        else:
+            yield i, None
+            k += 1
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import warnings
 
-__all__ = ["peer_class", "PeerError", "ShapeError", "RankError", "NodeError"]
+__all__ = ["peer_class", "peer_base", "publish", "PeerError", "ShapeError", "RankError", "NodeError"]
 
 
 def peer_class(module: str, name: str) -> type | None:
@@ -30,6 +30,26 @@ def peer_class(module: str, name: str) -> type | None:
         return None
     cls = getattr(mod, name, None)
     return cls if isinstance(cls, type) else None
+
+
+def peer_base(module: str, stand_in: type) -> tuple[type, bool]:
+    """``(the peer's class module.<stand_in's name>, True)`` when the peer is installed, else
+    ``(stand_in, False)``: the base class of a peer's adapters and whether it is the peer's."""
+    cls = peer_class(module, stand_in.__name__)
+    return (stand_in, False) if cls is None else (cls, True)
+
+
+def publish(namespace: dict) -> None:
+    """Give the classes and functions a package's ``__init__`` re-exports from its submodules the
+    package's name as ``__module__`` (``flowkern.compat.freia.ActNorm``, not ``...freia.modules``):
+    the public path that reprs, pickles, errors and the docs name, stable when a class moves
+    between the package's files. Applies to the names in ``__all__`` and the private ones."""
+    package = namespace["__name__"]
+    names = [*namespace["__all__"], *(n for n in namespace if n.startswith("_") and not n.startswith("__"))]
+    for name in names:
+        obj = namespace[name]
+        if getattr(obj, "__module__", "").startswith(package + "."):
+            obj.__module__ = package
 
 
 class PeerError(ValueError, AssertionError):

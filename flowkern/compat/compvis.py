@@ -37,7 +37,23 @@ __all__ = [
 
 
 class BasicFullyConnectedNet(nn.Module):
-    """MLP ``main``: Linear, [BN | ActNorm], LeakyReLU, depth x (Linear, [BN], LeakyReLU), Linear, [Tanh]."""
+    """MLP ``main``: Linear, [BN | ActNorm], LeakyReLU, depth x (Linear, [BN], LeakyReLU), Linear, [Tanh].
+
+    Args:
+        dim: input features.
+        depth: hidden Linear layers after the first.
+        hidden_dim: their width.
+        use_tanh: a Tanh at the end.
+        use_bn: BatchNorm after the hidden Linears.
+        out_dim: output features (None: ``dim``).
+        use_an: an :class:`ActNorm` after the first Linear.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> compvis.BasicFullyConnectedNet(4, depth=1, hidden_dim=8, out_dim=2)(torch.randn(3, 4)).shape
+        torch.Size([3, 2])
+    """
 
     def __init__(self, dim: int, depth: int, hidden_dim: int = 256, use_tanh: bool = False,
                  use_bn: bool = False, out_dim: int | None = None, use_an: bool = False):
@@ -72,7 +88,22 @@ class ActNorm(SettableInitFlag, nn.Module):
     batch with fewer than 2 values per channel or with non-finite values (CompVis computes NaN
     parameters), scale 1 (not CompVis' 1e6) and a ``UserWarning`` for a channel with (near-)zero
     spread. ``layer.initialized = True`` skips the init (parameters loaded or set by hand; the
-    ``initialized`` buffer is saved with the weights, as in CompVis)."""
+    ``initialized`` buffer is saved with the weights, as in CompVis).
+
+    Args:
+        num_features: the channel count C.
+        logdet: ``forward`` returns ``(h, logdet)`` (else ``h``).
+        affine: only True.
+        allow_reverse_init: the init may run in ``reverse``.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> norm = compvis.ActNorm(3, logdet=True)
+        >>> h, logdet = norm(torch.randn(64, 3) * 4 + 1)  # training mode: the first call initialises
+        >>> bool(h.mean(0).abs().max() < 1e-5), logdet.shape
+        (True, torch.Size([64]))
+    """
 
     def __init__(self, num_features: int, logdet: bool = False, affine: bool = True,
                  allow_reverse_init: bool = True):
@@ -135,7 +166,19 @@ class ActNorm(SettableInitFlag, nn.Module):
 
 
 class Shuffle(nn.Module):
-    """Fixed random channel permutation (torch RNG); forward returns ``(x, 0)``, reverse ``x``."""
+    """Fixed random channel permutation (torch RNG); forward returns ``(x, 0)``, reverse ``x``.
+
+    Args:
+        in_channels: the channel count.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> shuffle = compvis.Shuffle(4)
+        >>> x = torch.randn(2, 4, 1, 1)
+        >>> torch.equal(shuffle(shuffle(x)[0], reverse=True), x)
+        True
+    """
 
     def __init__(self, in_channels: int, **kwargs):
         super().__init__()
@@ -152,7 +195,18 @@ class Shuffle(nn.Module):
 
 class InvLeakyRelu(nn.Module):
     """Leaky ReLU with slope ``alpha``; like CompVis it reports log-det 0 unless
-    ``exact_logdet`` (then :math:`\\log\\alpha` per negative input)."""
+    ``exact_logdet`` (then :math:`\\log\\alpha` per negative input).
+
+    Args:
+        alpha: the slope for negative inputs.
+        exact_logdet: report the true log-det.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> compvis.InvLeakyRelu(0.5)(torch.tensor([[-2.0, 2.0]]))[0].tolist()
+        [[-1.0, 2.0]]
+    """
 
     def __init__(self, alpha: float = 0.9, exact_logdet: bool = False):
         super().__init__()
@@ -175,7 +229,17 @@ class InvLeakyRelu(nn.Module):
 
 
 class IgnoreLeakyRelu(nn.Module):
-    """Identity with the InvLeakyRelu interface."""
+    """Identity with the InvLeakyRelu interface.
+
+    Args:
+        alpha: ignored.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> compvis.IgnoreLeakyRelu()(torch.tensor([[-2.0]]))[0].tolist()
+        [[-2.0]]
+    """
 
     def __init__(self, alpha: float = 0.9):
         super().__init__()
@@ -222,7 +286,22 @@ class _DoubleCoupling(nn.Module):
 
 
 class DoubleVectorCouplingBlock(_DoubleCoupling):
-    """Unconditional double coupling on (B, D, 1, 1) latents (odd D supported)."""
+    """Unconditional double coupling on (B, D, 1, 1) latents (odd D supported).
+
+    Args:
+        in_channels: D.
+        hidden_dim: the nets' width.
+        hidden_depth: the nets' hidden layers.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> block = compvis.DoubleVectorCouplingBlock(5, 8)
+        >>> x = torch.randn(2, 5, 1, 1)
+        >>> h, logdet = block(x)
+        >>> torch.allclose(block(h, reverse=True), x, atol=1e-5)
+        True
+    """
 
     def __init__(self, in_channels: int, hidden_dim: int, hidden_depth: int = 2):
         super().__init__()
@@ -239,7 +318,22 @@ class DoubleVectorCouplingBlock(_DoubleCoupling):
 
 
 class ConditionalDoubleVectorCouplingBlock(_DoubleCoupling):
-    """Double coupling whose nets see ``cat(x_half, xc)``; ``xc`` is (B, cond_channels, 1, 1)."""
+    """Double coupling whose nets see ``cat(x_half, xc)``; ``xc`` is (B, cond_channels, 1, 1).
+
+    Args:
+        in_channels: D (even).
+        cond_channels: the condition's channels.
+        hidden_dim: the nets' width.
+        depth: the nets' hidden layers.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> block = compvis.ConditionalDoubleVectorCouplingBlock(4, 2, 8)
+        >>> x, xc = torch.randn(2, 4, 1, 1), torch.randn(2, 2, 1, 1)
+        >>> torch.allclose(block(block(x, xc)[0], xc, reverse=True), x, atol=1e-5)
+        True
+    """
 
     def __init__(self, in_channels: int, cond_channels: int, hidden_dim: int, depth: int = 2):
         super().__init__()
@@ -284,7 +378,20 @@ def _block_reverse(norm: ActNorm, activation: nn.Module | None, coupling: _Doubl
 
 
 class UnconditionalFlatDoubleCouplingFlowBlock(nn.Module):
-    """ActNorm (folded into the op), DoubleVectorCouplingBlock, Shuffle."""
+    """ActNorm (folded into the op), DoubleVectorCouplingBlock, Shuffle.
+
+    Args:
+        in_channels: D.
+        hidden_dim, hidden_depth: the coupling nets' width and hidden layers.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> block = compvis.UnconditionalFlatDoubleCouplingFlowBlock(4, 8, 1)
+        >>> h, logdet = block(torch.randn(16, 4, 1, 1))
+        >>> h.shape, logdet.shape
+        (torch.Size([16, 4, 1, 1]), torch.Size([16]))
+    """
 
     def __init__(self, in_channels: int, hidden_dim: int, hidden_depth: int):
         super().__init__()
@@ -302,7 +409,22 @@ class UnconditionalFlatDoubleCouplingFlowBlock(nn.Module):
 
 
 class ConditionalFlatDoubleCouplingFlowBlock(nn.Module):
-    """ActNorm, InvLeakyRelu ('lrelu') or identity ('none'), conditional coupling, Shuffle."""
+    """ActNorm, InvLeakyRelu ('lrelu') or identity ('none'), conditional coupling, Shuffle.
+
+    Args:
+        in_channels: D (even).
+        cond_channels: the condition's channels.
+        hidden_dim, hidden_depth: the coupling nets' width and hidden layers.
+        activation: ``"lrelu"`` or ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> block = compvis.ConditionalFlatDoubleCouplingFlowBlock(4, 2, 8, 1)
+        >>> h, logdet = block(torch.randn(16, 4, 1, 1), torch.randn(16, 2, 1, 1))
+        >>> h.shape
+        torch.Size([16, 4, 1, 1])
+    """
 
     def __init__(self, in_channels: int, cond_channels: int, hidden_dim: int, hidden_depth: int,
                  activation: str = "lrelu"):
@@ -329,7 +451,21 @@ class ConditionalFlatDoubleCouplingFlowBlock(nn.Module):
 
 
 class UnconditionalFlatCouplingFlow(nn.Module):
-    """Flat flow: ``n_flows`` x (ActNorm, DoubleVectorCouplingBlock, Shuffle) on (B, D[, 1, 1])."""
+    """Flat flow: ``n_flows`` x (ActNorm, DoubleVectorCouplingBlock, Shuffle) on (B, D[, 1, 1]).
+
+    Args:
+        in_channels: D.
+        n_flows: the number of blocks.
+        hidden_dim, hidden_depth: the coupling nets' width and hidden layers.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> flow = compvis.UnconditionalFlatCouplingFlow(4, 2, 8, 1)
+        >>> z, logdet = flow(torch.randn(16, 4))
+        >>> z.shape, flow.sample(3).shape
+        (torch.Size([16, 4, 1, 1]), torch.Size([3, 4, 1, 1]))
+    """
 
     def __init__(self, in_channels: int, n_flows: int, hidden_dim: int, hidden_depth: int):
         super().__init__()
@@ -368,7 +504,27 @@ class UnconditionalFlatCouplingFlow(nn.Module):
 
 
 class ConditionalFlatCouplingFlow(nn.Module):
-    """Flat conditional flow: an MLP embedder of the condition feeds every block."""
+    """Flat conditional flow: an MLP embedder of the condition feeds every block.
+
+    Args:
+        in_channels: D (even).
+        conditioning_dim: the condition's features.
+        embedding_dim: the embedder's output features (each block's condition).
+        hidden_dim, hidden_depth: the coupling nets' width and hidden layers.
+        n_flows: the number of blocks.
+        conditioning_option: ``"none"``, ``"parallel"`` or ``"sequential"`` (1x1 convs of the embedding).
+        activation: ``"lrelu"`` or ``"none"``.
+        conditioning_hidden_dim, conditioning_depth: the embedder's width and depth.
+        conditioner_use_bn, conditioner_use_an: BatchNorm / ActNorm in the embedder.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import compvis
+        >>> flow = compvis.ConditionalFlatCouplingFlow(4, 3, 2, 8, 1, n_flows=2)
+        >>> z, logdet = flow(torch.randn(16, 4, 1, 1), torch.randn(16, 3))
+        >>> z.shape
+        torch.Size([16, 4, 1, 1])
+    """
 
     def __init__(self, in_channels: int, conditioning_dim: int, embedding_dim: int, hidden_dim: int,
                  hidden_depth: int, n_flows: int, conditioning_option: str = "none", activation: str = "lrelu",

@@ -89,12 +89,21 @@ def register_converter(peer_class: type | str, fn: Callable[..., nn.Module]) -> 
     Raises ``TypeError`` if ``peer_class`` is neither a class nor a dotted name, or ``fn`` is
     not callable.
 
-    Example::
+    Args:
+        peer_class: the peer's class, or its dotted name.
+        fn: the converter, ``fn(module, *, convert_child, **options) -> nn.Module``.
 
-        def convert_squeeze(module, *, convert_child, **kwargs):
-            return MySqueeze()
-
-        register_converter("normflows.flows.Squeeze", convert_squeeze)
+    Example:
+        >>> import torch
+        >>> from flowkern.compat import convert, register_converter
+        >>> class Doubler(torch.nn.Module):  # a peer's layer convert() does not know
+        ...     def forward(self, x):
+        ...         return 2 * x
+        >>> def to_flowkern(module, *, convert_child, **kwargs):
+        ...     return torch.nn.Identity()
+        >>> _ = register_converter(Doubler, to_flowkern)
+        >>> type(convert(torch.nn.Sequential(Doubler()))[0]).__name__
+        'Identity'
     """
     if isinstance(peer_class, str):
         if "." not in peer_class or not all(part.isidentifier() for part in peer_class.split(".")):
@@ -108,7 +117,13 @@ def register_converter(peer_class: type | str, fn: Callable[..., nn.Module]) -> 
 
 
 def registered_converters() -> dict[type | str, Callable[..., nn.Module]]:
-    """A copy of the registry: ``{peer class or dotted name: fn}``."""
+    """A copy of the registry: ``{peer class or dotted name: fn}``.
+
+    Example:
+        >>> from flowkern.compat.convert import registered_converters
+        >>> isinstance(registered_converters(), dict)
+        True
+    """
     return dict(_REGISTRY)
 
 
@@ -149,6 +164,17 @@ class ConvertReport:
     (no built-in or registered converter), which stay the peer's modules in the result.
     Peer modules that are not flow layers (base distributions, subnets, FrEIA's ``GraphINN``,
     whose nodes are converted) are neither. ``str(report)`` is one line.
+
+    Args:
+        converted: peer class name -> modules converted.
+        unconverted: peer class name -> modules left as the peer's.
+
+    Example:
+        >>> from collections import Counter
+        >>> from flowkern.compat.convert import ConvertReport
+        >>> report = ConvertReport(Counter({"FrEIA.modules.ActNorm": 2}))
+        >>> report.complete, str(report)
+        (True, 'convert: 2 converted (FrEIA.modules.ActNorm x2); none left unconverted')
     """
 
     converted: Counter = dataclasses.field(default_factory=Counter)
@@ -199,6 +225,22 @@ def convert(peer_module: nn.Module, report: bool = False, **convert_kwargs):
     converter that takes it (e.g. ``memory_saving=True`` on a FrEIA ``SequenceINN``), or a
     ``memory_saving_chunk`` without ``memory_saving=True``. An option that cannot apply is
     always this error, never a warning or a silent no-op.
+
+    Args:
+        peer_module: the peer model (left untouched: it is deep-copied first).
+        report: also return the :class:`ConvertReport`.
+        convert_kwargs: the options above.
+
+    Example:
+        >>> import torch
+        >>> import FrEIA.framework as Ff, FrEIA.modules as Fm
+        >>> from flowkern.compat import convert
+        >>> inn = Ff.SequenceINN(4)
+        >>> inn.append(Fm.GLOWCouplingBlock, subnet_constructor=lambda i, o: torch.nn.Linear(i, o))
+        >>> model, report = convert(inn, report=True)
+        >>> x = torch.randn(3, 4)
+        >>> torch.allclose(model(x)[0], inn(x)[0], atol=1e-5), report.complete
+        (True, True)
     """
     if not isinstance(peer_module, nn.Module):
         raise TypeError(f"peer_module must be a torch.nn.Module, got {type(peer_module).__name__}")
@@ -281,20 +323,18 @@ def _check_options_applied(options: dict, used: set[str], model: type) -> None:
                          f"in it is converted by a converter that takes {option}{where}; drop {option}")
 
 
-# flowkern modules that register converters when imported (they import no peer)
-_CONVERTER_MODULES = ("image",)
+# the adapter module of each peer package: importing it registers its image converters
+_ADAPTER_OF = {"FrEIA": "freia", "normflows": "normflows", "nflows": "nflows"}
 
 
 def _load_converter_modules() -> None:
-    for name in _CONVERTER_MODULES:
-        try:
-            importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
+    """Import the adapter modules of the peers already imported (a model of a peer that is not
+    imported cannot exist), so their converters are registered; convert() imports no peer."""
+    for root, adapter in _ADAPTER_OF.items():
+        if root in sys.modules:
+            _adapter(adapter)
 
 
-_PEER_ROOTS = ("FrEIA", "normflows", "nflows")
 # Peer modules that are not flow layers (left as they are, not reported): base and target
 # distributions, subnets, utilities, nflows' Flow distributions (their transform is converted)
 # and FrEIA's GraphINN, whose nodes' modules are converted.
@@ -334,7 +374,7 @@ def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module], record: Convert
     name = _qualified(type(m))
     if registered is not None or builder is not None:
         record.converted[name] += 1
-    elif name.split(".")[0] in _PEER_ROOTS and not name.startswith(_NOT_FLOW_LAYERS):
+    elif name.split(".")[0] in _ADAPTER_OF and not name.startswith(_NOT_FLOW_LAYERS):
         record.unconverted[name] += 1
     replaced[id(m)] = new
     return new

@@ -9,6 +9,10 @@ not a contiguous block is handled by gathering them to the front. In a
 :class:`CompositeTransform`, an :class:`ActNorm` directly followed by an affine coupling runs
 as one fused op (actnorm as the op's a, b).
 
+Image models: :class:`MultiscaleCompositeTransform` (factor-out after every transform but the
+last) runs as an :class:`~flowkern.nn.graph.InvertibleProgram`, with the O(1)-memory backward
+under ``memory_saving=True``; :class:`SqueezeTransform` is nflows' space-to-depth.
+
 When nflows is installed, importing this module imports it and the classes here subclass
 ``nflows.transforms.Transform`` (the ``Transform`` exported here *is* nflows'), so they are
 nflows' types; without nflows a stand-in base with the same protocol is used.
@@ -17,16 +21,21 @@ nflows' types; without nflows a stand-in base with the same protocol is used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from ..nn.actnorm import SettableInitFlag, actnorm_init_std
+from ..nn.base import zero_logdet
+from ..nn.graph import InvertibleProgram, ModuleNode, Node, run_program
+from ..nn.squeeze import Squeeze, squeeze2x2, unsqueeze2x2
 from ..ops import coupling_forward, coupling_inverse
 from ..spec import channel_view
-from ._fused import split_permutation
-from ._peer import ShapeError, peer_class
+from ._fused import fold_steps, split_permutation
+from ._peer import PeerError, ShapeError, peer_base
+from .convert import register_converter
 
 __all__ = [
     "Transform",
@@ -36,27 +45,27 @@ __all__ = [
     "Permutation",
     "RandomPermutation",
     "ReversePermutation",
+    "SqueezeTransform",
+    "MultiscaleCompositeTransform",
 ]
 
 SIGMOID_EPS = 1e-3
 
 
-_NFLOWS_BASE = peer_class("nflows.transforms.base", "Transform")
-#: True when the transforms here subclass nflows' own ``Transform``.
-PEER_BASE = _NFLOWS_BASE is not None
+class Transform(nn.Module):
+    """Stand-in for nflows' ``Transform`` (nflows not installed):
+    ``forward(inputs, context=None)`` / ``inverse`` -> ``(outputs, logabsdet)``."""
 
-if _NFLOWS_BASE is not None:
-    Transform = _NFLOWS_BASE
-else:
-    class Transform(nn.Module):  # type: ignore[no-redef]
-        """Stand-in for nflows' ``Transform`` (nflows not installed):
-        ``forward(inputs, context=None)`` / ``inverse`` -> ``(outputs, logabsdet)``."""
+    def forward(self, inputs, context=None):
+        raise NotImplementedError()
 
-        def forward(self, inputs, context=None):
-            raise NotImplementedError()
+    def inverse(self, inputs, context=None):
+        raise NotImplementedError("inverse not available")
 
-        def inverse(self, inputs, context=None):
-            raise NotImplementedError("inverse not available")
+
+#: nflows' ``Transform`` when it is installed (the transforms here are then its subclasses), else the
+#: stand-in.
+Transform, PEER_BASE = peer_base("nflows.transforms.base", Transform)
 
 
 def _check_positive_int(name: str, value, exc=ValueError) -> None:
@@ -80,7 +89,19 @@ class ActNorm(SettableInitFlag, Transform):
     with fewer than 2 values per feature or with non-finite values (nflows computes NaN
     parameters), scale 1 and a ``UserWarning`` for a feature with (near-)zero spread.
     ``layer.initialized = True`` skips the init (parameters loaded or set by hand; the
-    ``initialized`` buffer is saved with the weights, as in nflows)."""
+    ``initialized`` buffer is saved with the weights, as in nflows).
+
+    Args:
+        features: the feature (channel) count.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.nflows import ActNorm
+        >>> norm = ActNorm(3)
+        >>> y, logabsdet = norm(torch.randn(64, 3) * 4 + 1)  # training mode: the first call initialises
+        >>> bool(y.mean(0).abs().max() < 1e-5), logabsdet.shape
+        (True, torch.Size([64]))
+    """
 
     def __init__(self, features: int):
         _check_positive_int("features", features, TypeError)
@@ -134,6 +155,24 @@ class AffineCouplingTransform(Transform):
     the fused op directly, any other pattern gathers them to the front first; a mask with no
     identity or no transformed feature (a degenerate layer nflows builds all the same) runs
     nflows' formula in PyTorch.
+
+    Args:
+        mask: 1-D, one entry per feature (> 0: transformed, <= 0: identity).
+        transform_net_create_fn: ``(in_features, out_features) -> net``; the net maps the identity
+            features and ``context`` to [shift | unconstrained scale] of the transformed ones.
+        unconditional_transform: ``(features=...) -> transform`` applied to the identity features.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.nflows import AffineCouplingTransform
+        >>> class Net(torch.nn.Linear):
+        ...     def forward(self, x, context=None):
+        ...         return super().forward(x)
+        >>> t = AffineCouplingTransform(torch.tensor([0, 0, 1, 1]), lambda i, o: Net(i, o))
+        >>> x = torch.randn(3, 4)
+        >>> y, logabsdet = t(x)
+        >>> torch.allclose(t.inverse(y)[0], x, atol=1e-6), t.layout
+        (True, 'first')
     """
 
     def __init__(self, mask, transform_net_create_fn: Callable[[int, int], nn.Module],
@@ -163,6 +202,12 @@ class AffineCouplingTransform(Transform):
     def num_transform_features(self) -> int:
         return len(self.transform_features)
 
+    @property
+    def fusable(self) -> bool:
+        """Whether the fused op runs this coupling (an identity and a transformed feature at
+        least); otherwise nflows' formula runs in PyTorch."""
+        return self.layout != "exact"
+
     def _set_layout(self) -> None:
         """Op layout: 'first'/'second' when the identity features are a leading/trailing
         block, else a gather permutation (identity first)."""
@@ -185,7 +230,7 @@ class AffineCouplingTransform(Transform):
         _check_rank(inputs)
         if inputs.shape[1] != self.features:
             raise ValueError(f"Expected features = {self.features}, got {inputs.shape[1]}.")
-        if self.layout == "exact":  # never folded (CompositeTransform._foldable)
+        if not self.fusable:  # never folded (CompositeTransform._foldable)
             return self._exact(inputs, context, inverse)
         n_id, n_tr = self.num_identity_features, self.num_transform_features
         if self.layout == "gather":
@@ -255,7 +300,18 @@ def _relayout(module: AffineCouplingTransform, incompatible_keys) -> None:
 
 
 class Permutation(Transform):
-    """Fixed permutation of dimension ``dim``."""
+    """Fixed permutation of dimension ``dim``.
+
+    Args:
+        permutation: 1-D index tensor.
+        dim: the permuted dimension (>= 1).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.nflows import Permutation
+        >>> Permutation(torch.tensor([2, 0, 1]))(torch.tensor([[0.0, 1.0, 2.0]]))[0].tolist()
+        [[2.0, 0.0, 1.0]]
+    """
 
     def __init__(self, permutation: Tensor, dim: int = 1):
         if permutation.ndimension() != 1:
@@ -274,7 +330,7 @@ class Permutation(Transform):
             raise ValueError(f"No dimension {self._dim} in inputs.")
         if inputs.shape[self._dim] != len(permutation):
             raise ValueError(f"Dimension {self._dim} in inputs must be of size {len(permutation)}.")
-        return torch.index_select(inputs, self._dim, permutation), inputs.new_zeros(inputs.shape[0])
+        return torch.index_select(inputs, self._dim, permutation), zero_logdet(inputs)
 
     def forward(self, inputs, context=None):
         return self._permute(inputs, self._permutation)
@@ -284,7 +340,18 @@ class Permutation(Transform):
 
 
 class RandomPermutation(Permutation):
-    """Random (torch RNG), fixed permutation of ``features``."""
+    """Random (torch RNG), fixed permutation of ``features``.
+
+    Args:
+        features: the size of dimension ``dim``.
+        dim: the permuted dimension (>= 1).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.nflows import RandomPermutation
+        >>> sorted(RandomPermutation(4)(torch.arange(4.0)[None])[0][0].tolist())
+        [0.0, 1.0, 2.0, 3.0]
+    """
 
     def __init__(self, features: int, dim: int = 1):
         _check_positive_int("features", features)
@@ -292,7 +359,18 @@ class RandomPermutation(Permutation):
 
 
 class ReversePermutation(Permutation):
-    """Reverses the order of ``features``."""
+    """Reverses the order of ``features``.
+
+    Args:
+        features: the size of dimension ``dim``.
+        dim: the reversed dimension (>= 1).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.nflows import ReversePermutation
+        >>> ReversePermutation(3)(torch.tensor([[0.0, 1.0, 2.0]]))[0].tolist()
+        [[2.0, 1.0, 0.0]]
+    """
 
     def __init__(self, features: int, dim: int = 1):
         _check_positive_int("features", features)
@@ -300,41 +378,44 @@ class ReversePermutation(Permutation):
 
 
 class CompositeTransform(Transform):
-    """Transforms applied in order (inverse: reversed order)."""
+    """Transforms applied in order (inverse: reversed order); an initialised :class:`ActNorm` and
+    the affine coupling after it run as one fused op call.
+
+    Args:
+        transforms: the transforms, data -> noise order.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.nflows import ActNorm, CompositeTransform, ReversePermutation
+        >>> t = CompositeTransform([ActNorm(3), ReversePermutation(3)])
+        >>> y, logabsdet = t(torch.randn(8, 3))
+        >>> y.shape, logabsdet.shape
+        (torch.Size([8, 3]), torch.Size([8]))
+    """
 
     def __init__(self, transforms: Iterable[nn.Module]):
         super().__init__()
         self._transforms = nn.ModuleList(transforms)
 
     def _foldable(self, i_norm: int, i_coupling: int) -> bool:
-        if not (0 <= i_norm and i_coupling < len(self._transforms)):
-            return False
         norm, coupling = self._transforms[i_norm], self._transforms[i_coupling]
         return (isinstance(norm, ActNorm) and isinstance(coupling, AffineCouplingTransform)
-                and coupling.unconditional_transform is None and coupling.layout != "exact"
-                and not norm.needs_init())
+                and coupling.unconditional_transform is None and coupling.fusable and not norm.needs_init())
 
     def _cascade(self, inputs: Tensor, context, inverse: bool) -> tuple[Tensor, Tensor]:
         outputs = inputs
-        total = inputs.new_zeros(inputs.shape[0])
-        n = len(self._transforms)
-        k = 0
-        while k < n:
-            i = n - 1 - k if inverse else k
-            i_norm, i_coupling = (i - 1, i) if inverse else (i, i + 1)
-            if self._foldable(i_norm, i_coupling):
-                norm = self._transforms[i_norm]
+        total = zero_logdet(inputs)
+        for i, i_coupling in fold_steps(len(self._transforms), inverse, self._foldable):
+            if i_coupling is not None:
+                norm = self._transforms[i]
                 _check_rank(outputs)
                 if outputs.shape[1] != norm.shift.shape[0]:  # nflows: ActNorm's failing broadcast
                     raise ShapeError(f"inputs must have {norm.shift.shape[0]} features (dim 1), "
                                      f"got shape {tuple(outputs.shape)}")
-                outputs, logabsdet = self._transforms[i_coupling]._run(outputs, context, inverse,
-                                                                       norm.scale, norm.shift)
-                k += 2
+                outputs, logabsdet = self._transforms[i_coupling]._run(outputs, context, inverse, norm.scale, norm.shift)
             else:
                 step = self._transforms[i].inverse if inverse else self._transforms[i]
                 outputs, logabsdet = step(outputs, context)
-                k += 1
             total += logabsdet
         return outputs, total
 
@@ -343,3 +424,222 @@ class CompositeTransform(Transform):
 
     def inverse(self, inputs, context=None):
         return self._cascade(inputs, context, inverse=True)
+
+
+class _PermutationNode(Node):
+    """A node with no parameters and no log-det whose inverse is cheap: the memory-saving step
+    applies the inverse to the outputs and to their grads (no re-run)."""
+
+    def __init__(self, forward_fn, inverse_fn, inputs, outputs) -> None:
+        super().__init__(inputs, outputs)
+        self.forward_fn, self.inverse_fn = forward_fn, inverse_fn
+
+    def run(self, xs, conds):
+        return list(self.forward_fn(xs)), None
+
+    def invert(self, ys, conds):
+        return list(self.inverse_fn(ys)), None
+
+    def invert_and_backprop(self, ys, conds, grad_ys, grad_logdet, grads):
+        return list(self.inverse_fn(ys)), list(self.inverse_fn(grad_ys)), [None] * len(conds)
+
+
+class SqueezeTransform(Transform):
+    """nflows' ``SqueezeTransform`` (forward: space-to-depth, channel c f^2 + f i + j).
+
+    Args:
+        factor: the block size f (an int > 1).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.nflows import SqueezeTransform
+        >>> SqueezeTransform()(torch.randn(2, 3, 4, 4))[0].shape
+        torch.Size([2, 12, 2, 2])
+    """
+
+    def __init__(self, factor: int = 2):
+        super().__init__()
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor <= 1:
+            raise ValueError("Factor must be an integer > 1.")
+        self.factor = factor
+
+    def get_output_shape(self, c, h, w):
+        return (c * self.factor * self.factor, h // self.factor, w // self.factor)
+
+    def forward(self, inputs, context=None):
+        if inputs.dim() != 4:
+            raise ValueError("Expecting inputs with 4 dimensions")
+        B, c, h, w = inputs.shape
+        f = self.factor
+        if h % f != 0 or w % f != 0:
+            raise ValueError(f"Input image size not compatible with the factor: inputs have shape {tuple(inputs.shape)}, "
+                             f"factor {f}")
+        if f == 2:
+            out = squeeze2x2(inputs, "glow")
+        else:
+            out = inputs.reshape(B, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4).reshape(B, c * f * f, h // f,
+                                                                                                 w // f)
+        return out, zero_logdet(inputs)
+
+    def inverse(self, inputs, context=None):
+        if inputs.dim() != 4:
+            raise ValueError("Expecting inputs with 4 dimensions")
+        B, c, h, w = inputs.shape
+        f = self.factor
+        if c < f * f or c % (f * f) != 0:
+            raise ValueError(f"Invalid number of channel dimensions: inputs have shape {tuple(inputs.shape)}")
+        if f == 2:
+            out = unsqueeze2x2(inputs, "glow")
+        else:
+            out = inputs.reshape(B, c // f ** 2, f, f, h, w).permute(0, 1, 4, 2, 5, 3).reshape(B, c // f ** 2, h * f,
+                                                                                                  w * f)
+        return out, zero_logdet(inputs)
+
+
+class _NflowsNode(Node):
+    """An nflows transform (forward: x -> z, ``context`` keyword) as a node."""
+
+    def __init__(self, transform: nn.Module, inputs, outputs) -> None:
+        super().__init__(inputs, outputs)
+        self.transform = transform
+
+    def modules(self):
+        return (self.transform,)
+
+    def run(self, xs, conds):
+        y, ld = self.transform(xs[0], context=conds[0] if conds else None)
+        return [y], ld
+
+    def invert(self, ys, conds):
+        x, ld = self.transform.inverse(ys[0], context=conds[0] if conds else None)
+        return [x], ld
+
+
+def _nflows_nodes(transform: nn.Module, cur: int, nxt: int) -> tuple[list[Node], int, int]:
+    """Nodes of one nflows transform (composites flattened, so each layer is its own step)."""
+    if type(transform).__name__ == "CompositeTransform" and hasattr(transform, "_transforms"):
+        nodes: list[Node] = []
+        for t in transform._transforms:
+            more, cur, nxt = _nflows_nodes(t, cur, nxt)
+            nodes += more
+        return nodes, cur, nxt
+    if isinstance(transform, SqueezeTransform) and transform.factor == 2:
+        return [ModuleNode(Squeeze("glow"), (cur,), (nxt,))], nxt, nxt + 1
+    return [_NflowsNode(transform, (cur,), (nxt,))], nxt, nxt + 1
+
+
+class MultiscaleCompositeTransform(Transform):
+    """nflows' ``MultiscaleCompositeTransform`` (same API and ``state_dict`` keys): after every
+    transform but the last, the first half along ``split_dim`` leaves as output and the second
+    half goes on; outputs are flattened and concatenated. ``memory_saving=True`` saves only the
+    outputs for backward.
+
+    Args:
+        num_transforms: how many transforms :meth:`add_transform` takes.
+        split_dim: the dimension the factor-out halves (1: channels).
+        memory_saving: save only the outputs for backward.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.nflows import ActNorm, MultiscaleCompositeTransform, SqueezeTransform, CompositeTransform
+        >>> t = MultiscaleCompositeTransform(2)
+        >>> hidden = t.add_transform(CompositeTransform([SqueezeTransform(), ActNorm(12)]), (12, 2, 2))
+        >>> _ = t.add_transform(ActNorm(6), hidden)
+        >>> t(torch.randn(5, 3, 4, 4))[0].shape
+        torch.Size([5, 48])
+    """
+
+    def __init__(self, num_transforms, split_dim=1, memory_saving: bool = False):
+        super().__init__()
+        if isinstance(split_dim, bool) or not isinstance(split_dim, int) or split_dim < 1:
+            raise TypeError("Split dimension must be a positive integer.")
+        self._transforms = nn.ModuleList()
+        self._output_shapes = []
+        self._num_transforms = num_transforms
+        self._split_dim = split_dim
+        self.memory_saving = bool(memory_saving)
+
+    def add_transform(self, transform, transform_output_shape):
+        if len(self._transforms) == self._num_transforms:
+            raise RuntimeError(f"Adding more than {self._num_transforms} transforms is not allowed.")
+        if (self._split_dim - 1) >= len(transform_output_shape):
+            raise ValueError("No split_dim in output shape")
+        if transform_output_shape[self._split_dim - 1] < 2:
+            raise ValueError(f"Size of dimension {self._split_dim} must be at least 2.")
+        self._transforms.append(transform)
+        if len(self._transforms) != self._num_transforms:
+            output_shape = list(transform_output_shape)
+            output_shape[self._split_dim - 1] = (output_shape[self._split_dim - 1] + 1) // 2
+            hidden_shape = list(transform_output_shape)
+            hidden_shape[self._split_dim - 1] = hidden_shape[self._split_dim - 1] // 2
+            self._output_shapes.append(tuple(output_shape))
+            return tuple(hidden_shape)
+        self._output_shapes.append(tuple(transform_output_shape))
+        return None
+
+    def program(self) -> InvertibleProgram:
+        """x -> the per-transform outputs (unflattened), as a program (slot 0 is x)."""
+        nodes: list[Node] = []
+        cur, nxt, outs = 0, 1, []
+        d = self._split_dim
+        for k, transform in enumerate(self._transforms):
+            more, cur, nxt = _nflows_nodes(transform, cur, nxt)
+            nodes += more
+            if k < len(self._transforms) - 1:
+                nodes.append(_PermutationNode(lambda v, d=d, k=k: self._factor_out(v[0], d, k),
+                                              lambda v, d=d: [torch.cat(v, dim=d)], (cur,), (nxt, nxt + 1)))
+                outs.append(nxt)
+                cur, nxt = nxt + 1, nxt + 2
+        outs.append(cur)
+        return InvertibleProgram(nodes, (0,), outs)
+
+    def _factor_out(self, v: Tensor, d: int, k: int) -> list[Tensor]:
+        """The factor-out after transform k, with nflows' check of the output's shape (an
+        ``assert`` there: ``PeerError`` is that AssertionError and a ValueError)."""
+        out, hidden = torch.chunk(v, 2, dim=d)
+        if tuple(out.shape[1:]) != tuple(self._output_shapes[k]):
+            raise PeerError(f"the output of transform {k} has per-sample shape {tuple(out.shape[1:])}, but "
+                            f"{tuple(self._output_shapes[k])} was registered with add_transform: the input's "
+                            "shape does not fit the network")
+        return [out, hidden]
+
+    def _check(self, inputs):
+        if self._split_dim >= inputs.dim():
+            raise ValueError("No split_dim in inputs.")
+        if self._num_transforms != len(self._transforms):
+            raise RuntimeError(f"Expecting exactly {self._num_transforms} transform(s) to be added.")
+
+    def forward(self, inputs, context=None):
+        self._check(inputs)
+        conds = () if context is None else (context,)
+        outs, logabsdet = run_program(self.program(), [inputs], conds, self.memory_saving)
+        B = inputs.shape[0]
+        return torch.cat([o.reshape(B, math.prod(o.shape[1:])) for o in outs], dim=-1), logabsdet.to(inputs.dtype)
+
+    def inverse(self, inputs, context=None):
+        if inputs.dim() != 2:
+            raise ValueError("Expecting NxD inputs")
+        if self._num_transforms != len(self._transforms):
+            raise RuntimeError(f"Expecting exactly {self._num_transforms} transform(s) to be added.")
+        B = inputs.shape[0]
+        sizes = [math.prod(s) for s in self._output_shapes]
+        parts = torch.split(inputs, sizes, dim=1)
+        outs = [p.reshape(B, *s) for p, s in zip(parts, self._output_shapes)]
+        conds = () if context is None else (context,)
+        xs, logabsdet = self.program().invert(outs, conds)
+        return xs[0], logabsdet.to(inputs.dtype)
+
+
+def _convert_nflows_multiscale(m, *, convert_child, memory_saving: bool = False, **kwargs):
+    new = MultiscaleCompositeTransform(m._num_transforms, m._split_dim, memory_saving=memory_saving)
+    new._transforms = nn.ModuleList([convert_child(t) for t in m._transforms])
+    new._output_shapes = list(m._output_shapes)
+    return new.train(m.training)
+
+
+def _convert_nflows_squeeze(m, *, convert_child, **kwargs):
+    return SqueezeTransform(m.factor).train(m.training)
+
+
+register_converter("nflows.transforms.MultiscaleCompositeTransform", _convert_nflows_multiscale)
+register_converter("nflows.transforms.SqueezeTransform", _convert_nflows_squeeze)

@@ -1,59 +1,24 @@
-r"""FrEIA 0.2 drop-in modules on flowkern's fused coupling op.
-
-Same class names, constructor and call signatures, return conventions and
-``state_dict`` keys as ``FrEIA.modules`` / ``FrEIA.framework``; replace
-``import FrEIA.modules as Fm`` by ``import flowkern.compat.freia as Fm``. When FrEIA is
-installed, importing this module imports it and every module here subclasses
-``FrEIA.modules.InvertibleModule`` (``InvertibleModule`` below *is* FrEIA's class), so
-``isinstance`` checks, FrEIA's ``SequenceINN`` / ``GraphINN`` and user code see FrEIA modules.
-Without FrEIA, a stand-in base with the same protocol
-(``forward(x_tuple, c=[], rev=False, jac=True) -> (tuple, log_jac_det)``, ``output_dims``)
-is used. ``import flowkern`` itself imports no peer.
-
-Instances can be given where FrEIA's containers expect a class: FrEIA 0.2's
-``SequenceINN.append(instance)`` and ``Node(inputs, instance, {})`` call the "class" with the
-input dims, and an instance called with dims returns itself (after checking that the dims
-and ``dims_c`` are the ones it was built for), as FrEIA's development version does with an
-``isinstance(module, InvertibleModule)`` check. :class:`SequenceINN` here accepts instances
-directly.
-
-FrEIA's soft clamp :math:`s = \alpha\, f(u)` maps onto the op's scale functions:
-ATAN :math:`0.636\,\alpha \arctan u` is the op's ``atan`` with ``clamp=1, atan_k=0.636 α``
-(no copy of u); TANH :math:`\alpha\tanh u` and SIGMOID :math:`2\alpha(\sigma(u) - 1/2) =
-\alpha\tanh(u/2)` are the op's ``tanh`` on :math:`\alpha u` resp. :math:`\alpha u / 2`; a
-custom clamp function is evaluated in PyTorch and passed as the op's ``exp`` scale.
-Degenerate splits the op cannot express (``split_len`` 0 or all channels, an
-``AllInOneBlock`` on one channel) run FrEIA's formula in PyTorch.
-"""
+"""FrEIA's coupling blocks on the fused op (see :mod:`flowkern.compat.freia`)."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_bool
-from ..nn.actnorm import actnorm_init_std
-from ..ops import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
-from ..spec import channel_view
-from ._fused import cat_cond
-from ._peer import PeerError, RankError, ShapeError, peer_class
+from ...ops import coupling_forward, coupling_forward_packed, coupling_inverse, coupling_inverse_packed
+from ...spec import channel_view
+from .._fused import cat_cond
+from .._peer import RankError, ShapeError
+from .modules import _Adapter, _check_condition_dims, _check_x
 
-__all__ = [
-    "InvertibleModule",
-    "ActNorm",
-    "PermuteRandom",
-    "GLOWCouplingBlock",
-    "RNVPCouplingBlock",
-    "AffineCouplingOneSided",
-    "AllInOneBlock",
-    "SequenceINN",
-]
+__all__ = ["GLOWCouplingBlock", "RNVPCouplingBlock", "AffineCouplingOneSided", "AllInOneBlock"]
+
 
 ATAN_K = 0.636  # FrEIA's literal constant in its ATAN clamp (not 2/pi)
 
@@ -72,187 +37,6 @@ _CLAMP_FNS: dict[str, Callable[[Tensor], Tensor]] = {
     "TANH": torch.tanh,
     "SIGMOID": _sigmoid_clamp,
 }
-
-
-_FREIA_BASE = peer_class("FrEIA.modules", "InvertibleModule")
-#: True when the modules here subclass FrEIA's own ``InvertibleModule``.
-PEER_BASE = _FREIA_BASE is not None
-
-if _FREIA_BASE is not None:
-    InvertibleModule = _FREIA_BASE
-else:
-    class InvertibleModule(nn.Module):  # type: ignore[no-redef]
-        """Stand-in for FrEIA's ``InvertibleModule`` (FrEIA not installed):
-        ``forward(x_or_z, c=[], rev=False, jac=True)`` returns ``(outputs_tuple, log|det J|)``,
-        with ``-log|det J|`` when ``rev=True``."""
-
-        def __init__(self, dims_in: Iterable[tuple[int, ...]], dims_c: Iterable[tuple[int, ...]] | None = None):
-            super().__init__()
-            self.dims_in = list(dims_in)
-            self.dims_c = list(dims_c) if dims_c is not None else []
-
-        def forward(self, x_or_z: Iterable[Tensor], c: Iterable[Tensor] | None = None,
-                    rev: bool = False, jac: bool = True) -> tuple[tuple[Tensor, ...], Tensor]:
-            raise NotImplementedError(f"{self.__class__.__name__} does not provide forward(...) method")
-
-        def output_dims(self, input_dims: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-            raise NotImplementedError(f"{self.__class__.__name__} does not provide output_dims(...)")
-
-
-def _is_dims(value) -> bool:
-    """Whether ``value`` is a list of shapes (FrEIA's ``dims_in``), not a tuple of tensors."""
-    return (isinstance(value, (list, tuple)) and len(value) > 0
-            and all(isinstance(d, (list, tuple)) and all(isinstance(n, int) for n in d) for d in value))
-
-
-def _shapes(dims) -> list[tuple[int, ...]]:
-    return [tuple(d) for d in dims]
-
-
-class _Adapter(InvertibleModule):
-    """Base of flowkern's FrEIA modules: records the dims it was built for, so that an
-    instance can stand where FrEIA's containers expect a class (see the module docstring)."""
-
-    def __init__(self, dims_in, dims_c=None):
-        super().__init__(dims_in, dims_c)
-        self._built_dims = (_shapes(dims_in), _shapes(dims_c or []))
-
-    @property
-    def __name__(self) -> str:  # FrEIA's Node.__str__ prints module_type.__name__
-        return type(self).__name__
-
-    def __call__(self, *args, **kwargs):
-        if args and _is_dims(args[0]):
-            return self._as_built(args[0], *args[1:], **kwargs)
-        return super().__call__(*args, **kwargs)
-
-    def _as_built(self, dims_in, *args, dims_c=None, **kwargs):
-        """``instance(dims_in, dims_c=...)``, as FrEIA 0.2's containers build a module: the
-        instance itself, if it was built for these dims (``ValueError`` otherwise)."""
-        name = type(self).__name__
-        if args or kwargs:
-            raise ValueError(f"You try to append an instantiated {name}, but also provided constructor "
-                             f"arguments {list(kwargs) or list(args)}; pass them to its constructor instead.")
-        built_in, built_c = self._built_dims
-        if _shapes(dims_in) != built_in:
-            raise ValueError(f"You passed an instance of {name} which expects a {built_in} input, but the "
-                             f"output of the previous layer is of shape {_shapes(dims_in)}.")
-        if _shapes(dims_c or []) != built_c:
-            raise ValueError(f"You passed an instance of {name} built with dims_c={built_c}, but the "
-                             f"container gives it conditions of shape {_shapes(dims_c or [])}.")
-        return self
-
-
-def _check_x(x: Tensor, channels: int, dims: Sequence[int], rev: bool = False, rank_error: type = RankError) -> Tensor:
-    """The input of a coupling block before the fused op checks it, with FrEIA's exception types:
-    ``RankError`` (FrEIA: ``IndexError``, indexing dim 1) for fewer than 2 dims, ``ShapeError``
-    (FrEIA: ``RuntimeError`` from its split) for another channel count. The rest of the shape
-    is the subnet's to check, as in FrEIA (an unconditional conv block takes any image size)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a tuple of torch.Tensors, got a {type(x).__name__} in it")
-    if x.dim() < 2:
-        raise rank_error(f"x must have shape (B, {', '.join(map(str, dims))}), got {tuple(x.shape)}")
-    if x.shape[1] != channels:
-        raise ShapeError(f"x must have {channels} channels, shape (B, {', '.join(map(str, dims))}), "
-                         f"got {tuple(x.shape)}")
-    return x
-
-
-def _check_condition_dims(dims_in: list, dims_c: list) -> None:
-    """FrEIA asserts that conditions have the input's non-channel shape (``PeerError`` is
-    both its ``AssertionError`` and a ``ValueError``)."""
-    for i, dc in enumerate(dims_c):
-        if tuple(dc[1:]) != tuple(dims_in[0][1:]):
-            raise PeerError(f"dims_c[{i}] = {tuple(dc)} must have the non-channel shape of "
-                             f"dims_in[0] = {tuple(dims_in[0])}")
-
-
-class ActNorm(_Adapter):
-    r"""Glow ActNorm with log-scale: :math:`y = x\,e^{s} + b`, log-det :math:`\prod S \sum s`.
-
-    Data-dependent init on the first call (zero mean, unit std per channel) unless
-    ``init_data`` is given or a state dict was loaded. The init follows
-    :func:`flowkern.nn.actnorm.actnorm_init_std`: ``ValueError`` for init data with fewer than 2
-    values per channel or with non-finite values (FrEIA computes NaN parameters), scale 1 and a
-    ``UserWarning`` for a channel with (near-)zero spread. ``initialized`` (a property over
-    FrEIA's ``init_on_next_batch``; no state-dict key) can be set by hand:
-    ``layer.initialized = True`` skips the init for parameters set by the user.
-    """
-
-    def __init__(self, dims_in, dims_c=None, init_data: Tensor | None = None):
-        super().__init__(dims_in, dims_c)
-        self.dims_in = dims_in[0]
-        param_dims = [1, self.dims_in[0]] + [1] * (len(self.dims_in) - 1)
-        self.scale = nn.Parameter(torch.zeros(*param_dims))
-        self.bias = nn.Parameter(torch.zeros(*param_dims))
-        self.init_on_next_batch = True
-        if init_data is not None:
-            self._initialize_with_data(init_data)
-        self._register_load_state_dict_pre_hook(self._on_load_state_dict)
-
-    def _on_load_state_dict(self, *args) -> None:
-        self.init_on_next_batch = False
-
-    @property
-    def initialized(self) -> bool:
-        """Whether the data-dependent init has run (``not init_on_next_batch``); settable."""
-        return not self.init_on_next_batch
-
-    @initialized.setter
-    def initialized(self, value: bool) -> None:
-        self.init_on_next_batch = not check_bool("initialized", value)
-
-    @torch.no_grad()
-    def _initialize_with_data(self, data: Tensor) -> None:
-        if tuple(data.shape[1:]) != tuple(self.dims_in):
-            raise PeerError(f"init data must have shape (B, {', '.join(map(str, self.dims_in))}), "
-                             f"got {tuple(data.shape)}")
-        flat = data.transpose(0, 1).reshape(self.dims_in[0], -1)
-        if flat.shape[1] == 0:
-            return  # an empty batch has no statistics: the next batch initialises
-        std = actnorm_init_std(type(self).__name__, flat.mean(dim=-1), lambda: flat.std(dim=-1),
-                               flat.shape[1])
-        self.scale.data.view(-1)[:] = torch.log(1 / std)
-        self.bias.data.view(-1)[:] = -(flat * self.scale.data.view(-1, 1).exp()).mean(dim=-1)
-        self.init_on_next_batch = False
-
-    def forward(self, x, rev=False, jac=True):
-        if self.init_on_next_batch:
-            self._initialize_with_data(x[0])
-        logdet = (self.scale.sum() * math.prod(self.dims_in[1:])).repeat(x[0].shape[0])
-        if rev:
-            return [(x[0] - self.bias) / self.scale.exp()], -logdet
-        return [x[0] * self.scale.exp() + self.bias], logdet
-
-    def output_dims(self, input_dims):
-        if len(input_dims) != 1:
-            raise PeerError("Can only use 1 input")  # FrEIA: assert
-        return input_dims
-
-    def affine(self) -> tuple[Tensor, Tensor]:
-        """(a, b) of shape (C,) with ``forward(x) = x * a + b`` (for folding into a coupling)."""
-        return self.scale.reshape(-1).exp(), self.bias.reshape(-1)
-
-
-class PermuteRandom(_Adapter):
-    """Fixed random channel permutation (numpy RNG, seeded like FrEIA's)."""
-
-    def __init__(self, dims_in, dims_c=None, seed: int | None = None):
-        super().__init__(dims_in, dims_c)
-        self.in_channels = dims_in[0][0]
-        if seed is not None:
-            np.random.seed(seed)
-        perm = np.random.permutation(self.in_channels)
-        self.perm = nn.Parameter(torch.LongTensor(perm), requires_grad=False)
-        self.perm_inv = nn.Parameter(torch.LongTensor(np.argsort(perm)), requires_grad=False)
-
-    def forward(self, x, rev=False, jac=True):
-        return [x[0][:, self.perm_inv if rev else self.perm]], 0.0
-
-    def output_dims(self, input_dims):
-        if len(input_dims) != 1:
-            raise ValueError(f"{self.__class__.__name__} can only use 1 input")
-        return input_dims
 
 
 class _BaseCouplingBlock(_Adapter):
@@ -299,7 +83,7 @@ class _BaseCouplingBlock(_Adapter):
         return list(c) if self.conditional and c is not None else []
 
     @property
-    def _fusable(self) -> bool:
+    def fusable(self) -> bool:
         """Whether the split leaves a channel on each side (what the op can express);
         otherwise FrEIA's formula runs in PyTorch."""
         return 1 <= self.split_len1 <= self.channels - 1
@@ -327,7 +111,7 @@ class _TwoSidedCoupling(_BaseCouplingBlock):
 
     def forward(self, x, c=[], rev=False, jac=True):
         _check_x(x[0], self.channels, self.dims_in[0])
-        if not self._fusable:
+        if not self.fusable:
             return self._exact(x[0], self._cond(c), rev)
         return self._fused(x[0], self._cond(c), rev)
 
@@ -375,7 +159,27 @@ class _TwoSidedCoupling(_BaseCouplingBlock):
 
 
 class GLOWCouplingBlock(_TwoSidedCoupling):
-    """Glow-style double affine coupling: one subnet per side predicts [s, t] jointly."""
+    """Glow-style double affine coupling: one subnet per side predicts [s, t] jointly.
+
+    Args:
+        dims_in: ``[(C, *S)]``, the one input's shape.
+        dims_c: condition shapes ``[(C_c, *S)]``, concatenated to the subnets' inputs.
+        subnet_constructor: ``(channels_in, channels_out) -> nn.Module``.
+        clamp: the soft clamp's alpha.
+        clamp_activation: ``"ATAN"``, ``"TANH"``, ``"SIGMOID"`` or a function.
+        split_len: channels of the first half (an int, or a fraction of C).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.freia import GLOWCouplingBlock
+        >>> def mlp(c_in, c_out):
+        ...     return torch.nn.Sequential(torch.nn.Linear(c_in, 16), torch.nn.ReLU(), torch.nn.Linear(16, c_out))
+        >>> block = GLOWCouplingBlock([(4,)], subnet_constructor=mlp)
+        >>> x = torch.randn(3, 4)
+        >>> (y,), log_jac = block((x,))
+        >>> torch.allclose(block((y,), rev=True)[0][0], x, atol=1e-5), log_jac.shape
+        (True, torch.Size([3]))
+    """
 
     def __init__(self, dims_in, dims_c=[], subnet_constructor: Callable | None = None,
                  clamp: float = 2.0, clamp_activation: str | Callable = "ATAN",
@@ -392,7 +196,27 @@ class GLOWCouplingBlock(_TwoSidedCoupling):
 
 
 class RNVPCouplingBlock(_TwoSidedCoupling):
-    """RealNVP double affine coupling with separate s and t subnets per side."""
+    """RealNVP double affine coupling with separate s and t subnets per side.
+
+    Args:
+        dims_in: ``[(C, *S)]``, the one input's shape.
+        dims_c: condition shapes ``[(C_c, *S)]``, concatenated to the subnets' inputs.
+        subnet_constructor: ``(channels_in, channels_out) -> nn.Module``.
+        clamp: the soft clamp's alpha.
+        clamp_activation: ``"ATAN"``, ``"TANH"``, ``"SIGMOID"`` or a function.
+        split_len: channels of the first half (an int, or a fraction of C).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.freia import RNVPCouplingBlock
+        >>> def mlp(c_in, c_out):
+        ...     return torch.nn.Sequential(torch.nn.Linear(c_in, 16), torch.nn.ReLU(), torch.nn.Linear(16, c_out))
+        >>> block = RNVPCouplingBlock([(4,)], subnet_constructor=mlp)
+        >>> x = torch.randn(3, 4)
+        >>> (y,), log_jac = block((x,))
+        >>> torch.allclose(block((y,), rev=True)[0][0], x, atol=1e-5), log_jac.shape
+        (True, torch.Size([3]))
+    """
 
     def __init__(self, dims_in, dims_c=[], subnet_constructor: Callable | None = None,
                  clamp: float = 2.0, clamp_activation: str | Callable = "ATAN",
@@ -412,7 +236,27 @@ class RNVPCouplingBlock(_TwoSidedCoupling):
 
 
 class AffineCouplingOneSided(_BaseCouplingBlock):
-    """One affine coupling: the second half is transformed from the first."""
+    """One affine coupling: the second half is transformed from the first.
+
+    Args:
+        dims_in: ``[(C, *S)]``, the one input's shape.
+        dims_c: condition shapes ``[(C_c, *S)]``, concatenated to the subnets' inputs.
+        subnet_constructor: ``(channels_in, channels_out) -> nn.Module``.
+        clamp: the soft clamp's alpha.
+        clamp_activation: ``"ATAN"``, ``"TANH"``, ``"SIGMOID"`` or a function.
+        split_len: channels of the first half (an int, or a fraction of C).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.freia import AffineCouplingOneSided
+        >>> def mlp(c_in, c_out):
+        ...     return torch.nn.Sequential(torch.nn.Linear(c_in, 16), torch.nn.ReLU(), torch.nn.Linear(16, c_out))
+        >>> block = AffineCouplingOneSided([(4,)], subnet_constructor=mlp)
+        >>> x = torch.randn(3, 4)
+        >>> (y,), log_jac = block((x,))
+        >>> torch.allclose(block((y,), rev=True)[0][0], x, atol=1e-5), log_jac.shape
+        (True, torch.Size([3]))
+    """
 
     def __init__(self, dims_in, dims_c=[], subnet_constructor: Callable | None = None,
                  clamp: float = 2.0, clamp_activation: str | Callable = "ATAN",
@@ -424,7 +268,7 @@ class AffineCouplingOneSided(_BaseCouplingBlock):
 
     def forward(self, x, c=[], rev=False, jac=True):
         _check_x(x[0], self.channels, self.dims_in[0])
-        if not self._fusable:
+        if not self.fusable:
             return self._exact(x[0], self._cond(c), rev)
         return self._fused(x[0], self._cond(c), rev)
 
@@ -460,6 +304,29 @@ class AllInOneBlock(_Adapter):
     ``b = (t_{g,p}, 0)`` and shift :math:`t' = g_a t + t_{g,a}`, since
     :math:`g_a (x_a e^s + t) + t_{g,a} = (g_a x_a) e^s + t'`; coupling coefficients
     :math:`(s, t) = 0.1\,\mathrm{subnet}(x_1)`, :math:`s = \alpha \tanh(s)`.
+
+    Args:
+        dims_in: ``[(C, *S)]`` (1 to 3 spatial dims at most).
+        dims_c: condition shapes, concatenated to the subnet's input.
+        subnet_constructor: ``(channels_in, channels_out) -> nn.Module``.
+        affine_clamping: the coupling's alpha.
+        gin_block: volume-preserving (GIN) coupling, no global scale.
+        global_affine_init: the global scale's initial value.
+        global_affine_type: ``"SOFTPLUS"``, ``"SIGMOID"`` or ``"EXP"`` (Psi).
+        permute_soft: a random rotation instead of a permutation.
+        learned_householder_permutation: the number of learned Householder reflections.
+        reverse_permutation: apply the inverse permutation before the coupling too.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.freia import AllInOneBlock
+        >>> def mlp(c_in, c_out):
+        ...     return torch.nn.Sequential(torch.nn.Linear(c_in, 16), torch.nn.ReLU(), torch.nn.Linear(16, c_out))
+        >>> block = AllInOneBlock([(4,)], subnet_constructor=mlp)
+        >>> x = torch.randn(3, 4)
+        >>> (y,), log_jac = block((x,))
+        >>> torch.allclose(block((y,), rev=True)[0][0], x, atol=1e-5), log_jac.shape
+        (True, torch.Size([3]))
     """
 
     def __init__(self, dims_in, dims_c=[], subnet_constructor: Callable | None = None,
@@ -616,99 +483,3 @@ class AllInOneBlock(_Adapter):
 
     def output_dims(self, input_dims):
         return input_dims
-
-
-_FOLDABLE = (_TwoSidedCoupling, AffineCouplingOneSided)
-
-
-class SequenceINN(_Adapter):
-    """A chain of invertible modules (FrEIA's ``SequenceINN``). An ``ActNorm`` directly
-    followed by a GLOW / RNVP / one-sided coupling runs as one fused op (actnorm folded
-    into the op's a, b)."""
-
-    def __init__(self, *dims: int, force_tuple_output: bool = False):
-        super().__init__([dims])
-        self.shapes = [tuple(dims)]
-        self.conditions: list[int | None] = []
-        self.module_list = nn.ModuleList()
-        self.force_tuple_output = force_tuple_output
-
-    def append(self, module_class, cond: int | None = None, cond_shape=None, **kwargs) -> None:
-        """Append ``module_class(dims_in, **kwargs)`` (with ``dims_c=[cond_shape]`` if ``cond`` is
-        set), or an ``InvertibleModule`` instance built for the current output shape (as FrEIA's
-        development version does; ``ValueError`` if its dims differ or ``kwargs`` are given)."""
-        dims_in = [self.shapes[-1]]
-        if cond is not None:
-            kwargs["dims_c"] = [cond_shape]
-        if isinstance(module_class, nn.Module):
-            module = module_class
-            if isinstance(module, _Adapter):
-                module._as_built(dims_in, **kwargs)
-            else:  # another library's FrEIA module: FrEIA's own checks
-                if [tuple(d) for d in module.dims_in] != _shapes(dims_in):
-                    raise ValueError(f"You passed an instance of {type(module).__name__} which expects a "
-                                     f"{module.dims_in} input, but the output of the previous layer is of "
-                                     f"shape {dims_in}.")
-                if set(kwargs) - {"dims_c"}:
-                    raise ValueError(f"You try to append an instantiated {type(module).__name__}, but also "
-                                     f"provided constructor arguments {sorted(kwargs)}.")
-        else:
-            module = module_class(dims_in, **kwargs)
-        output_dims = module.output_dims(dims_in)
-        if len(output_dims) != 1:
-            raise PeerError(f"{type(module).__name__} has more than one output")  # FrEIA: assert
-        self.conditions.append(cond)
-        self.module_list.append(module)
-        self.shapes.append(output_dims[0])
-
-    def __getitem__(self, item):
-        return self.module_list.__getitem__(item)
-
-    def __len__(self):
-        return self.module_list.__len__()
-
-    def __iter__(self):
-        return self.module_list.__iter__()
-
-    def output_dims(self, input_dims):
-        if not self.force_tuple_output:
-            raise ValueError("You can only call output_dims on a SequenceINN when setting force_tuple_output=True.")
-        return input_dims
-
-    def _foldable(self, i_norm: int, i_coupling: int) -> bool:
-        if not (0 <= i_norm < len(self.module_list) and 0 <= i_coupling < len(self.module_list)):
-            return False
-        norm, coupling = self.module_list[i_norm], self.module_list[i_coupling]
-        return (isinstance(norm, ActNorm) and not norm.init_on_next_batch
-                and self.conditions[i_norm] is None and isinstance(coupling, _FOLDABLE) and coupling._fusable)
-
-    def _conds(self, i: int, c) -> list[Tensor]:
-        return [] if self.conditions[i] is None else [c[self.conditions[i]]]
-
-    def forward(self, x_or_z, c: Iterable[Tensor] | None = None, rev: bool = False, jac: bool = True):
-        """Run the chain forward (or inverse with ``rev``): ``(z_or_x, log_det_jac)``."""
-        n = len(self.module_list)
-        order = list(reversed(range(n))) if rev else list(range(n))
-        x = (x_or_z,) if torch.is_tensor(x_or_z) else tuple(x_or_z)
-        log_det_jac = 0
-        k = 0
-        while k < len(order):
-            i = order[k]
-            i_norm, i_coupling = (i - 1, i) if rev else (i, i + 1)
-            if self._foldable(i_norm, i_coupling):
-                a, b = self.module_list[i_norm].affine()
-                coupling = self.module_list[i_coupling]
-                if torch.is_tensor(x[0]) and (x[0].dim() < 2 or x[0].shape[1] != coupling.channels):
-                    # FrEIA runs the ActNorm alone, whose broadcast fails: RuntimeError
-                    raise ShapeError(f"x must have {coupling.channels} channels, shape (B, "
-                                     f"{', '.join(map(str, coupling.dims_in[0]))}), got {tuple(x[0].shape)}")
-                x, j = coupling._fused(x[0], coupling._cond(self._conds(i_coupling, c)), rev, a, b)
-                k += 2
-            else:
-                if self.conditions[i] is None:
-                    x, j = self.module_list[i](x, jac=jac, rev=rev)
-                else:
-                    x, j = self.module_list[i](x, c=self._conds(i, c), jac=jac, rev=rev)
-                k += 1
-            log_det_jac = j + log_det_jac
-        return (x if self.force_tuple_output else x[0]), log_det_jac

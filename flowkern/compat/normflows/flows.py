@@ -1,21 +1,5 @@
-r"""normflows 1.7.3 drop-in flows on flowkern's fused coupling op.
-
-Same names, constructors, ``state_dict`` keys and conventions as ``normflows``:
-``forward`` is the generative direction z -> x and returns ``(z, log_det)``,
-``inverse`` the normalising one; the coupling parameter map's output is interleaved,
-``shift = h[:, 0::2]``, ``scale = h[:, 1::2]`` (passed to the op as strided views).
-
-Scale maps: 'exp' :math:`y = z e^{u} + t`; 'sigmoid' (Glow)
-:math:`y = z / \sigma(u + 2) + t`, i.e. :math:`s = -\log\sigma(u + 2)`;
-'sigmoid_inv' :math:`y = z\,\sigma(u + 2) + t`, the op's ``sigmoid`` scale.
-In a :class:`NormalizingFlow`, a per-channel :class:`ActNorm` directly followed by a
-channel-split :class:`AffineCouplingBlock` runs as one fused op (actnorm as the op's a, b).
-
-When normflows is installed, importing this module imports it and the classes here subclass
-``normflows.flows.Flow`` (the ``Flow`` exported here *is* normflows'), so they are
-normflows' types; without normflows a stand-in base with the same protocol is used.
-``import flowkern`` imports no peer.
-"""
+"""normflows' vector flows, its 1x1 convolution and ``NormalizingFlow`` (see
+:mod:`flowkern.compat.normflows`)."""
 
 from __future__ import annotations
 
@@ -25,11 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.actnorm import SettableInitFlag, actnorm_init_std
-from ..ops import coupling_forward, coupling_inverse
-from ..spec import channel_view
-from ._fused import split_permutation
-from ._peer import ShapeError, peer_class
+from ...nn.actnorm import SettableInitFlag, actnorm_init_std
+from ...nn.base import zero_logdet
+from ...ops import coupling_forward, coupling_inverse
+from ...spec import channel_view
+from .._fused import fold_steps, split_permutation
+from .._peer import ShapeError, peer_base
 
 __all__ = [
     "Flow",
@@ -51,27 +36,38 @@ SCALE_MAPS = ("exp", "sigmoid", "sigmoid_inv")
 SPLIT_MODES = ("channel", "channel_inv", "checkerboard", "checkerboard_inv")
 
 
-_NORMFLOWS_BASE = peer_class("normflows.flows.base", "Flow")
-#: True when the flows here subclass normflows' own ``Flow``.
-PEER_BASE = _NORMFLOWS_BASE is not None
+class Flow(nn.Module):
+    """Stand-in for normflows' ``Flow`` (normflows not installed): ``forward(z) -> (z', log_det)``
+    and ``inverse(z') -> (z, log_det)``."""
 
-if _NORMFLOWS_BASE is not None:
-    Flow = _NORMFLOWS_BASE
-else:
-    class Flow(nn.Module):  # type: ignore[no-redef]
-        """Stand-in for normflows' ``Flow`` (normflows not installed): ``forward(z) -> (z', log_det)``
-        and ``inverse(z') -> (z, log_det)``."""
+    def forward(self, z):
+        raise NotImplementedError("Forward pass has not been implemented.")
 
-        def forward(self, z):
-            raise NotImplementedError("Forward pass has not been implemented.")
+    def inverse(self, z):
+        raise NotImplementedError("This flow has no algebraic inverse.")
 
-        def inverse(self, z):
-            raise NotImplementedError("This flow has no algebraic inverse.")
+
+#: normflows' ``Flow`` when it is installed (the flows here are then its subclasses), else the stand-in.
+Flow, PEER_BASE = peer_base("normflows.flows.base", Flow)
 
 
 class AffineConstFlow(Flow):
     r"""Learned per-dimension affine map :math:`z' = z e^{s} + t`; log-det is the scalar
-    :math:`\prod(\text{broadcast dims}) \sum s`."""
+    :math:`\prod(\text{broadcast dims}) \sum s`.
+
+    Args:
+        shape: the shape of s and t without the batch dim (size-1 dims are shared).
+        scale: learn s (else a zero buffer).
+        shift: learn t (else a zero buffer).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import AffineConstFlow
+        >>> flow = AffineConstFlow((3,))
+        >>> z, log_det = flow(torch.ones(2, 3))
+        >>> z.tolist(), float(log_det.detach())
+        ([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], 0.0)
+    """
 
     def __init__(self, shape, scale: bool = True, shift: bool = True):
         super().__init__()
@@ -104,7 +100,19 @@ class ActNorm(SettableInitFlag, AffineConstFlow):
     NaN parameters), scale 1 (not normflows' 1e6) and a ``UserWarning`` for an entry with
     (near-)zero spread. The state is normflows' ``data_dep_init_done`` buffer;
     ``initialized()`` reads it and ``layer.initialized = True`` sets it (parameters loaded or set
-    by hand: no init runs)."""
+    by hand: no init runs).
+
+    Args:
+        shape, scale, shift: as :class:`AffineConstFlow`.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import ActNorm
+        >>> norm = ActNorm((3,))
+        >>> z, _ = norm(torch.randn(64, 3) * 4 + 1)  # the first call initialises: zero mean, unit std
+        >>> norm.initialized(), bool(z.mean(0).abs().max() < 1e-5)
+        (True, True)
+    """
 
     _init_buffer = "data_dep_init_done"
 
@@ -144,6 +152,13 @@ class ActNorm(SettableInitFlag, AffineConstFlow):
             self._init(z, inverse=True)
         return super().inverse(z)
 
+    def maybe_initialize(self, z: Tensor, inverse: bool = False) -> None:
+        """The data-dependent init from ``z`` if it has not run, as in normflows' normalising
+        direction (``inverse``) in either direction: :class:`GlowBlock` calls it with the batch on
+        the actnorm's side of its folded convolution."""
+        if not self.initialized():
+            self._init(z, inverse=True)
+
     def per_channel(self) -> bool:
         """True when s, t hold one value per channel (dim 1), so they fold into the op."""
         return self.s.dim() >= 2 and self.s.numel() == self.s.shape[1]
@@ -158,7 +173,19 @@ def _checkerboard_mask(shape: tuple[int, ...], inv: bool, device) -> Tensor:
 
 
 class Split(Flow):
-    """Split features into [z1, z2]: channel halves (first half ceil(C/2)) or checkerboard."""
+    """Split features into [z1, z2]: channel halves (first half ceil(C/2)) or checkerboard.
+
+    Args:
+        mode: ``"channel"``, ``"channel_inv"`` (halves swapped), ``"checkerboard"`` or
+            ``"checkerboard_inv"`` (over a sample's dims; the last one even).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import Split
+        >>> (z1, z2), _ = Split("channel")(torch.arange(5.0)[None])
+        >>> z1.tolist(), z2.tolist()
+        ([[0.0, 1.0, 2.0]], [[3.0, 4.0]])
+    """
 
     def __init__(self, mode: str = "channel"):
         super().__init__()
@@ -204,7 +231,17 @@ class Split(Flow):
 
 
 class Merge(Split):
-    """Inverse of :class:`Split`."""
+    """Inverse of :class:`Split`: [z1, z2] -> one tensor.
+
+    Args:
+        mode: as :class:`Split`.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import Merge
+        >>> Merge("channel")([torch.zeros(1, 2), torch.ones(1, 1)])[0].tolist()
+        [[0.0, 0.0, 1.0]]
+    """
 
     def forward(self, z):
         return super().inverse(z)
@@ -225,13 +262,44 @@ def _scale_args(scale_: Tensor, scale_map: str) -> tuple[Tensor, dict]:
 
 
 class AffineCoupling(Flow):
-    """RealNVP affine coupling on a pair [z1, z2]: z2 is transformed from param_map(z1)."""
+    """RealNVP affine coupling on a pair [z1, z2]: z2 is transformed from param_map(z1), one fused
+    op call (the scale maps: module docstring).
+
+    Args:
+        param_map: net mapping z1 to the interleaved [shift, scale] of z2 (2 x z2's channels), or
+            to the shift alone when ``scale`` is False.
+        scale: affine (True) or additive coupling.
+        scale_map: ``"exp"``, ``"sigmoid"`` or ``"sigmoid_inv"``.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import AffineCoupling
+        >>> coupling = AffineCoupling(torch.nn.Linear(2, 4))
+        >>> (z1, z2), log_det = coupling([torch.randn(3, 2), torch.randn(3, 2)])
+        >>> z2.shape, log_det.shape
+        (torch.Size([3, 2]), torch.Size([3]))
+    """
 
     def __init__(self, param_map: nn.Module, scale: bool = True, scale_map: str = "exp"):
         super().__init__()
         self.add_module("param_map", param_map)  # an unknown scale_map raises when called, as in normflows
         self.scale = scale
         self.scale_map = scale_map
+
+    def coefficients(self, u: Tensor, c_act: int, call=None) -> tuple[Tensor, Tensor, dict]:
+        """(s_raw, t, op kwargs) for ``c_act`` active channels from ``param_map(u)`` (called as
+        ``call(param_map, u)`` when given): the interleaved shift and scale, the scale mapped."""
+        param = self.param_map(u) if call is None else call(self.param_map, u)
+        want = (u.shape[0], 2 * c_act, *u.shape[2:])
+        if not isinstance(param, Tensor) or tuple(param.shape) != want:  # normflows: a failing broadcast
+            got = tuple(param.shape) if isinstance(param, Tensor) else type(param).__name__
+            raise ShapeError(f"param_map must map the passive part {tuple(u.shape)} of z to {want} (interleaved "
+                             f"shift and scale of the {c_act} active channels), got {got}: z's features do not "
+                             "fit the coupling")
+        if param.dtype != u.dtype:  # autocast ran the net in lower precision: the op runs in z's dtype
+            param = param.to(u.dtype)
+        s, kw = _scale_args(param[:, 1::2], self.scale_map)
+        return s, param[:, 0::2], kw
 
     def coupling(self, x: Tensor, split: int, passive: str, inverse: bool,
                  a: Tensor | None = None, b: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -240,24 +308,16 @@ class AffineCoupling(Flow):
         if a is not None and not inverse:
             ap, bp = (a[:split], b[:split]) if passive == "first" else (a[split:], b[split:])
             u = u * channel_view(ap, u) + channel_view(bp, u)
-        param = self.param_map(u)
-        c_act = x.shape[1] - split if passive == "first" else split
-        want = (x.shape[0], 2 * c_act, *x.shape[2:])
-        if not isinstance(param, Tensor) or tuple(param.shape) != want:  # normflows: a failing broadcast
-            got = tuple(param.shape) if isinstance(param, Tensor) else type(param).__name__
-            raise ShapeError(f"param_map must map the passive part {tuple(u.shape)} of z {tuple(x.shape)} to "
-                             f"{want} (interleaved shift and scale of the {c_act} active channels), got {got}: "
-                             "z's features do not fit the coupling")
-        s, kw = _scale_args(param[:, 1::2], self.scale_map)
+        s, t, kw = self.coefficients(u, x.shape[1] - u.shape[1])
         op = coupling_inverse if inverse else coupling_forward
-        return op(x, s, param[:, 0::2], a, b, split=split, passive=passive, **kw)
+        return op(x, s, t, a, b, split=split, passive=passive, **kw)
 
     def _pair(self, z, inverse: bool):
         z1, z2 = z
         if not self.scale:
             param = self.param_map(z1)
             z2 = z2 - param if inverse else z2 + param
-            return [z1, z2], torch.zeros(z2.shape[0], dtype=z2.dtype, device=z2.device)
+            return [z1, z2], zero_logdet(z2)
         y, log_det = self.coupling(torch.cat([z1, z2], 1), z1.shape[1], "first", inverse)
         return [z1, y[:, z1.shape[1]:]], log_det
 
@@ -269,7 +329,21 @@ class AffineCoupling(Flow):
 
 
 class AffineCouplingBlock(Flow):
-    """Split, :class:`AffineCoupling`, Merge, run as one fused op (state keys ``flows.1.*``)."""
+    """Split, :class:`AffineCoupling`, Merge, run as one fused op (state keys ``flows.1.*``).
+
+    Args:
+        param_map, scale, scale_map: the coupling's (:class:`AffineCoupling`).
+        split_mode: the :class:`Split` mode.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import AffineCouplingBlock
+        >>> block = AffineCouplingBlock(torch.nn.Linear(2, 4))
+        >>> x = torch.randn(3, 4)
+        >>> z, log_det = block(x)
+        >>> torch.allclose(block.inverse(z)[0], x, atol=1e-6)
+        True
+    """
 
     def __init__(self, param_map: nn.Module, scale: bool = True, scale_map: str = "exp",
                  split_mode: str = "channel"):
@@ -279,7 +353,8 @@ class AffineCouplingBlock(Flow):
                                     Merge(split_mode)])
 
     @property
-    def channel_split(self) -> bool:
+    def fusable(self) -> bool:
+        """Whether one op call runs the block as a channel split (a coupling with scale)."""
         return self.flows[0].mode in ("channel", "channel_inv") and self.flows[1].scale
 
     def fused(self, z: Tensor, inverse: bool, a: Tensor | None = None, b: Tensor | None = None):
@@ -289,7 +364,7 @@ class AffineCouplingBlock(Flow):
 
     def _run(self, z: Tensor, inverse: bool):
         coupling = self.flows[1]
-        if self.channel_split:
+        if self.fusable:
             return self.fused(z, inverse)
         if coupling.scale and self.flows[0].mode in SPLIT_MODES:  # checkerboard: gather to (z1 | z2), one op
             split = self.flows[0]
@@ -299,7 +374,7 @@ class AffineCouplingBlock(Flow):
                 if z.dim() > 2 else z[:, perm]
             y, log_det = coupling.coupling(x, x.shape[1] // 2, "first", inverse)
             return y.flatten(1)[:, perm_inv].reshape(z.shape), log_det
-        log_det_tot = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        log_det_tot = zero_logdet(z)
         flows = reversed(self.flows) if inverse else self.flows
         for flow in flows:
             z, log_det = flow.inverse(z) if inverse else flow(z)
@@ -321,6 +396,18 @@ class MaskedAffineFlow(Flow):
     features are gathered to the front of a (B, features) view and copied exactly. Any other
     mask (all zeros, all ones, values other than 0 and 1, as in normflows' own tests) runs
     normflows' formula in PyTorch, including its replacement of non-finite s, t by NaN.
+
+    Args:
+        b: the mask (1: passive features), the shape of a sample.
+        t, s: the shift and scale nets of ``b * z`` (None: zero).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import MaskedAffineFlow
+        >>> flow = MaskedAffineFlow(torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+        >>> z, log_det = flow(torch.randn(2, 4))
+        >>> flow.fusable, log_det.shape
+        (True, torch.Size([2]))
     """
 
     def __init__(self, b: Tensor, t: nn.Module | None = None, s: nn.Module | None = None):
@@ -339,13 +426,13 @@ class MaskedAffineFlow(Flow):
             self.add_module("t", t)
 
     def _set_index(self, b: Tensor) -> None:
-        """The fused layout of a binary mask (``self.fused``), or the general formula."""
+        """The fused layout of a binary mask (``self.fusable``), or the general formula."""
         flat = b.reshape(-1)
         passive = flat == 1
         n_passive = int(passive.sum())
-        self.fused = bool((passive | (flat == 0)).all()) and 0 < n_passive < flat.numel()
+        self.fusable = bool((passive | (flat == 0)).all()) and 0 < n_passive < flat.numel()
         self.n_passive = n_passive
-        if self.fused:
+        if self.fusable:
             active = torch.nonzero(~passive).flatten()
             perm, perm_inv = split_permutation(torch.nonzero(passive).flatten(), active)
         else:
@@ -360,7 +447,7 @@ class MaskedAffineFlow(Flow):
     def _run(self, z: Tensor, inverse: bool):
         z_masked = self.b * z
         s, t = self._coefficients(z_masked)
-        if not self.fused:
+        if not self.fusable:
             return self._exact(z, z_masked, s, t, inverse)
         s = s.flatten(1)[:, self.active]
         t = t.flatten(1)[:, self.active]
@@ -391,7 +478,18 @@ def _reindex_mask(module: MaskedAffineFlow, incompatible_keys) -> None:
 
 
 class Permute(Flow):
-    """Channel permutation: 'shuffle' (random, fixed) or 'swap' (exchange the halves)."""
+    """Channel permutation: 'shuffle' (random, fixed) or 'swap' (exchange the halves).
+
+    Args:
+        num_channels: the channel count.
+        mode: ``"shuffle"`` or ``"swap"``.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import Permute
+        >>> Permute(3, "swap")(torch.tensor([[0.0, 1.0, 2.0]]))[0].tolist()
+        [[1.0, 2.0, 0.0]]
+    """
 
     def __init__(self, num_channels: int, mode: str = "shuffle"):
         super().__init__()
@@ -411,15 +509,28 @@ class Permute(Flow):
         raise NotImplementedError("The mode " + self.mode + " is not implemented.")
 
     def forward(self, z, context=None):
-        return self._permute(z, False), torch.zeros(len(z), device=z.device)
+        return self._permute(z, False), zero_logdet(z)
 
     def inverse(self, z, context=None):
-        return self._permute(z, True), torch.zeros(len(z), device=z.device)
+        return self._permute(z, True), zero_logdet(z)
 
 
 class Invertible1x1Conv(Flow):
     r"""Glow's invertible 1x1 convolution (NCHW); ``forward`` applies :math:`W^{-1}`, log-det
-    :math:`\mp HW \log|\det W|`, optionally LU-parametrised."""
+    :math:`\mp HW \log|\det W|`, optionally LU-parametrised.
+
+    Args:
+        num_channels: the channel count C.
+        use_lu: parametrise W = P L U.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat.normflows import Invertible1x1Conv
+        >>> conv = Invertible1x1Conv(3, use_lu=True)
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> torch.allclose(conv(conv.inverse(x)[0])[0], x, atol=1e-5)
+        True
+    """
 
     def __init__(self, num_channels: int, use_lu: bool = False):
         super().__init__()
@@ -441,6 +552,12 @@ class Invertible1x1Conv(Flow):
     def _inverse64(self, m: Tensor) -> Tensor:
         return torch.inverse(m) if m.dtype == torch.float64 else torch.inverse(m.double()).type(m.dtype)
 
+    def weight_and_logdet(self) -> tuple[Tensor, Tensor]:
+        """W (what ``inverse`` applies) and log|det W|."""
+        if self.use_lu:
+            return self._assemble_W(), torch.sum(self.log_S)
+        return self.W, torch.slogdet(self.W)[1]
+
     def _assemble_W(self, inverse: bool = False) -> Tensor:
         L = torch.tril(self.L, diagonal=-1) + self.eye
         U = torch.triu(self.U, diagonal=1) + torch.diag(self.sign_S * torch.exp(self.log_S))
@@ -449,13 +566,12 @@ class Invertible1x1Conv(Flow):
         return self.P @ L @ U
 
     def _conv(self, z: Tensor, inverse: bool):
-        if self.use_lu:
-            W = self._assemble_W(inverse=not inverse)
-            log_det = torch.sum(self.log_S)
+        if inverse:
+            W, log_det = self.weight_and_logdet()
+        elif self.use_lu:
+            W, log_det = self._assemble_W(inverse=True), -torch.sum(self.log_S)
         else:
-            W = self.W if inverse else self._inverse64(self.W)
-            log_det = torch.slogdet(self.W)[1]
-        log_det = log_det if inverse else -log_det
+            W, log_det = self._inverse64(self.W), -torch.slogdet(self.W)[1]
         z_ = F.conv2d(z, W.view(self.num_channels, self.num_channels, 1, 1))
         return z_, log_det * z.size(2) * z.size(3)
 
@@ -472,7 +588,22 @@ def _set_requires_grad(module: nn.Module, flag: bool) -> None:
 
 
 class NormalizingFlow(nn.Module):
-    """Base distribution ``q0`` pushed through ``flows`` (z -> x is ``forward``)."""
+    """Base distribution ``q0`` pushed through ``flows`` (z -> x is ``forward``); an initialised
+    per-channel :class:`ActNorm` and the channel-split :class:`AffineCouplingBlock` after it run as
+    one fused op call.
+
+    Args:
+        q0: the base distribution (normflows' ``distributions``: ``log_prob(z)``, ``q0(n)``).
+        flows: the flows, z -> x order.
+        p: the target distribution (for the reverse KL).
+
+    Example:
+        >>> import torch, normflows
+        >>> from flowkern.compat.normflows import AffineCouplingBlock, NormalizingFlow
+        >>> flow = NormalizingFlow(normflows.distributions.DiagGaussian(4), [AffineCouplingBlock(torch.nn.Linear(2, 4))])
+        >>> flow.log_prob(torch.randn(5, 4)).shape
+        torch.Size([5])
+    """
 
     def __init__(self, q0: nn.Module, flows, p=None):
         super().__init__()
@@ -481,27 +612,18 @@ class NormalizingFlow(nn.Module):
         self.p = p
 
     def _foldable(self, i_norm: int, i_coupling: int) -> bool:
-        if not (0 <= i_norm and i_coupling < len(self.flows)):
-            return False
         norm, coupling = self.flows[i_norm], self.flows[i_coupling]
         return (isinstance(norm, ActNorm) and isinstance(coupling, AffineCouplingBlock)
-                and coupling.channel_split and norm.per_channel() and norm.initialized())
+                and coupling.fusable and norm.per_channel() and norm.initialized())
 
     def _run(self, z: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        log_det = torch.zeros(len(z), dtype=z.dtype, device=z.device)
-        n = len(self.flows)
-        k = 0
-        while k < n:
-            i = n - 1 - k if inverse else k
-            i_norm, i_coupling = (i - 1, i) if inverse else (i, i + 1)
-            if self._foldable(i_norm, i_coupling):
-                norm = self.flows[i_norm]
-                a, b = torch.exp(norm.s).reshape(-1), norm.t.reshape(-1)
-                z, log_d = self.flows[i_coupling].fused(z, inverse, a, b)
-                k += 2
+        log_det = zero_logdet(z)
+        for i, i_coupling in fold_steps(len(self.flows), inverse, self._foldable):
+            if i_coupling is not None:
+                norm = self.flows[i]
+                z, log_d = self.flows[i_coupling].fused(z, inverse, torch.exp(norm.s).reshape(-1), norm.t.reshape(-1))
             else:
                 z, log_d = self.flows[i].inverse(z) if inverse else self.flows[i](z)
-                k += 1
             log_det += log_d
         return z, log_det
 
