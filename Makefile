@@ -11,7 +11,7 @@ DOCS_OUT    ?= build/docs
 OUT         ?= runs/demo
 OUT_GPU     ?= runs/gpu_check
 PYTEST_ARGS ?=
-# glibc keeps the memory a training step frees for the next step (README.md, "CPU training")
+# glibc keeps the memory a training step frees for the next step (docs/cpu-training.md)
 MALLOC_ENV  := MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824
 
 ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)

@@ -71,7 +71,7 @@ other work (as in a model) meets cold caches; the op table therefore gives both 
 per-call (round-robin) time and a warm block (timeit-like) time, and the fixed cost at shape
 (1, 64).
 
-**Allocator.** `make bench` runs with the glibc variables of the README's "CPU training" note
+**Allocator.** `make bench` runs with the glibc variables of docs/cpu-training.md
 (the header's environment row shows what was set); the heap section compares glibc's defaults
 with them.
 
