@@ -41,12 +41,14 @@ def _train_lines(out: Path) -> int:
 
 
 def _start_and_signal(data: Path, out: Path, after_steps: int, sig: int, *extra: str) -> subprocess.CompletedProcess:
-    """Start a run, send ``sig`` once ``after_steps`` train lines are in metrics.jsonl."""
-    p = subprocess.Popen(_cmd(data, out, *extra), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Start a run, send ``sig`` to its whole process group (the DataLoader workers too, as a
+    preemption does) once ``after_steps`` train lines are in metrics.jsonl."""
+    p = subprocess.Popen(_cmd(data, out, *extra), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
     deadline = time.monotonic() + 120
     while _train_lines(out) < after_steps and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    p.send_signal(sig)
+    os.killpg(p.pid, sig)
     stdout, stderr = p.communicate(timeout=120)
     return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
 

@@ -186,13 +186,23 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig):
     return opt, sched
 
 
-def make_loader(dataset: ImageDataset, sampler: StepSampler, config: TrainConfig, device: torch.device,
-                generator: torch.Generator | None = None) -> DataLoader:
-    """The training DataLoader: ``config.workers`` worker processes, ``sampler.local`` images
-    per batch, pinned memory on CUDA."""
-    return DataLoader(dataset, batch_size=sampler.local, sampler=sampler, num_workers=config.workers,
+def _worker_ignores_stop_signals(worker_id: int) -> None:
+    """A preemption's SIGTERM (or Ctrl-C's SIGINT) reaches the whole process group: the workers
+    keep serving the step in flight, the main process checkpoints and then ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def make_loader(dataset: ImageDataset, sampler, config: TrainConfig, device: torch.device,
+                generator: torch.Generator | None = None, batch_size: int | None = None,
+                workers: int | None = None) -> DataLoader:
+    """The DataLoader of a run: ``config.workers`` worker processes (which ignore SIGTERM /
+    SIGINT), ``sampler.local`` images per batch, pinned memory on CUDA."""
+    workers = config.workers if workers is None else workers
+    return DataLoader(dataset, batch_size=batch_size or sampler.local, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", generator=generator,
-                      prefetch_factor=2 if config.workers else None)
+                      prefetch_factor=2 if workers else None,
+                      worker_init_fn=_worker_ignores_stop_signals if workers else None)
 
 
 def run(config: TrainConfig) -> TrainResult:
@@ -261,9 +271,8 @@ def _train(config: TrainConfig, procs: Processes, prep: dict, stop: _Stop) -> Tr
     loader_gen_state = loader_gen.get_state()
     cuda = device.type == "cuda"
     loader = make_loader(train_ds, sampler, config, device, loader_gen)
-    val_loader = DataLoader(val_ds, batch_size=sampler.local, sampler=list(range(procs.rank, len(val_ds),
-                                                                                  procs.world_size)),
-                            num_workers=min(config.workers, 1), pin_memory=cuda)
+    val_loader = make_loader(val_ds, list(range(procs.rank, len(val_ds), procs.world_size)), config, device,
+                             batch_size=sampler.local, workers=min(config.workers, 1))
     metrics = _Metrics(out / "metrics.jsonl", start) if procs.is_main else None
     val_every = config.val_every or config.checkpoint_every
     num_dims = config.channels * config.size ** 2
