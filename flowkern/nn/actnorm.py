@@ -32,7 +32,7 @@ from .._checks import check_bool, check_int
 from ..spec import acc_dtype, channel_view
 from .base import InitFlag, InvertibleModule, ParamGrads, check_input, check_nonzero_scale
 
-__all__ = ["ActNorm", "ActNormParams", "SettableInitFlag", "actnorm_init_std", "channel_stats"]
+__all__ = ["ActNorm", "ActNormParams", "SettableInitFlag", "actnorm_init_std"]
 
 ZERO_SPREAD_RTOL = 1e-6  # a std <= ZERO_SPREAD_RTOL * max(1, |mean|) is a constant channel
 
@@ -48,22 +48,6 @@ def _channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     mean = total / n
     var = (total_sq - n * mean * mean) / (n - 1).clamp_min(1.0)
     return mean, var.clamp_min(0.0).sqrt(), n
-
-
-def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and (unbiased) std of x over batch and space, in float64,
-    all-reduced over the default process group when one is initialised.
-
-    Args:
-        x: (B, C, *S).
-
-    Example:
-        >>> mean, std = channel_stats(torch.tensor([[1.0, 0.0], [3.0, 0.0]]))
-        >>> mean.tolist(), std.tolist()
-        ([2.0, 0.0], [1.4142135623730951, 0.0])
-    """
-    mean, std, _ = _channel_moments(x)
-    return mean, std
 
 
 def _positions(mask: torch.Tensor, limit: int = 10) -> str:

@@ -19,10 +19,6 @@ from .subnets import MLP
 __all__ = ["Embedder", "MLPEmbedder", "ConvEmbedder"]
 
 
-def _positive(name: str, v: object, minimum: int = 1) -> int:
-    return check_int(name, v, minimum=minimum)
-
-
 class Embedder(nn.Module):
     """Base class: ``forward(c) -> embedding``; ``out_dim`` is the embedding's channel count
     (what :func:`~flowkern.nn.build_flow` takes as the couplings' condition size).
@@ -50,7 +46,7 @@ class MLPEmbedder(Embedder):
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 1) -> None:
         super().__init__()
-        self.in_dim, self.out_dim = _positive("in_dim", in_dim), _positive("out_dim", out_dim)
+        self.in_dim, self.out_dim = check_int("in_dim", in_dim, minimum=1), check_int("out_dim", out_dim, minimum=1)
         self.net = MLP(in_dim, out_dim, hidden, depth)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
@@ -80,9 +76,9 @@ class ConvEmbedder(Embedder):
     def __init__(self, in_channels: int, out_dim: int, hidden: int = 64, n_down: int = 2,
                  pool: bool = True) -> None:
         super().__init__()
-        self.in_channels = _positive("in_channels", in_channels)
-        self.out_dim = _positive("out_dim", out_dim)
-        _positive("n_down", n_down, 0)
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.out_dim = check_int("out_dim", out_dim, minimum=1)
+        check_int("n_down", n_down, minimum=0)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1), nn.LeakyReLU()]
         for _ in range(n_down):
             layers += [nn.Conv2d(hidden, hidden, 4, stride=2, padding=1), nn.LeakyReLU()]

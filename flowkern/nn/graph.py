@@ -202,29 +202,6 @@ def _autocast_state(device_type: str) -> tuple | None:
     return device_type, torch.get_autocast_dtype(device_type)
 
 
-class DeferredGrads(ParamGrads):
-    """The parameter-grad accumulator of the memory-saving backward (``id(param) -> grad``), with
-    ``pending``: small per-node graphs (e.g. a folded 1x1 convolution's weight as a function of its
-    LU factors and actnorm) whose parameter grads are computed in one ``autograd.grad`` call at the
-    end (:meth:`flush`) instead of one call per node."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: list[tuple[tuple, tuple, list]] = []
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        outputs = [o for outs, _, _ in self.pending for o in outs]
-        grads = [g for _, gs, _ in self.pending for g in gs]
-        params = list({id(p): p for _, _, ps in self.pending for p in ps}.values())
-        self.pending = []
-        with torch.enable_grad():
-            got = torch.autograd.grad(outputs, params, grads, allow_unused=True)
-        for p, g in zip(params, got):
-            self.add(p, g)
-
-
 def _initialized(program: InvertibleProgram) -> bool:
     """Whether every data-dependent init (actnorms) of the program's modules has run."""
     return all(m._is_initialized() for root in program.modules() for m in root.modules() if isinstance(m, InitFlag))
@@ -287,7 +264,7 @@ class _ProgramFunction(torch.autograd.Function):
             grad_logdet = zero_logdet(outs[0])
         want_x = [ctx.needs_input_grad[4 + k] for k in range(n_x)]
         want_c = [c is not None and ctx.needs_input_grad[4 + n_x + i] for i, c in enumerate(conds)]
-        param_grads = DeferredGrads()
+        param_grads = ParamGrads()
         autocast = torch.autocast(*ctx.autocast[:1], dtype=ctx.autocast[1]) if ctx.autocast else contextlib.nullcontext()
         per_chunk = []
         with autocast:
@@ -300,7 +277,6 @@ class _ProgramFunction(torch.autograd.Function):
                 # keep only the input grads autograd asked for (an image batch usually needs none)
                 per_chunk.append(([g if w else None for g, w in zip(gx, want_x)], gc))
                 del gx, gc
-            param_grads.flush()
         grad_xs = [None if not w else torch.cat([p[0][k] for p in per_chunk]) if len(per_chunk) > 1
                    else per_chunk[0][0][k] for k, w in enumerate(want_x)]
         grad_conds = []

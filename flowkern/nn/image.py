@@ -38,7 +38,7 @@ from torch import nn
 from .._checks import check_bool, check_int, check_number
 from ..spec import acc_dtype
 from .actnorm import ActNorm, ActNormParams
-from .base import InvertibleModule, ParamGrads, check_input, check_nonzero_scale, trainable_parameters
+from .base import InvertibleModule, ParamGrads, backprop_block, check_input, check_nonzero_scale
 from .conditional import ConditionalAffineCoupling, broadcast_condition
 from .coupling import AffineCoupling
 from .invconv import InvConv1x1
@@ -146,7 +146,7 @@ class ConvSubnet(nn.Sequential):
 def channels_last_call(fn, x: torch.Tensor):
     """``fn(x)`` with a 4-d CPU input in channels-last layout and the output made contiguous
     (NCHW) again: oneDNN's CPU convolutions run NHWC without reordering every call; the fused op
-    wants NCHW (docs/benchmarks.md measures the effect)."""
+    wants NCHW. Only the input's memory layout changes, never the module (its weights keep theirs)."""
     if x.dim() != 4 or x.device.type != "cpu":
         return fn(x)
     out = fn(x.contiguous(memory_format=torch.channels_last))
@@ -192,25 +192,9 @@ def backprop_folded_conv(u: torch.Tensor, grad_u: torch.Tensor, grad_logdet: tor
         g_w = gu @ x.reshape(u.shape[0], C, n_pix).transpose(0, 1).reshape(C, n_all).T
         g_b = gu.sum(1)
         g_ld = (n_pix * grad_logdet.sum()).to(ld.dtype)
-    params = trainable_parameters(*owners)
-    if params:
-        defer_or_backprop(grads, (w, b, ld), (g_w.to(w.dtype), g_b.to(b.dtype), g_ld), params)
-    return x, grad_x
-
-
-def defer_or_backprop(grads: ParamGrads, outputs: tuple, grad_outputs: tuple, params: list) -> None:
-    """Parameter grads of small tensors ``outputs`` (functions of ``params``, built with grad): when
-    ``grads`` collects deferred work (:class:`flowkern.nn.graph.DeferredGrads`, the program's
-    memory-saving backward) they join one ``autograd.grad`` call at the end of the backward, else
-    they are back-propagated now."""
-    pending = getattr(grads, "pending", None)
-    if pending is not None:
-        pending.append((outputs, grad_outputs, params))
-        return
     with torch.enable_grad():
-        got = torch.autograd.grad(outputs, params, grad_outputs, allow_unused=True)
-    for p, g in zip(params, got):
-        grads.add(p, g)
+        backprop_block(owners, (w, b, ld), (g_w.to(w.dtype), g_b.to(b.dtype), g_ld), (), (), grads)
+    return x, grad_x
 
 
 class GlowStep(InvertibleModule):

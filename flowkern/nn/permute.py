@@ -48,10 +48,6 @@ class Permute(InvertibleModule):
         return f"{self.channels}"
 
 
-def _check_channels(channels: object) -> int:
-    return check_int("channels", channels, minimum=1)
-
-
 class Shuffle(Permute):
     """Random channel permutation drawn from ``torch.Generator().manual_seed(seed)``.
 
@@ -66,7 +62,7 @@ class Shuffle(Permute):
 
     def __init__(self, channels: int, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
-        super().__init__(torch.randperm(_check_channels(channels), generator=g))
+        super().__init__(torch.randperm(check_int("channels", channels, minimum=1), generator=g))
 
 
 class Reverse(Permute):
@@ -81,4 +77,4 @@ class Reverse(Permute):
     """
 
     def __init__(self, channels: int) -> None:
-        super().__init__(torch.arange(_check_channels(channels) - 1, -1, -1))
+        super().__init__(torch.arange(check_int("channels", channels, minimum=1) - 1, -1, -1))
