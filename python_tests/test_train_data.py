@@ -204,3 +204,14 @@ def test_batch_smaller_than_the_process_count(tmp_path, monkeypatch):
     for batch in (2, 6):
         with pytest.raises(TrainError, match=f"--batch {batch} must be a multiple of the process count 4"):
             run(tiny(tmp_path, tmp_path / "o", batch=batch))
+
+
+def test_output_folder_inside_the_data_is_not_data(tmp_path):
+    """Sample grids written under FOLDER/--out are not taken as training images (a resume sees
+    the same data)."""
+    write_folder(tmp_path, per_photo=1)
+    out = tmp_path / "run"
+    first = run(tiny(tmp_path, out, steps=2, sample_every=1, sample_n=1))
+    assert list(out.glob("samples-*.png")) and first.n_train + first.n_val == 5
+    again = run(tiny(tmp_path, out, steps=3, sample_every=1, sample_n=1, resume=True))
+    assert (again.start_step, again.n_train + again.n_val) == (2, 5)

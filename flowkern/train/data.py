@@ -81,13 +81,14 @@ def _listing(items: list[str]) -> str:
     return ", ".join(items[:LISTED]) + more
 
 
-def find_images(root: Path, exclude: Path | None = None) -> list[Path]:
+def find_images(root: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
     """PNG / JPEG files under ``root`` (recursive, by suffix, case-insensitive), sorted; files
-    under ``exclude`` and hidden files are left out."""
+    under a folder of ``exclude`` (e.g. the run's own output folder) and hidden files are left out."""
+    skip = {e.resolve() for e in exclude}
     found = []
     for p in root.rglob("*"):
         if p.suffix.lower() in SUFFIXES and p.is_file() and not p.name.startswith("."):
-            if exclude is not None and exclude in p.parents:
+            if skip and not skip.isdisjoint(p.resolve().parents):
                 continue
             found.append(p)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
@@ -165,11 +166,13 @@ def _labelled(root: Path, files: list[Path], conditional: bool, classes: list[st
 
 
 def split_dataset(folder: str, *, size: int, fit: str, conditional: bool, val_fraction: float, seed: int,
-                  skip_bad: bool, workers: int = 2) -> DataSplit:
-    """Find, check and split the images of ``folder``: ``folder/val`` (and ``folder/train`` if
+                  skip_bad: bool, workers: int = 2, exclude: tuple[str, ...] = ()) -> DataSplit:
+    """Find, check and split the images of ``folder`` (leaving out the folders of ``exclude``,
+    e.g. the output folder with its sample grids): ``folder/val`` (and ``folder/train`` if
     present) when it exists, else a seeded ``val_fraction`` of the images (at least one when
     the fraction is > 0). Raises ``TrainError`` for a missing or empty folder and the checks of
     :func:`scan_images`."""
+    excluded = tuple(Path(e) for e in exclude)
     root = Path(folder)
     if not root.exists():
         raise TrainError(f"FOLDER {folder} does not exist")
@@ -178,8 +181,8 @@ def split_dataset(folder: str, *, size: int, fit: str, conditional: bool, val_fr
     val_dir = root / "val"
     if val_dir.is_dir():
         train_root = root / "train" if (root / "train").is_dir() else root
-        train_files = find_images(train_root, exclude=val_dir)
-        val_files = find_images(val_dir)
+        train_files = find_images(train_root, exclude=(val_dir, *excluded))
+        val_files = find_images(val_dir, exclude=excluded)
         how = f"val/ folder ({val_dir})"
         train_lab, classes = _labelled(train_root, train_files, conditional, None, f"the training images ({train_root})")
         val_lab, _ = _labelled(val_dir, val_files, conditional, classes or None, f"the val folder ({val_dir})")
@@ -187,7 +190,7 @@ def split_dataset(folder: str, *, size: int, fit: str, conditional: bool, val_fr
             raise TrainError(f"the val folder {val_dir} holds no PNG / JPEG images")
     else:
         train_root = root
-        files = find_images(root)
+        files = find_images(root, exclude=excluded)
         labels, classes = _labelled(root, files, conditional, None, f"FOLDER {folder}")
         n_val = 0 if val_fraction == 0 else max(1, round(val_fraction * len(files)))
         if files and n_val >= len(files):

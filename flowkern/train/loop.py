@@ -79,7 +79,7 @@ def _prepare(config: TrainConfig) -> dict:
     out = check_out(config.out)
     split = split_dataset(config.folder, size=config.size, fit=config.fit, conditional=config.conditional,
                           val_fraction=config.val_fraction, seed=config.seed, skip_bad=config.skip_bad,
-                          workers=max(1, min(4, config.workers)))
+                          workers=max(1, min(4, config.workers)), exclude=(config.out,))
     state, path = None, None
     if list_checkpoints(out) and not config.resume:
         raise TrainError(f"--out {out} already holds checkpoints (newest {list_checkpoints(out)[-1][1].name}): "
