@@ -87,12 +87,13 @@ def test_conditional_grey_realnvp_memory_saving(tmp_path, capsys):
     data = tmp_path / "data"
     write_folder(data, per_photo=3, classes=True, photos=("camera", "chelsea"))
     cfg = tiny(data, tmp_path / "run", model="realnvp", channels=1, conditional=True, memory_saving=True,
-               steps=3, val_fraction=0.3)
+               memory_saving_chunk=2, steps=3, val_fraction=0.3)
     result = run(cfg)
     assert result.steps == 3 and result.n_val == 2 and len(result.losses) == 3
     assert result.val_bits_per_dim is not None and result.val_bits_per_dim > 0
     model, config, state = load_trained(result.checkpoint)
     assert model.conditional and state["data"]["classes"] == ["camera", "chelsea"] and config.memory_saving
+    assert model.memory_saving_chunk == 2
     grid = tmp_path / "g.png"
     assert cli_main(["sample", result.checkpoint, "--n", "2", "--label", "1", "--out", str(grid)]) == 0
     with Image.open(grid) as im:

@@ -184,7 +184,9 @@ def test_bad_input_is_named(tmp_path, capsys):
     # flags with bad values name the flag
     for flag, value, words in (("--batch", "0", "--batch must be an int in [1"),
                                ("--val-fraction", "1.5", "--val-fraction must be in [0, 1)"),
-                               ("--lr", "-1", "--lr must be > 0"), ("--channels", "1", None)):
+                               ("--lr", "-1", "--lr must be > 0"),
+                               ("--memory-saving-chunk", "2", "--memory-saving-chunk 2 needs --memory-saving"),
+                               ("--channels", "1", None)):
         argv = ["train", str(good), "--out", str(tmp_path / f"o7{flag}"), *common, flag, value]
         if words is None:
             assert cli_main(argv) == 0                                       # grey model: fine

@@ -45,7 +45,9 @@ class TrainConfig:
     (first-level subfolders are classes), ``val_fraction`` (held-out share when there is no
     ``val/`` folder), ``n_bits``, ``skip_bad``, ``workers`` (DataLoader worker processes).
     Model: ``model`` (``glow`` | ``realnvp``), ``levels``, ``depth`` (Glow steps per level;
-    RealNVP couplings per level), ``hidden``, ``memory_saving``. Optimisation: ``batch``
+    RealNVP couplings per level), ``hidden``, ``memory_saving``, ``memory_saving_chunk`` (with
+    ``memory_saving``: forward and backward in batch chunks of this many images, 0: whole
+    batch; :class:`~flowkern.nn.MultiScaleFlow`). Optimisation: ``batch``
     (global, over all processes), ``steps``, ``lr``, ``warmup`` (linear warm-up steps), ``clip``
     (gradient-norm clip, 0: off), ``autocast``, ``seed``. Output: ``out``, ``checkpoint_every``,
     ``keep``, ``sample_every``, ``sample_n``, ``log_every``, ``val_every``, ``progress``, ``resume``.
@@ -66,6 +68,7 @@ class TrainConfig:
     depth: int = 8
     hidden: int = 128
     memory_saving: bool = False
+    memory_saving_chunk: int = 0
     batch: int = 32
     steps: int = 1000
     lr: float = 1e-3
@@ -92,7 +95,8 @@ class TrainConfig:
                 raise ValueError(f"out must be a non-empty path, got {self.out!r}")
             for name, lo in (("size", 2), ("levels", 1), ("depth", 1), ("hidden", 1), ("batch", 1), ("steps", 1),
                              ("warmup", 0), ("workers", 0), ("checkpoint_every", 1), ("keep", 1),
-                             ("sample_every", 0), ("sample_n", 1), ("log_every", 1), ("val_every", 0), ("seed", 0)):
+                             ("sample_every", 0), ("sample_n", 1), ("log_every", 1), ("val_every", 0), ("seed", 0),
+                             ("memory_saving_chunk", 0)):
                 check_int(name, getattr(self, name), minimum=lo)
             check_int("channels", self.channels, minimum=1, maximum=3)
             if self.channels == 2:
@@ -112,6 +116,8 @@ class TrainConfig:
         except (TypeError, ValueError) as e:
             name, _, rest = str(e).partition(" ")
             raise TrainError(f"{_flag(name)} {rest}") from None
+        if self.memory_saving_chunk and not self.memory_saving:
+            raise TrainError(f"--memory-saving-chunk {self.memory_saving_chunk} needs --memory-saving")
         f = 2 ** self.levels
         if self.size % f:
             raise TrainError(f"--size {self.size} must be divisible by 2**levels = {f} (--levels {self.levels}: "
@@ -172,6 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help=f"Glow steps per level; RealNVP: couplings per level (default {d.depth})")
     a("--hidden", type=int, default=d.hidden, help=f"width of the coupling subnets (default {d.hidden})")
     a("--memory-saving", action="store_true", help="O(1)-activation-memory backward (only the latents are saved)")
+    a("--memory-saving-chunk", type=int, default=d.memory_saving_chunk,
+      help="with --memory-saving: forward and backward in chunks of N images of the batch, so only one "
+           "chunk's working set is alive (0: the whole batch; default 0)")
     a("--batch", type=int, default=d.batch,
       help=f"global batch over all processes; divisible by the process count (default {d.batch})")
     a("--steps", type=int, default=d.steps, help=f"optimisation steps in all, resumed ones included (default {d.steps})")

@@ -23,11 +23,15 @@ def build_model(config: TrainConfig, num_classes: int = 0) -> MultiScaleFlow:
     torch.manual_seed(config.seed)
     shape = (config.channels, config.size, config.size)
     if config.model == "glow":
-        return build_glow(shape, levels=config.levels, depth=config.depth, hidden=config.hidden,
-                          num_classes=num_classes, memory_saving=config.memory_saving, seed=config.seed)
-    return build_realnvp(shape, levels=config.levels, hidden=config.hidden, n_checker=config.depth,
-                         n_channel=config.depth, n_final=config.depth + 1, num_classes=num_classes,
-                         memory_saving=config.memory_saving)
+        model = build_glow(shape, levels=config.levels, depth=config.depth, hidden=config.hidden,
+                           num_classes=num_classes, memory_saving=config.memory_saving, seed=config.seed)
+    else:
+        model = build_realnvp(shape, levels=config.levels, hidden=config.hidden, n_checker=config.depth,
+                              n_channel=config.depth, n_final=config.depth + 1, num_classes=num_classes,
+                              memory_saving=config.memory_saving)
+    if config.memory_saving_chunk:
+        model.memory_saving_chunk = config.memory_saving_chunk  # MultiScaleFlow's documented option
+    return model
 
 
 def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu"
