@@ -249,7 +249,7 @@ def test_layers_reject_bad_inputs(nn, layer_name, method):
 
 
 def test_conditional_layers_require_a_well_shaped_condition(nn):
-    flow = nn.build_flow(6, 2, 16, cond_dim=3)
+    flow = nn.build_flow(6, 2, 16, cond_channels=3)
     x = torch.randn(4, 6)
     for fn in (flow.forward, flow.inverse, flow.log_prob):
         _raises((TypeError, ValueError), [r"\bc\b|condition"], fn, x)          # missing

@@ -36,8 +36,8 @@ class Doubling(InvertibleModule):
 def _trained_flow(dtype=torch.float32, **kw):
     torch.manual_seed(0)
     flow = build_flow(6, 2, 16, depth=1, **kw).to(dtype)
-    flow(torch.randn(32, 6, dtype=dtype), torch.randn(32, kw.get("cond_dim", 1), dtype=dtype)
-         if kw.get("cond_dim") else None)
+    flow(torch.randn(32, 6, dtype=dtype), torch.randn(32, kw.get("cond_channels", 1), dtype=dtype)
+         if kw.get("cond_channels") else None)
     return flow
 
 
@@ -59,7 +59,7 @@ def test_good_flow_passes_every_check(dtype):
 
 
 def test_conditional_flow():
-    flow = _trained_flow(cond_dim=3)
+    flow = _trained_flow(cond_channels=3)
     report = certify(flow, torch.randn(4, 6), torch.randn(4, 3))
     assert report.passed
 
@@ -103,7 +103,7 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "FAILED" in capsys.readouterr().out
     assert cli_main(["check", str(bad)]) == 2  # no recorded event shape
     cond = tmp_path / "cond.pt"
-    torch.save(_trained_flow(cond_dim=3), cond)
+    torch.save(_trained_flow(cond_channels=3), cond)
     assert cli_main(["check", str(cond), "--dtype", "float64"]) == 0
 
 

@@ -61,7 +61,7 @@ def nn():
 @pytest.mark.parametrize("cond", [False, True])
 def test_autocast_bf16_through_flows(nn, cond):
     torch.manual_seed(0)
-    flow = nn.build_flow(8, 2, 32, cond_dim=4 if cond else 0)
+    flow = nn.build_flow(8, 2, 32, cond_channels=4 if cond else 0)
     x = torch.randn(64, 8)
     c = torch.randn(64, 4) if cond else None
     args = (x, c) if cond else (x,)

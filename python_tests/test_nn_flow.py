@@ -112,12 +112,12 @@ def test_conditional_flow_embeds_once_and_needs_condition():
 
 
 def test_build_flow_conditional_without_embedder():
-    flow = build_flow(4, 1, 8, cond_dim=3)
+    flow = build_flow(4, 1, 8, cond_channels=3)
     assert isinstance(flow, ConditionalFlow)
     z, ld = flow(torch.randn(2, 4), torch.randn(2, 3))
     assert z.shape == (2, 4) and ld.shape == (2,)
-    with pytest.raises(ValueError, match="cond_dim"):
-        build_flow(4, 1, 8, cond_dim=3, embedder=MLPEmbedder(5, 2))
+    with pytest.raises(ValueError, match="cond_channels"):
+        build_flow(4, 1, 8, cond_channels=3, embedder=MLPEmbedder(5, 2))
     with pytest.raises(ValueError, match="dim"):
         build_flow(1, 1, 8)
 
@@ -181,16 +181,16 @@ def test_conv_embedders_pooled_and_spatial():
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
-@pytest.mark.parametrize("cond_dim", [0, 3])
-def test_initialised_flow_compiles_fullgraph_with_eager_grads(cond_dim, device):
+@pytest.mark.parametrize("cond_channels", [0, 3])
+def test_initialised_flow_compiles_fullgraph_with_eager_grads(cond_channels, device):
     """After ActNorm's init (or loading an initialised checkpoint) no layer reads a tensor on the
     host, so torch.compile(fullgraph=True) traces the whole NLL; its loss and grads match eager."""
     torch.manual_seed(6)
-    flow = build_flow(6, 2, 16, depth=1, cond_dim=cond_dim).to(device)
-    x, c = torch.randn(32, 6) * 2 + 1, (torch.randn(32, cond_dim) if cond_dim else None)
-    x, c = x.to(device), (c.to(device) if cond_dim else None)
+    flow = build_flow(6, 2, 16, depth=1, cond_channels=cond_channels).to(device)
+    x, c = torch.randn(32, 6) * 2 + 1, (torch.randn(32, cond_channels) if cond_channels else None)
+    x, c = x.to(device), (c.to(device) if cond_channels else None)
     flow.nll_loss(x, c)  # data-dependent init, eagerly
-    fresh = build_flow(6, 2, 16, depth=1, cond_dim=cond_dim).to(device)
+    fresh = build_flow(6, 2, 16, depth=1, cond_channels=cond_channels).to(device)
     fresh.load_state_dict(flow.state_dict())
     torch._dynamo.reset()
     compiled = torch.compile(lambda x, c: fresh.nll_loss(x, c), fullgraph=True)

@@ -119,7 +119,7 @@ def test_saved_bytes_constant_in_depth(conditional):
     for mode in (False, True):
         for depth in (2, 4, 8):
             torch.manual_seed(0)
-            flow = build_flow(8, depth, 32, depth=1, cond_dim=3 if conditional else 0, memory_saving=mode)
+            flow = build_flow(8, depth, 32, depth=1, cond_channels=3 if conditional else 0, memory_saving=mode)
             flow(x, c if conditional else None)
             got[mode, depth] = saved_bytes(lambda: flow.nll_loss(x, c if conditional else None))
     assert got[True, 2] == got[True, 4] == got[True, 8]

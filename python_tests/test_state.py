@@ -19,7 +19,7 @@ def _data(step: int) -> torch.Tensor:
 
 def _make(cond: bool = False):
     torch.manual_seed(0)
-    flow = nn.build_flow(6, 2, 32, cond_dim=3 if cond else 0)
+    flow = nn.build_flow(6, 2, 32, cond_channels=3 if cond else 0)
     return flow, torch.optim.Adam(flow.parameters(), lr=1e-3)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "InitFlag",
     "InvertibleModule",
     "ParamGrads",
+    "check_floating",
     "check_input",
     "check_like_model",
     "check_condition",
@@ -150,13 +151,19 @@ def record_check_error(layer: nn.Module, err: torch.Tensor) -> None:
         _CHECK_COLLECTORS[-1].append((layer, err.detach()))
 
 
-def check_input(x: object, channels: int, name: str = "x", model: nn.Module | None = None) -> torch.Tensor:
-    """Raise TypeError/ValueError naming ``name`` unless x is a float (B, channels, *S) tensor
-    (and, with ``model``, one :func:`check_like_model` accepts)."""
+def check_floating(x: object, name: str = "x") -> torch.Tensor:
+    """Raise ``TypeError`` naming ``name`` unless x is a floating-point tensor."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x
+
+
+def check_input(x: object, channels: int, name: str = "x", model: nn.Module | None = None) -> torch.Tensor:
+    """Raise TypeError/ValueError naming ``name`` unless x is a float (B, channels, *S) tensor
+    (and, with ``model``, one :func:`check_like_model` accepts)."""
+    check_floating(x, name)
     if x.dim() < 2 or x.shape[1] != channels:
         raise ValueError(
             f"{name} must have shape (B, {channels}, *S) ({channels} channels), got {tuple(x.shape)}"

@@ -19,7 +19,7 @@ def build_flow(
     n_blocks: int,
     hidden: int,
     depth: int = 2,
-    cond_dim: int = 0,
+    cond_channels: int = 0,
     clamp: float = 2.0,
     scale: str = "tanh",
     memory_saving: bool = False,
@@ -31,8 +31,8 @@ def build_flow(
         dim: D of the (B, D) input (>= 2).
         n_blocks: number of blocks.
         hidden, depth: the coupling MLPs' width and hidden-layer count.
-        cond_dim: > 0 (or an ``embedder``) gives a :class:`ConditionalFlow`: the condition size
-            the couplings see, i.e. the embedder's ``out_dim`` when one is given (0 with an
+        cond_channels: > 0 (or an ``embedder``) gives a :class:`ConditionalFlow`: the condition
+            size the couplings see, i.e. the embedder's ``out_dim`` when one is given (0 with an
             embedder takes its ``out_dim``).
         clamp, scale: the couplings' scale function.
         memory_saving: O(1)-activation-memory backward.
@@ -49,22 +49,22 @@ def build_flow(
         check_int(name, v, minimum=1)
     if dim < 2:
         raise ValueError(f"dim must be >= 2 for a coupling flow, got {dim}")
-    check_int("cond_dim", cond_dim, minimum=0)
+    check_int("cond_channels", cond_channels, minimum=0)
     if embedder is not None:
         out_dim = getattr(embedder, "out_dim", None)
-        if cond_dim == 0:
+        if cond_channels == 0:
             if not isinstance(out_dim, int):
-                raise ValueError("cond_dim must be given when the embedder has no int out_dim attribute")
-            cond_dim = out_dim
-        elif out_dim is not None and out_dim != cond_dim:
-            raise ValueError(f"cond_dim ({cond_dim}) must equal embedder.out_dim ({out_dim})")
+                raise ValueError("cond_channels must be given when the embedder has no int out_dim attribute")
+            cond_channels = out_dim
+        elif out_dim is not None and out_dim != cond_channels:
+            raise ValueError(f"cond_channels ({cond_channels}) must equal embedder.out_dim ({out_dim})")
     blocks: list[nn.Module] = []
     for i in range(n_blocks):
         blocks += [
             ActNorm(dim),
-            DoubleAffineCoupling(dim, hidden, depth, cond_channels=cond_dim, clamp=clamp, scale=scale),
+            DoubleAffineCoupling(dim, hidden, depth, cond_channels=cond_channels, clamp=clamp, scale=scale),
             Shuffle(dim, seed=i),
         ]
-    if cond_dim > 0:
+    if cond_channels > 0:
         return ConditionalFlow(blocks, embedder=embedder, memory_saving=memory_saving, event_shape=(dim,))
     return Flow(blocks, memory_saving=memory_saving, event_shape=(dim,))

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_int, check_number
 from ..spec import acc_dtype
-from .base import InvertibleModule, check_condition, check_like_model, first_floating
+from .base import InvertibleModule, check_condition, check_floating, check_like_model, first_floating
 from .graph import InvertibleProgram, run_program
 
 __all__ = ["Flow", "ConditionalFlow", "standard_normal_log_prob"]
@@ -95,11 +95,7 @@ class Flow(InvertibleModule):
         return InvertibleProgram.chain(list(self.blocks))
 
     def _check_x(self, x: object, name: str) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-        if x.dim() < 2:
+        if check_floating(x, name).dim() < 2:
             raise ValueError(f"{name} must have shape (B, C, *S), got {tuple(x.shape)}")
         if self.event_shape is not None and x.shape[1] != self.event_shape[0]:
             raise ValueError(f"{name} must have shape (B, {self.event_shape[0]}, *S) "
@@ -141,8 +137,7 @@ class Flow(InvertibleModule):
     def sample(self, n: int, c: torch.Tensor | None = None, temperature: float = 1.0) -> torch.Tensor:
         """x = f^{-1}(temperature * eps), eps ~ N(0, I) of shape (n, *event_shape)."""
         check_int("n", n, minimum=0)  # n = 0: an empty batch of shape (0, *event_shape)
-        if not math.isfinite(temperature) or temperature < 0:
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        temperature = check_number("temperature", temperature, minimum=0.0)
         if self.event_shape is None:
             raise RuntimeError("event_shape is unknown: pass event_shape to the constructor or run a forward first")
         ref = first_floating(self)

@@ -35,7 +35,7 @@ from torch import nn
 from .._checks import check_bool, check_choice, check_int, check_number
 from ..spec import acc_dtype
 from .actnorm import ActNorm
-from .base import InvertibleModule, check_condition, check_like_model, first_floating, zero_logdet
+from .base import InvertibleModule, check_condition, check_floating, check_like_model, first_floating, zero_logdet
 from .conditional import ConditionalAffineCoupling
 from .coupling import AffineCoupling
 from .flow import standard_normal_log_prob
@@ -380,11 +380,7 @@ class MultiScaleFlow(nn.Module):
         return (c if self.embedder is None else self.embedder(c),)
 
     def _check_x(self, x: object) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-        if x.dim() != 4:
+        if check_floating(x).dim() != 4:
             raise ValueError(f"x must be an image batch of shape (B, C, H, W), got {tuple(x.shape)}")
         if self.event_shape is not None and x.shape[1] != self.event_shape[0]:
             raise ValueError(f"x must have {self.event_shape[0]} channels (event shape {self.event_shape}), "
@@ -411,10 +407,7 @@ class MultiScaleFlow(nn.Module):
             raise ValueError(f"latents must be a list of {len(program.outputs)} tensors (one per factor-out, "
                              f"then the last level's), got {n}")
         for i, z in enumerate(latents):
-            if not isinstance(z, torch.Tensor) or not z.is_floating_point():
-                got = z.dtype if isinstance(z, torch.Tensor) else type(z).__name__
-                raise TypeError(f"latents[{i}] must be a floating-point torch.Tensor, got {got}")
-            check_like_model(z, self, f"latents[{i}]")
+            check_like_model(check_floating(z, f"latents[{i}]"), self, f"latents[{i}]")
         xs, logdet = program.invert(list(latents), self._conds(c))
         return xs[0], logdet
 
