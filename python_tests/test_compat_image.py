@@ -16,7 +16,7 @@ from torch import nn
 import flowkern.compat.freia as Kf
 import flowkern.compat.nflows as Kl
 import flowkern.compat.normflows as Kn
-from flowkern.compat.normflows.glow import _convert_nf_multiscale
+from flowkern.compat.normflows.glow import _convert_multiscale
 from flowkern.check import saved_bytes
 from flowkern.compat import convert
 from flowkern.nn import Squeeze
@@ -160,7 +160,7 @@ def test_convert_memory_saving_argument():
     """convert(model, memory_saving=True) where convert passes keyword arguments to the
     registered converters (flowkern.compat.convert); the converters take it in any case."""
     peer, _, x, y, _ = _nf_pair()
-    direct = _convert_nf_multiscale(_copy(peer), convert_child=lambda m: convert(m), memory_saving=True)
+    direct = _convert_multiscale(_copy(peer), convert_child=lambda m: convert(m), memory_saving=True)
     assert direct.memory_saving
     if "memory_saving" not in inspect.signature(convert).parameters and not any(
             p.kind is p.VAR_KEYWORD for p in inspect.signature(convert).parameters.values()):

@@ -585,3 +585,44 @@ class ConditionalFlatCouplingFlow(nn.Module):
 
     def sample(self, xc: Tensor) -> Tensor:
         return self.reverse(torch.randn(xc.shape[0], self.in_channels, 1, 1).to(xc), xc)
+
+
+# ---- convert(): CompVis's classes (no package: recognised by class name and attributes) --------
+_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "ActNorm": ("loc", "scale", "initialized", "logdet"),
+    "Shuffle": ("forward_shuffle_idx", "backward_shuffle_idx"),
+    "InvLeakyRelu": ("alpha",),
+    "IgnoreLeakyRelu": (),
+    "BasicFullyConnectedNet": ("main",),
+    "DoubleVectorCouplingBlock": ("s", "t"),
+    "ConditionalDoubleVectorCouplingBlock": ("s", "t"),
+    "UnconditionalFlatDoubleCouplingFlowBlock": ("norm_layer", "coupling", "shuffle"),
+    "ConditionalFlatDoubleCouplingFlowBlock": ("norm_layer", "coupling", "activation", "shuffle"),
+    "UnconditionalFlatCouplingFlow": ("sub_layers", "n_flows", "in_channels"),
+    "ConditionalFlatCouplingFlow": ("sub_layers", "embedder", "n_flows", "conditioning_option"),
+}
+_DEFAULTS: dict[str, dict[str, object]] = {"ActNorm": {"allow_reverse_init": True}, "InvLeakyRelu": {"exact_logdet": False}}
+
+
+def _converter(m: nn.Module):
+    """convert()'s converter for a CompVis module (a class of that name with its attributes), or None."""
+    name = type(m).__name__
+    if type(m).__module__.split(".")[0] == "flowkern" or name not in _ATTRIBUTES:
+        return None
+    return _convert if all(hasattr(m, attr) for attr in _ATTRIBUTES[name]) else None
+
+
+def _convert(m, *, convert_child, **kwargs):
+    """The flowkern class keeps CompVis's attribute layout, so the (copied) module is
+    re-classed in place and its children converted."""
+    name = type(m).__name__
+    for child_name, child in list(m._modules.items()):
+        if child is not None:
+            m._modules[child_name] = convert_child(child)
+    for attr, value in _DEFAULTS.get(name, {}).items():
+        if not hasattr(m, attr):
+            setattr(m, attr, value)
+    m.__class__ = globals()[name]
+    if isinstance(m, ActNorm):
+        m._sync_init_flag()
+    return m

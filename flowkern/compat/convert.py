@@ -7,12 +7,13 @@ bottom-up: known peer classes become the same-named class of :mod:`flowkern.comp
 state-dict keys are checked to be identical), containers (``SequenceINN``,
 ``NormalizingFlow``, ``CompositeTransform``, CompVis flows) are rebuilt around their
 converted children, and any other module keeps its class with its children converted
-(FrEIA ``GraphINN`` node references included). Peers are recognised by their class's
-module and name; convert imports no peer itself (the adapter module of a peer, and so the
-peer, is imported only when a model of that peer is converted). Constructors run under
-:func:`~flowkern.compat._fused.frozen_rng`, so converting draws no random numbers.
+(FrEIA ``GraphINN`` node references included). This module is the machinery; each peer's
+converters live in its adapter module (:func:`builtin_converter`, keyed by the peer class's
+dotted name; CompVis, which has no package, by class name and attributes). convert imports no
+peer itself: it imports the adapter modules of the peers already imported. Constructors run
+under :func:`~flowkern.compat._fused.frozen_rng`, so converting draws no random numbers.
 
-Classes outside the built-in tables are added with :func:`register_converter` (a registered
+Classes outside the built-in converters are added with :func:`register_converter` (a registered
 converter takes precedence over the built-in one for the same class). A peer flow class
 that neither knows is left as the peer's module (its children still converted) and listed
 in the report: ``convert(model, report=True)`` returns ``(converted, ConvertReport)``, and
@@ -38,7 +39,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from types import ModuleType
 
-import torch
 from torch import nn
 
 from .._checks import check_bool, check_int
@@ -55,6 +55,31 @@ def _adapter(peer: str) -> ModuleType:
 # Registered converters: a class object, or a dotted name resolved against the already
 # imported packages when convert() runs (so registering imports no peer).
 _REGISTRY: dict[type | str, Callable[..., nn.Module]] = {}
+# flowkern's own converters, by the peer class's dotted name: each peer's adapter module adds its
+# own (:func:`builtin_converter`) when imported; a registered converter takes precedence.
+_BUILTIN: dict[str, Callable[..., nn.Module]] = {}
+
+
+def builtin_converter(*peer_classes: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator of an adapter module's converter for the peer classes named (dotted names, as
+    :func:`register_converter` takes them): ``fn(module, *, convert_child, **options)``, used
+    by convert() after the registered converters.
+
+    Args:
+        peer_classes: the dotted names of the peer classes ``fn`` converts.
+
+    Example:
+        >>> from flowkern.compat.convert import builtin_converter
+        >>> @builtin_converter("somepeer.layers.Layer")
+        ... def _convert_layer(module, *, convert_child, **kwargs):
+        ...     return module
+    """
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        for name in peer_classes:
+            _BUILTIN[name] = fn
+        return fn
+
+    return add
 
 
 def register_converter(peer_class: type | str, fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -143,16 +168,18 @@ def _resolve(name: str) -> object | None:
     return None
 
 
-def _registered(m: nn.Module) -> Callable[..., nn.Module] | None:
+def _converter(m: nn.Module) -> Callable[..., nn.Module] | None:
+    """The converter of ``m``'s class: registered (the latest registration wins), else built in."""
     cls = type(m)
     fn = _REGISTRY.get(cls)
     if fn is not None:
         return fn
-    qualified = f"{cls.__module__}.{cls.__qualname__}"
-    for key, fn in reversed(list(_REGISTRY.items())):  # the latest registration wins
-        if isinstance(key, str) and (key == qualified or _resolve(key) is cls):
-            return fn
-    return None
+    qualified = _qualified(cls)
+    for table in (_REGISTRY, _BUILTIN):
+        for key, fn in reversed(list(table.items())):
+            if isinstance(key, str) and (key == qualified or _resolve(key) is cls):
+                return fn
+    return _adapter("compvis")._converter(m)  # CompVis has no package: by class name and attributes
 
 
 @dataclasses.dataclass
@@ -281,16 +308,16 @@ def _converter_options(fn: Callable[..., nn.Module]) -> frozenset[str]:
 
 
 def _option_targets(option: str) -> list[str]:
-    """The registered classes whose converter takes ``option``."""
+    """The classes whose converter (registered or built in) takes ``option``."""
     names = [key if isinstance(key, str) else _qualified(key)
-             for key, fn in _REGISTRY.items() if option in _converter_options(fn)]
+             for key, fn in (*_REGISTRY.items(), *_BUILTIN.items()) if option in _converter_options(fn)]
     return sorted(set(names))
 
 
 def _check_options(options: dict) -> None:
     """Unknown options raise TypeError (listing the accepted ones), wrong types TypeError, a
     chunk without memory_saving ValueError."""
-    accepted = set(_OPTIONS).union(*(_converter_options(fn) for fn in _REGISTRY.values()))
+    accepted = set(_OPTIONS).union(*(_converter_options(fn) for fn in (*_REGISTRY.values(), *_BUILTIN.values())))
     unknown = sorted(set(options) - accepted)
     if unknown:
         def name(u: str) -> str:
@@ -323,13 +350,13 @@ def _check_options_applied(options: dict, used: set[str], model: type) -> None:
                          f"in it is converted by a converter that takes {option}{where}; drop {option}")
 
 
-# the adapter module of each peer package: importing it registers its image converters
+# the adapter module of each peer package: importing it adds its converters
 _ADAPTER_OF = {"FrEIA": "freia", "normflows": "normflows", "nflows": "nflows"}
 
 
 def _load_converter_modules() -> None:
     """Import the adapter modules of the peers already imported (a model of a peer that is not
-    imported cannot exist), so their converters are registered; convert() imports no peer."""
+    imported cannot exist), so their converters are known; convert() imports no peer."""
     for root, adapter in _ADAPTER_OF.items():
         if root in sys.modules:
             _adapter(adapter)
@@ -356,44 +383,25 @@ def _convert_owned(m: nn.Module, replaced: dict[int, nn.Module], record: Convert
     def conv(child: nn.Module) -> nn.Module:
         return _convert_owned(child, replaced, record, kwargs, used)
 
-    registered = _registered(m)
-    builder = None if registered is not None else _builder(m)
-    if registered is not None:
-        new = registered(m, convert_child=conv, **kwargs)
-        used.update(_converter_options(registered) & kwargs.keys())
+    fn = _converter(m)
+    if fn is not None:
+        new = fn(m, convert_child=conv, **kwargs)
+        used.update(_converter_options(fn) & kwargs.keys())
         if not isinstance(new, nn.Module):
             raise TypeError(f"the converter registered for {type(m).__qualname__} returned "
                             f"{type(new).__name__}, not an nn.Module")
-    elif builder is not None:
-        new = builder(m, conv)
     else:
         new = m
         for name, child in list(m._modules.items()):
             if child is not None:
                 m._modules[name] = conv(child)
     name = _qualified(type(m))
-    if registered is not None or builder is not None:
+    if fn is not None:
         record.converted[name] += 1
     elif name.split(".")[0] in _ADAPTER_OF and not name.startswith(_NOT_FLOW_LAYERS):
         record.unconverted[name] += 1
     replaced[id(m)] = new
     return new
-
-
-def _peer(m: nn.Module) -> tuple[str, str]:
-    return type(m).__module__.split(".")[0], type(m).__name__
-
-
-def _builder(m: nn.Module) -> Callable | None:
-    root, name = _peer(m)
-    if root == "flowkern":
-        return None
-    table = {"FrEIA": _FREIA, "normflows": _NORMFLOWS, "nflows": _NFLOWS}.get(root)
-    if table is not None:
-        return table.get(name)
-    if name in _COMPVIS and all(hasattr(m, attr) for attr in _COMPVIS[name]):
-        return _compvis_build
-    return None
 
 
 def _handout(modules: list[nn.Module]) -> Callable[..., nn.Module]:
@@ -419,192 +427,3 @@ def _build(cls, peer: nn.Module, *args, **kwargs) -> nn.Module:
     with frozen_rng():
         new = cls(*args, **kwargs)
     return _finish(new, peer)
-
-
-# ---- FrEIA -------------------------------------------------------------------------
-def _clamp_activation(f) -> str | Callable:
-    """FrEIA stores its clamp as a function; recover the name by evaluating it."""
-    u = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)
-    for kind, g in _adapter("freia")._CLAMP_FNS.items():
-        try:
-            if torch.equal(f(u), g(u)):
-                return kind
-        except (TypeError, RuntimeError):
-            break
-    return f
-
-
-def _freia_actnorm(m, conv):
-    new = _build(_adapter("freia").ActNorm, m, [m.dims_in], m.dims_c)
-    new.init_on_next_batch = m.init_on_next_batch
-    return new
-
-
-def _freia_coupling(cls_name: str, subnet_names: list[str]):
-    def build(m, conv):
-        subnets = _handout([getattr(m, n) for n in subnet_names])
-        return _build(getattr(_adapter("freia"), cls_name), m, m.dims_in, m.dims_c, subnet_constructor=subnets,
-                      clamp=m.clamp, clamp_activation=_clamp_activation(m.f_clamp), split_len=m.split_len1)
-
-    return build
-
-
-def _freia_all_in_one(m, conv):
-    if hasattr(m, "softplus"):
-        affine_type = "SOFTPLUS"
-    else:
-        probe = m.global_scale_activation(torch.zeros(1))
-        affine_type = "EXP" if torch.equal(probe, torch.ones(1)) else "SIGMOID"
-    return _build(_adapter("freia").AllInOneBlock, m, m.dims_in, m.dims_c, subnet_constructor=_handout([m.subnet]),
-                  affine_clamping=m.clamp, gin_block=m.GIN, global_affine_type=affine_type,
-                  learned_householder_permutation=m.householder, reverse_permutation=m.reverse_pre_permute)
-
-
-def _freia_sequence(m, conv):
-    new = _adapter("freia").SequenceINN(*m.shapes[0], force_tuple_output=m.force_tuple_output)
-    new.shapes = list(m.shapes)
-    new.conditions = list(m.conditions)
-    new.module_list = nn.ModuleList([conv(x) for x in m.module_list])
-    return new.train(m.training)
-
-
-def _freia_permute(m, conv):
-    return _build(_adapter("freia").PermuteRandom, m, m.dims_in, m.dims_c)
-
-
-_FREIA = {
-    "ActNorm": _freia_actnorm,
-    "PermuteRandom": _freia_permute,
-    "GLOWCouplingBlock": _freia_coupling("GLOWCouplingBlock", ["subnet1", "subnet2"]),
-    "RNVPCouplingBlock": _freia_coupling("RNVPCouplingBlock", ["subnet_s1", "subnet_t1", "subnet_s2", "subnet_t2"]),
-    "AffineCouplingOneSided": _freia_coupling("AffineCouplingOneSided", ["subnet"]),
-    "AllInOneBlock": _freia_all_in_one,
-    "SequenceINN": _freia_sequence,
-}
-
-
-# ---- normflows ---------------------------------------------------------------------
-def _nf_affine_const(cls_name: str):
-    def build(m, conv):
-        return _build(getattr(_adapter("normflows"), cls_name), m, tuple(m.s.shape[1:]),
-                      scale=isinstance(m.s, nn.Parameter), shift=isinstance(m.t, nn.Parameter))
-
-    return build
-
-
-def _nf_coupling_block(m, conv):
-    coupling = m.flows[1]
-    return _build(_adapter("normflows").AffineCouplingBlock, m, coupling.param_map, coupling.scale,
-                  coupling.scale_map, m.flows[0].mode)
-
-
-def _nf_masked(m, conv):
-    s = m.s if isinstance(m.s, nn.Module) else None
-    t = m.t if isinstance(m.t, nn.Module) else None
-    return _build(_adapter("normflows").MaskedAffineFlow, m, m.b[0].detach().cpu(), t, s)
-
-
-def _nf_flow(m, conv):
-    return _adapter("normflows").NormalizingFlow(m.q0, [conv(f) for f in m.flows], m.p).train(m.training)
-
-
-def _nf_split(cls_name: str):
-    return lambda m, conv: _build(getattr(_adapter("normflows"), cls_name), m, m.mode)
-
-
-def _nf_coupling(m, conv):
-    return _build(_adapter("normflows").AffineCoupling, m, m.param_map, m.scale, m.scale_map)
-
-
-def _nf_permute(m, conv):
-    return _build(_adapter("normflows").Permute, m, m.num_channels, m.mode)
-
-
-def _nf_conv1x1(m, conv):
-    return _build(_adapter("normflows").Invertible1x1Conv, m, m.num_channels, m.use_lu)
-
-
-_NORMFLOWS = {
-    "ActNorm": _nf_affine_const("ActNorm"),
-    "AffineConstFlow": _nf_affine_const("AffineConstFlow"),
-    "Split": _nf_split("Split"),
-    "Merge": _nf_split("Merge"),
-    "AffineCoupling": _nf_coupling,
-    "AffineCouplingBlock": _nf_coupling_block,
-    "MaskedAffineFlow": _nf_masked,
-    "Permute": _nf_permute,
-    "Invertible1x1Conv": _nf_conv1x1,
-    "NormalizingFlow": _nf_flow,
-}
-
-
-# ---- nflows ------------------------------------------------------------------------
-def _nfl_coupling(m, conv):
-    mask = torch.zeros(m.features)
-    mask[m.transform_features.cpu()] = 1
-    uncond = m.unconditional_transform
-    factory = None if uncond is None else (lambda features: conv(uncond))
-    return _build(_adapter("nflows").AffineCouplingTransform, m, mask, _handout([m.transform_net]), factory)
-
-
-def _nfl_actnorm(m, conv):
-    return _build(_adapter("nflows").ActNorm, m, m.log_scale.numel())
-
-
-def _nfl_permutation(m, conv):
-    return _build(_adapter("nflows").Permutation, m, m._permutation.clone(), m._dim)
-
-
-def _nfl_sized_permutation(cls_name: str):
-    return lambda m, conv: _build(getattr(_adapter("nflows"), cls_name), m, len(m._permutation), m._dim)
-
-
-def _nfl_composite(m, conv):
-    return _adapter("nflows").CompositeTransform([conv(t) for t in m._transforms]).train(m.training)
-
-
-_NFLOWS = {
-    "ActNorm": _nfl_actnorm,
-    "AffineCouplingTransform": _nfl_coupling,
-    "Permutation": _nfl_permutation,
-    "RandomPermutation": _nfl_sized_permutation("RandomPermutation"),
-    "ReversePermutation": _nfl_sized_permutation("ReversePermutation"),
-    "CompositeTransform": _nfl_composite,
-}
-
-
-# ---- CompVis (no package: recognised by class name and attributes) -----------------
-_COMPVIS: dict[str, tuple[str, ...]] = {
-    "ActNorm": ("loc", "scale", "initialized", "logdet"),
-    "Shuffle": ("forward_shuffle_idx", "backward_shuffle_idx"),
-    "InvLeakyRelu": ("alpha",),
-    "IgnoreLeakyRelu": (),
-    "BasicFullyConnectedNet": ("main",),
-    "DoubleVectorCouplingBlock": ("s", "t"),
-    "ConditionalDoubleVectorCouplingBlock": ("s", "t"),
-    "UnconditionalFlatDoubleCouplingFlowBlock": ("norm_layer", "coupling", "shuffle"),
-    "ConditionalFlatDoubleCouplingFlowBlock": ("norm_layer", "coupling", "activation", "shuffle"),
-    "UnconditionalFlatCouplingFlow": ("sub_layers", "n_flows", "in_channels"),
-    "ConditionalFlatCouplingFlow": ("sub_layers", "embedder", "n_flows", "conditioning_option"),
-}
-_COMPVIS_DEFAULTS: dict[str, dict[str, object]] = {
-    "ActNorm": {"allow_reverse_init": True},
-    "InvLeakyRelu": {"exact_logdet": False},
-}
-
-
-def _compvis_build(m, conv):
-    """The flowkern class keeps CompVis's attribute layout, so the (copied) module is
-    re-classed in place and its children converted."""
-    name = type(m).__name__
-    for child_name, child in list(m._modules.items()):
-        if child is not None:
-            m._modules[child_name] = conv(child)
-    for attr, value in _COMPVIS_DEFAULTS.get(name, {}).items():
-        if not hasattr(m, attr):
-            setattr(m, attr, value)
-    compvis = _adapter("compvis")
-    m.__class__ = getattr(compvis, name)
-    if isinstance(m, compvis.ActNorm):
-        m._sync_init_flag()
-    return m

@@ -35,7 +35,7 @@ from ..ops import coupling_forward, coupling_inverse
 from ..spec import channel_view
 from ._fused import fold_steps, split_permutation
 from ._peer import PeerError, ShapeError, peer_base
-from .convert import register_converter
+from .convert import _build, _handout, builtin_converter
 
 __all__ = [
     "Transform",
@@ -361,9 +361,7 @@ class RandomPermutation(Permutation):
 class ReversePermutation(Permutation):
     """Reverses the order of ``features``.
 
-    Args:
-        features: the size of dimension ``dim``.
-        dim: the reversed dimension (>= 1).
+    Args: as :class:`RandomPermutation`.
 
     Example:
         >>> import torch
@@ -630,16 +628,46 @@ class MultiscaleCompositeTransform(Transform):
         return xs[0], logabsdet.to(inputs.dtype)
 
 
-def _convert_nflows_multiscale(m, *, convert_child, memory_saving: bool = False, **kwargs):
+@builtin_converter("nflows.transforms.MultiscaleCompositeTransform")
+def _convert_multiscale(m, *, convert_child, memory_saving: bool = False, **kwargs):
     new = MultiscaleCompositeTransform(m._num_transforms, m._split_dim, memory_saving=memory_saving)
     new._transforms = nn.ModuleList([convert_child(t) for t in m._transforms])
     new._output_shapes = list(m._output_shapes)
     return new.train(m.training)
 
 
-def _convert_nflows_squeeze(m, *, convert_child, **kwargs):
+@builtin_converter("nflows.transforms.SqueezeTransform")
+def _convert_squeeze(m, *, convert_child, **kwargs):
     return SqueezeTransform(m.factor).train(m.training)
 
 
-register_converter("nflows.transforms.MultiscaleCompositeTransform", _convert_nflows_multiscale)
-register_converter("nflows.transforms.SqueezeTransform", _convert_nflows_squeeze)
+
+# ---- convert(): nflows' classes as these -------------------------------------------------------
+@builtin_converter("nflows.transforms.ActNorm")
+def _convert_actnorm(m, *, convert_child, **kwargs):
+    return _build(ActNorm, m, m.log_scale.numel())
+
+
+@builtin_converter("nflows.transforms.AffineCouplingTransform")
+def _convert_coupling(m, *, convert_child, **kwargs):
+    mask = torch.zeros(m.features)
+    mask[m.transform_features.cpu()] = 1
+    uncond = m.unconditional_transform
+    factory = None if uncond is None else (lambda features: convert_child(uncond))
+    return _build(AffineCouplingTransform, m, mask, _handout([m.transform_net]), factory)
+
+
+@builtin_converter("nflows.transforms.Permutation")
+def _convert_permutation(m, *, convert_child, **kwargs):
+    return _build(Permutation, m, m._permutation.clone(), m._dim)
+
+
+@builtin_converter("nflows.transforms.RandomPermutation", "nflows.transforms.ReversePermutation")
+def _convert_sized_permutation(m, *, convert_child, **kwargs):
+    cls = RandomPermutation if type(m).__name__ == "RandomPermutation" else ReversePermutation
+    return _build(cls, m, len(m._permutation), m._dim)
+
+
+@builtin_converter("nflows.transforms.CompositeTransform")
+def _convert_composite(m, *, convert_child, **kwargs):
+    return CompositeTransform([convert_child(t) for t in m._transforms]).train(m.training)

@@ -46,23 +46,9 @@ from .coupling import (  # noqa: F401 - _atan_clamp, _sigmoid_clamp: the names p
 )
 from .graph import Concat, Flatten, GraphINN, HaarDownsampling, IRevNetDownsampling, SequenceINN, Split
 from .modules import PEER_BASE, ActNorm, InvertibleModule, PermuteRandom, _Adapter  # noqa: F401
+from . import modules, coupling, graph
 from .._peer import publish
 
-__all__ = [
-    "InvertibleModule",
-    "ActNorm",
-    "PermuteRandom",
-    "GLOWCouplingBlock",
-    "RNVPCouplingBlock",
-    "AffineCouplingOneSided",
-    "AllInOneBlock",
-    "SequenceINN",
-    "GraphINN",
-    "IRevNetDownsampling",
-    "HaarDownsampling",
-    "Split",
-    "Concat",
-    "Flatten",
-]
+__all__ = [*modules.__all__, *coupling.__all__, *graph.__all__]
 
 publish(globals())

@@ -19,7 +19,7 @@ from ...nn.graph import InvertibleProgram, Node, run_program
 from ...nn.squeeze import squeeze2x2, unsqueeze2x2
 from .._fused import fold_steps
 from .._peer import NodeError, PeerError, ShapeError
-from ..convert import _finish, register_converter
+from ..convert import _finish, builtin_converter
 from .coupling import AffineCouplingOneSided, _TwoSidedCoupling
 from .modules import ActNorm, _Adapter, _shapes
 
@@ -512,7 +512,18 @@ class GraphINN(nn.Module):
         return None if node is None else node.module
 
 
-def _convert_freia_graph(m, *, convert_child, memory_saving: bool = False, **kwargs):
+# ---- convert(): FrEIA's classes as these -------------------------------------------------------
+@builtin_converter("FrEIA.framework.SequenceINN")
+def _convert_sequence(m, *, convert_child, **kwargs):
+    new = SequenceINN(*m.shapes[0], force_tuple_output=m.force_tuple_output)
+    new.shapes = list(m.shapes)
+    new.conditions = list(m.conditions)
+    new.module_list = nn.ModuleList([convert_child(x) for x in m.module_list])
+    return new.train(m.training)
+
+
+@builtin_converter("FrEIA.framework.GraphINN")
+def _convert_graph(m, *, convert_child, memory_saving: bool = False, **kwargs):
     for node in m.node_list:
         if node.module is not None:
             node.module = convert_child(node.module)
@@ -526,37 +537,31 @@ def _convert_freia_graph(m, *, convert_child, memory_saving: bool = False, **kwa
     return new.train(m.training)
 
 
-def _convert_freia_irevnet(m, *, convert_child, **kwargs):
+@builtin_converter("FrEIA.modules.IRevNetDownsampling")
+def _convert_irevnet(m, *, convert_child, **kwargs):
     if m.legacy_backend:
         return m  # its channel order differs; the peer's module runs as it is
     return _finish(IRevNetDownsampling(m.dims_in, getattr(m, "dims_c", None)), m)
 
 
-def _convert_freia_haar(m, *, convert_child, **kwargs):
+@builtin_converter("FrEIA.modules.HaarDownsampling")
+def _convert_haar(m, *, convert_child, **kwargs):
     new = HaarDownsampling(m.dims_in, getattr(m, "dims_c", None), order_by_wavelet=m.permute,
                            rebalance=m.fac_fwd / 0.5)
     return _finish(new, m)
 
 
-def _convert_freia_split(m, *, convert_child, **kwargs):
+@builtin_converter("FrEIA.modules.Split")
+def _convert_split(m, *, convert_child, **kwargs):
     new = Split(m.dims_in, section_sizes=list(m.split_size_or_sections), dim=m.dim)
     return new.train(m.training)
 
 
-def _convert_freia_concat(m, *, convert_child, **kwargs):
+@builtin_converter("FrEIA.modules.Concat")
+def _convert_concat(m, *, convert_child, **kwargs):
     return Concat(m.dims_in, dim=m.dim).train(m.training)
 
 
-def _convert_freia_flatten(m, *, convert_child, **kwargs):
+@builtin_converter("FrEIA.modules.Flatten")
+def _convert_flatten(m, *, convert_child, **kwargs):
     return Flatten(m.dims_in, getattr(m, "dims_c", None)).train(m.training)
-
-
-for _name, _fn in (
-    ("FrEIA.framework.GraphINN", _convert_freia_graph),
-    ("FrEIA.modules.IRevNetDownsampling", _convert_freia_irevnet),
-    ("FrEIA.modules.HaarDownsampling", _convert_freia_haar),
-    ("FrEIA.modules.Split", _convert_freia_split),
-    ("FrEIA.modules.Concat", _convert_freia_concat),
-    ("FrEIA.modules.Flatten", _convert_freia_flatten),
-):
-    register_converter(_name, _fn)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..._checks import check_bool
 from ...nn.actnorm import actnorm_init_std
 from .._peer import PeerError, RankError, ShapeError, peer_base
+from ..convert import _build, builtin_converter
 
 __all__ = ["InvertibleModule", "ActNorm", "PermuteRandom"]
 
@@ -220,3 +221,16 @@ class PermuteRandom(_Adapter):
         if len(input_dims) != 1:
             raise ValueError(f"{self.__class__.__name__} can only use 1 input")
         return input_dims
+
+
+# ---- convert(): FrEIA's classes as these -------------------------------------------------------
+@builtin_converter("FrEIA.modules.ActNorm")
+def _convert_actnorm(m, *, convert_child, **kwargs):
+    new = _build(ActNorm, m, [m.dims_in], m.dims_c)
+    new.init_on_next_batch = m.init_on_next_batch
+    return new
+
+
+@builtin_converter("FrEIA.modules.PermuteRandom")
+def _convert_permute(m, *, convert_child, **kwargs):
+    return _build(PermuteRandom, m, m.dims_in, m.dims_c)

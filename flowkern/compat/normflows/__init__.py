@@ -39,23 +39,9 @@ from .flows import (  # noqa: F401 - _reindex_mask: the name pickled MaskedAffin
     _reindex_mask,
 )
 from .glow import GlowBlock, MultiscaleFlow, Squeeze
+from . import flows, glow
 from .._peer import publish
 
-__all__ = [
-    "Flow",
-    "AffineConstFlow",
-    "ActNorm",
-    "Split",
-    "Merge",
-    "AffineCoupling",
-    "AffineCouplingBlock",
-    "MaskedAffineFlow",
-    "Permute",
-    "Invertible1x1Conv",
-    "NormalizingFlow",
-    "GlowBlock",
-    "Squeeze",
-    "MultiscaleFlow",
-]
+__all__ = [*flows.__all__, *glow.__all__]
 
 publish(globals())

@@ -15,6 +15,7 @@ from ...ops import coupling_forward, coupling_inverse
 from ...spec import channel_view
 from .._fused import fold_steps, split_permutation
 from .._peer import ShapeError, peer_base
+from ..convert import _build, builtin_converter
 
 __all__ = [
     "Flow",
@@ -587,7 +588,17 @@ def _set_requires_grad(module: nn.Module, flag: bool) -> None:
         p.requires_grad = flag
 
 
-class NormalizingFlow(nn.Module):
+class _StateFile:
+    """normflows' ``save(path)`` / ``load(path)`` of a model: its state dict to / from a file."""
+
+    def save(self, path):
+        torch.save(self.state_dict(), path)
+
+    def load(self, path):
+        self.load_state_dict(torch.load(path))
+
+
+class NormalizingFlow(_StateFile, nn.Module):
     """Base distribution ``q0`` pushed through ``flows`` (z -> x is ``forward``); an initialised
     per-channel :class:`ActNorm` and the channel-split :class:`AffineCouplingBlock` after it run as
     one fused op call.
@@ -684,8 +695,47 @@ class NormalizingFlow(nn.Module):
         weights = (1 - alpha) * w_alpha + alpha * w_alpha**2
         return -alpha * torch.mean(weights * torch.log(w))
 
-    def save(self, path):
-        torch.save(self.state_dict(), path)
 
-    def load(self, path):
-        self.load_state_dict(torch.load(path))
+# ---- convert(): normflows' classes as these ----------------------------------------------------
+@builtin_converter("normflows.flows.ActNorm", "normflows.flows.AffineConstFlow")
+def _convert_affine_const(m, *, convert_child, **kwargs):
+    cls = ActNorm if type(m).__name__ == "ActNorm" else AffineConstFlow
+    return _build(cls, m, tuple(m.s.shape[1:]), scale=isinstance(m.s, nn.Parameter), shift=isinstance(m.t, nn.Parameter))
+
+
+@builtin_converter("normflows.flows.Split", "normflows.flows.Merge")
+def _convert_split(m, *, convert_child, **kwargs):
+    return _build(Merge if type(m).__name__ == "Merge" else Split, m, m.mode)
+
+
+@builtin_converter("normflows.flows.AffineCoupling")
+def _convert_coupling(m, *, convert_child, **kwargs):
+    return _build(AffineCoupling, m, m.param_map, m.scale, m.scale_map)
+
+
+@builtin_converter("normflows.flows.AffineCouplingBlock")
+def _convert_coupling_block(m, *, convert_child, **kwargs):
+    coupling = m.flows[1]
+    return _build(AffineCouplingBlock, m, coupling.param_map, coupling.scale, coupling.scale_map, m.flows[0].mode)
+
+
+@builtin_converter("normflows.flows.MaskedAffineFlow")
+def _convert_masked(m, *, convert_child, **kwargs):
+    s = m.s if isinstance(m.s, nn.Module) else None
+    t = m.t if isinstance(m.t, nn.Module) else None
+    return _build(MaskedAffineFlow, m, m.b[0].detach().cpu(), t, s)
+
+
+@builtin_converter("normflows.flows.Permute")
+def _convert_permute(m, *, convert_child, **kwargs):
+    return _build(Permute, m, m.num_channels, m.mode)
+
+
+@builtin_converter("normflows.flows.Invertible1x1Conv")
+def _convert_conv1x1(m, *, convert_child, **kwargs):
+    return _build(Invertible1x1Conv, m, m.num_channels, m.use_lu)
+
+
+@builtin_converter("normflows.NormalizingFlow")
+def _convert_flow(m, *, convert_child, **kwargs):
+    return NormalizingFlow(m.q0, [convert_child(f) for f in m.flows], m.p).train(m.training)

@@ -24,15 +24,15 @@ from torch import Tensor, nn
 
 from ...nn.base import zero_logdet
 from ...nn.coupling import AffineCoupling as _OpCoupling
+from ...nn.flow import standard_normal_log_prob
 from ...nn.graph import InvertibleProgram, ModuleNode, Node, run_program
 from ...nn.image import GlowStep, channels_last_call
-from ...nn.multiscale import MultiScaleFlow
 from ...nn.squeeze import Squeeze as _Squeeze2x2
 from ...nn.squeeze import squeeze2x2, unsqueeze2x2
 from ...spec import acc_dtype
 from .._peer import RankError, ShapeError
-from ..convert import register_converter
-from .flows import SCALE_MAPS, ActNorm, AffineCouplingBlock, Flow, Invertible1x1Conv
+from ..convert import builtin_converter
+from .flows import SCALE_MAPS, ActNorm, AffineCouplingBlock, Flow, Invertible1x1Conv, _StateFile
 
 __all__ = ["GlowBlock", "Squeeze", "MultiscaleFlow"]
 
@@ -402,7 +402,7 @@ class _GaussianBaseNode(Node):
         return [torch.addcmul(mean, ys[0], torch.exp(log_std))], self._logdet(log_std, ys[0])
 
 
-class MultiscaleFlow(nn.Module):
+class MultiscaleFlow(_StateFile, nn.Module):
     """normflows' ``MultiscaleFlow`` (same constructor, methods and ``state_dict`` keys) on an
     invertible program; ``memory_saving=True`` saves only the latents for backward in
     :meth:`log_prob` / :meth:`inverse_and_log_det` (and so in ``forward_kld``).
@@ -487,7 +487,7 @@ class MultiscaleFlow(nn.Module):
             eps, log_q = run_program(InvertibleProgram(nodes, program.inputs, outs), [x], conds, self.memory_saving,
                                      self.memory_saving_chunk)
             for e in eps:
-                log_q = log_q + MultiScaleFlow.standard_normal_log_prob(e)
+                log_q = log_q + standard_normal_log_prob(e)
             return log_q
         z, log_q = run_program(program, [x], (), self.memory_saving, self.memory_saving_chunk)
         for i, z_i in enumerate(z):
@@ -507,12 +507,6 @@ class MultiscaleFlow(nn.Module):
             self.reset_temperature()
         return x, log_q - log_det
 
-    def save(self, path):
-        torch.save(self.state_dict(), path)
-
-    def load(self, path):
-        self.load_state_dict(torch.load(path))
-
     def set_temperature(self, temperature):
         for q0 in self.q0:
             if hasattr(q0, "temperature"):
@@ -524,7 +518,8 @@ class MultiscaleFlow(nn.Module):
         self.set_temperature(None)
 
 
-def _convert_nf_multiscale(m, *, convert_child, memory_saving: bool = False, memory_saving_chunk: int | None = None,
+@builtin_converter("normflows.MultiscaleFlow")
+def _convert_multiscale(m, *, convert_child, memory_saving: bool = False, memory_saving_chunk: int | None = None,
                            **kwargs):
     flows = [[convert_child(f) for f in level] for level in m.flows]
     merges = [convert_child(g) for g in m.merges]
@@ -535,33 +530,11 @@ def _convert_nf_multiscale(m, *, convert_child, memory_saving: bool = False, mem
     return new.train(m.training)
 
 
-def _relu_for_zero_leak(net: nn.Module) -> None:
-    """``LeakyReLU(0.0)`` (normflows' ConvNet2d default) is ReLU: swap it in, in place after a
-    convolution (whose backward does not need its output); same numbers, fewer passes."""
-    for seq in net.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        for i, layer in enumerate(list(seq)):
-            if type(layer) is nn.LeakyReLU and layer.negative_slope == 0.0:
-                seq[i] = nn.ReLU(inplace=i > 0 and type(seq[i - 1]) is nn.Conv2d)
+@builtin_converter("normflows.flows.GlowBlock")
+def _convert_glow_block(m, *, convert_child, **kwargs):
+    return GlowBlock.from_flows([convert_child(f) for f in m.flows]).train(m.training)
 
 
-def _convert_nf_glow_block(m, *, convert_child, **kwargs):
-    block = GlowBlock.from_flows([convert_child(f) for f in m.flows]).train(m.training)
-    coupling = getattr(block.flows[0], "flows", [None, None])[1]
-    if isinstance(getattr(coupling, "param_map", None), nn.Module):
-        _relu_for_zero_leak(coupling.param_map)
-    return block
-
-
-def _convert_nf_squeeze(m, *, convert_child, **kwargs):
+@builtin_converter("normflows.flows.Squeeze")
+def _convert_squeeze(m, *, convert_child, **kwargs):
     return Squeeze().train(m.training)
-
-
-for _name, _fn in (
-    ("normflows.MultiscaleFlow", _convert_nf_multiscale),
-    ("normflows.core.MultiscaleFlow", _convert_nf_multiscale),
-    ("normflows.flows.GlowBlock", _convert_nf_glow_block),
-    ("normflows.flows.Squeeze", _convert_nf_squeeze),
-):
-    register_converter(_name, _fn)
