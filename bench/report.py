@@ -38,7 +38,7 @@ ROOT = BENCH.parent
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 FAILED_OUT = ROOT / "build" / "benchmarks.failed.md"
 
-__all__ = ["SECTIONS", "build_report", "machine", "main"]
+__all__ = ["SECTIONS", "build_report", "machine", "main", "splice"]
 
 METHODOLOGY = """\
 Every table is produced by the `bench/bench_*.py` module named in its section, in one run of
@@ -322,6 +322,23 @@ def build_report(args: argparse.Namespace, argv: list[str]) -> tuple[str, list[s
     return "\n\n".join(parts) + "\n", failed
 
 
+def splice(old: str, new: str, note: str) -> str:
+    """``old`` (a report) with each ``## `` section of ``new`` in its place (appended where ``old``
+    has no section of that heading), ``note`` under each replaced heading; ``new``'s header and
+    methodology are dropped (``old``'s date and machine still describe the other sections)."""
+    def split(text: str) -> tuple[str, dict[str, str]]:
+        head, *secs = text.split("\n## ")
+        return head, {sec.split("\n", 1)[0]: sec for sec in secs}
+
+    head, sections = split(old)
+    for heading, sec in split(new)[1].items():
+        if heading == "Methodology":
+            continue
+        title, _, body = sec.partition("\n")
+        sections[heading] = f"{title}\n\n{note}\n{body}".rstrip() + "\n"
+    return "\n## ".join([head.rstrip() + "\n", *(v.rstrip() + "\n" for v in sections.values())])
+
+
 def _sections(s: str) -> list[str]:
     keys = [k for k, *_ in SECTIONS]
     items = [x for x in s.split(",") if x]
@@ -340,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", type=_sections, default=[k for k, *_ in SECTIONS],
                    help="comma-separated subset of " + ",".join(k for k, *_ in SECTIONS))
     p.add_argument("--no-ab", action="store_true", help="leave out the ab and heap sections")
+    p.add_argument("--update", action="store_true",
+                   help="replace only the chosen --sections in the existing file, each dated and described there")
     p.add_argument("--before", default=None, help="ab: the revision or tree to compare with (no ab section without)")
     p.add_argument("--after", default=None, help="ab, heap: the revision or tree measured (default: this checkout)")
     p.add_argument("--ab-rounds", type=int, default=None, help="ab, heap: alternating rounds (default 5; 2 quick)")
@@ -350,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     report, failed = build_report(args, argv)
     print(report)
     out = Path(args.out) if args.out else (None if args.quick else DEFAULT_OUT)
+    if args.update and out is not None and out.exists() and not failed:
+        head = report.split("\n## ", 1)[0]
+        rows = [line for line in head.splitlines() if line.startswith("| ") and not line.startswith("| |")]
+        note = "Regenerated alone, not with the rest of this file: " + "; ".join(
+            r.strip("| ").replace(" | ", ": ", 1) for r in rows) + "."
+        report = splice(out.read_text(), report, note)
     if failed and out is not None:
         print(f"[report] sections failed: {', '.join(failed)}; not overwriting {out}, wrote {FAILED_OUT}",
               file=sys.stderr)
