@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .nn.base import collect_check_errors
+from .nn.base import collect_check_errors, zero_logdet
 from .nn.flow import ConditionalFlow, Flow
 from .nn.multiscale import MultiScaleFlow
 from .spec import acc_dtype
@@ -170,7 +170,7 @@ def _block_run(block, h: list, ce) -> tuple[list, torch.Tensor]:
         y, ld = block(h[0], ce)
         return [y], ld
     outs, ld = block.run(h, ce)
-    return outs, (torch.zeros(h[0].shape[0], dtype=acc_dtype(h[0].dtype)) if ld is None else ld)
+    return outs, (zero_logdet(h[0]) if ld is None else ld)
 
 
 def _block_invert(block, ys: list, ce) -> list:

@@ -3,7 +3,7 @@ and :func:`build_flow` (the CompVis flat coupling flow)."""
 
 from .actnorm import ActNorm
 from .base import InvertibleModule, collect_check_errors, detect_overflow
-from .builders import build_flow
+from .builders import build_flow, build_glow, build_realnvp
 from .conditional import ConditionalAffineCoupling
 from .coupling import ActNormCoupling, AffineCoupling, SeparateNets
 from .double import DoubleAffineCoupling
@@ -12,7 +12,7 @@ from .flow import ConditionalFlow, Flow, standard_normal_log_prob
 from .graph import InvertibleProgram, ModuleNode, Node, run_program
 from .image import CheckerboardCoupling, ConvSubnet, GlowStep, OneHot, ZeroConv2d, bits_per_dim, dequantize
 from .invconv import InvConv1x1
-from .multiscale import AffinePrior, LearnedPrior, MultiScaleFlow, Split, build_glow, build_realnvp
+from .multiscale import AffinePrior, LearnedPrior, MultiScaleFlow, Split
 from .permute import Permute, Reverse, Shuffle
 from .squeeze import Squeeze, channel_mask, checkerboard_mask
 from .subnets import MLP
