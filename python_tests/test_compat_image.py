@@ -16,7 +16,7 @@ from torch import nn
 import flowkern.compat.freia as Kf
 import flowkern.compat.nflows as Kl
 import flowkern.compat.normflows as Kn
-from flowkern.compat.normflows.glow import _convert_multiscale
+from flowkern.compat.normflows.core import _convert_multiscale
 from flowkern.check import saved_bytes
 from flowkern.compat import convert
 from flowkern.nn import Squeeze

@@ -31,9 +31,12 @@ backward under ``memory_saving=True``; :class:`IRevNetDownsampling`, :class:`Haa
 :class:`Split`, :class:`Concat` and :class:`Flatten` are FrEIA's reshaping modules.
 
 Families: :mod:`.modules` (base protocol, ``ActNorm``, ``PermuteRandom``), :mod:`.coupling`
-(the coupling blocks), :mod:`.graph` (containers, graph and reshaping modules).
+(the coupling blocks), :mod:`.sequence` (``SequenceINN``), :mod:`.graph` (``GraphINN``, graph and
+reshaping modules).
 """
 
+from . import coupling, graph, modules, sequence
+from .._peer import publish
 from .coupling import (  # noqa: F401 - _atan_clamp, _sigmoid_clamp: the names pickled blocks reference
     ATAN_K,
     _CLAMP_FNS,
@@ -44,11 +47,10 @@ from .coupling import (  # noqa: F401 - _atan_clamp, _sigmoid_clamp: the names p
     _atan_clamp,
     _sigmoid_clamp,
 )
-from .graph import Concat, Flatten, GraphINN, HaarDownsampling, IRevNetDownsampling, SequenceINN, Split
+from .graph import Concat, Flatten, GraphINN, HaarDownsampling, IRevNetDownsampling, Split
 from .modules import PEER_BASE, ActNorm, InvertibleModule, PermuteRandom, _Adapter  # noqa: F401
-from . import modules, coupling, graph
-from .._peer import publish
+from .sequence import SequenceINN
 
-__all__ = [*modules.__all__, *coupling.__all__, *graph.__all__]
+__all__ = [*modules.__all__, *coupling.__all__, *sequence.__all__, *graph.__all__]
 
 publish(globals())

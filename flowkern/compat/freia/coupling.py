@@ -206,7 +206,9 @@ class GLOWCouplingBlock(_TwoSidedCoupling):
 class RNVPCouplingBlock(_TwoSidedCoupling):
     """RealNVP double affine coupling with separate s and t subnets per side.
 
-    Args: as :class:`GLOWCouplingBlock`.
+    Args:
+        dims_in, dims_c, subnet_constructor, clamp, clamp_activation, split_len: as
+            :class:`GLOWCouplingBlock`.
 
     Example:
         >>> import torch
@@ -233,7 +235,9 @@ class RNVPCouplingBlock(_TwoSidedCoupling):
 class AffineCouplingOneSided(_BaseCouplingBlock):
     """One affine coupling: the second half is transformed from the first.
 
-    Args: as :class:`GLOWCouplingBlock`.
+    Args:
+        dims_in, dims_c, subnet_constructor, clamp, clamp_activation, split_len: as
+            :class:`GLOWCouplingBlock`.
 
     Example:
         >>> import torch

@@ -17,10 +17,14 @@ O(1)-memory backward under ``memory_saving=True``.
 When normflows is installed, importing this module imports it and the flows here subclass
 ``normflows.flows.Flow`` (the ``Flow`` exported here *is* normflows'), so they are
 normflows' types; without normflows a stand-in base with the same protocol is used.
-``import flowkern`` imports no peer. Families: :mod:`.flows` (vector flows, the 1x1
-convolution, ``NormalizingFlow``) and :mod:`.glow` (Glow and multi-scale models).
+``import flowkern`` imports no peer. Families: :mod:`.flows` (affine flows, actnorm, split,
+couplings), :mod:`.mixing` (permutation, 1x1 convolution), :mod:`.core` (``NormalizingFlow``,
+``MultiscaleFlow``) and :mod:`.glow` (``GlowBlock``, ``Squeeze``).
 """
 
+from . import core, flows, glow, mixing
+from .._peer import publish
+from .core import MultiscaleFlow, NormalizingFlow
 from .flows import (  # noqa: F401 - _reindex_mask: the name pickled MaskedAffineFlows reference
     PEER_BASE,
     SCALE_MAPS,
@@ -30,18 +34,14 @@ from .flows import (  # noqa: F401 - _reindex_mask: the name pickled MaskedAffin
     AffineCoupling,
     AffineCouplingBlock,
     Flow,
-    Invertible1x1Conv,
     MaskedAffineFlow,
     Merge,
-    NormalizingFlow,
-    Permute,
     Split,
     _reindex_mask,
 )
-from .glow import GlowBlock, MultiscaleFlow, Squeeze
-from . import flows, glow
-from .._peer import publish
+from .glow import GlowBlock, Squeeze
+from .mixing import Invertible1x1Conv, Permute
 
-__all__ = [*flows.__all__, *glow.__all__]
+__all__ = [*flows.__all__, *mixing.__all__, *core.__all__, *glow.__all__]
 
 publish(globals())

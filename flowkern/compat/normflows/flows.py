@@ -1,4 +1,4 @@
-"""normflows' vector flows, its 1x1 convolution and ``NormalizingFlow`` (see
+"""normflows' affine flows, ``ActNorm``, ``Split`` / ``Merge`` and the couplings (see
 :mod:`flowkern.compat.normflows`)."""
 
 from __future__ import annotations
@@ -13,23 +13,12 @@ from ...nn.actnorm import SettableInitFlag, actnorm_init_std
 from ...nn.base import zero_logdet
 from ...ops import coupling_forward, coupling_inverse
 from ...spec import channel_view
-from .._fused import fold_steps, split_permutation
+from .._fused import split_permutation
 from .._peer import ShapeError, peer_base
 from ..convert import _build, builtin_converter
 
-__all__ = [
-    "Flow",
-    "AffineConstFlow",
-    "ActNorm",
-    "Split",
-    "Merge",
-    "AffineCoupling",
-    "AffineCouplingBlock",
-    "MaskedAffineFlow",
-    "Permute",
-    "Invertible1x1Conv",
-    "NormalizingFlow",
-]
+__all__ = ["Flow", "AffineConstFlow", "ActNorm", "Split", "Merge", "AffineCoupling", "AffineCouplingBlock",
+           "MaskedAffineFlow"]
 
 SCALE_MAPS = ("exp", "sigmoid", "sigmoid_inv")
 
@@ -478,224 +467,6 @@ def _reindex_mask(module: MaskedAffineFlow, incompatible_keys) -> None:
     module._set_index(module.b[0])
 
 
-class Permute(Flow):
-    """Channel permutation: 'shuffle' (random, fixed) or 'swap' (exchange the halves).
-
-    Args:
-        num_channels: the channel count.
-        mode: ``"shuffle"`` or ``"swap"``.
-
-    Example:
-        >>> import torch
-        >>> from flowkern.compat.normflows import Permute
-        >>> Permute(3, "swap")(torch.tensor([[0.0, 1.0, 2.0]]))[0].tolist()
-        [[1.0, 2.0, 0.0]]
-    """
-
-    def __init__(self, num_channels: int, mode: str = "shuffle"):
-        super().__init__()
-        self.mode = mode
-        self.num_channels = num_channels
-        if self.mode == "shuffle":
-            perm = torch.randperm(self.num_channels)
-            self.register_buffer("perm", perm)
-            self.register_buffer("inv_perm", torch.argsort(perm))
-
-    def _permute(self, z: Tensor, inverse: bool) -> Tensor:
-        if self.mode == "shuffle":
-            return z[:, self.inv_perm if inverse else self.perm, ...]
-        if self.mode == "swap":
-            k = (self.num_channels + 1) // 2 if inverse else self.num_channels // 2
-            return torch.cat([z[:, k:, ...], z[:, :k, ...]], dim=1)
-        raise NotImplementedError("The mode " + self.mode + " is not implemented.")
-
-    def forward(self, z, context=None):
-        return self._permute(z, False), zero_logdet(z)
-
-    def inverse(self, z, context=None):
-        return self._permute(z, True), zero_logdet(z)
-
-
-class Invertible1x1Conv(Flow):
-    r"""Glow's invertible 1x1 convolution (NCHW); ``forward`` applies :math:`W^{-1}`, log-det
-    :math:`\mp HW \log|\det W|`, optionally LU-parametrised.
-
-    Args:
-        num_channels: the channel count C.
-        use_lu: parametrise W = P L U.
-
-    Example:
-        >>> import torch
-        >>> from flowkern.compat.normflows import Invertible1x1Conv
-        >>> conv = Invertible1x1Conv(3, use_lu=True)
-        >>> x = torch.randn(2, 3, 4, 4)
-        >>> torch.allclose(conv(conv.inverse(x)[0])[0], x, atol=1e-5)
-        True
-    """
-
-    def __init__(self, num_channels: int, use_lu: bool = False):
-        super().__init__()
-        self.num_channels = num_channels
-        self.use_lu = use_lu
-        Q, _ = torch.linalg.qr(torch.randn(self.num_channels, self.num_channels))
-        if use_lu:
-            P, L, U = torch.lu_unpack(*torch.linalg.lu_factor(Q))
-            self.register_buffer("P", P)
-            self.L = nn.Parameter(L)
-            S = U.diag()
-            self.register_buffer("sign_S", torch.sign(S))
-            self.log_S = nn.Parameter(torch.log(torch.abs(S)))
-            self.U = nn.Parameter(torch.triu(U, diagonal=1))
-            self.register_buffer("eye", torch.diag(torch.ones(self.num_channels)))
-        else:
-            self.W = nn.Parameter(Q)
-
-    def _inverse64(self, m: Tensor) -> Tensor:
-        return torch.inverse(m) if m.dtype == torch.float64 else torch.inverse(m.double()).type(m.dtype)
-
-    def weight_and_logdet(self) -> tuple[Tensor, Tensor]:
-        """W (what ``inverse`` applies) and log|det W|."""
-        if self.use_lu:
-            return self._assemble_W(), torch.sum(self.log_S)
-        return self.W, torch.slogdet(self.W)[1]
-
-    def _assemble_W(self, inverse: bool = False) -> Tensor:
-        L = torch.tril(self.L, diagonal=-1) + self.eye
-        U = torch.triu(self.U, diagonal=1) + torch.diag(self.sign_S * torch.exp(self.log_S))
-        if inverse:
-            return self._inverse64(U) @ self._inverse64(L) @ self.P.t()
-        return self.P @ L @ U
-
-    def _conv(self, z: Tensor, inverse: bool):
-        if inverse:
-            W, log_det = self.weight_and_logdet()
-        elif self.use_lu:
-            W, log_det = self._assemble_W(inverse=True), -torch.sum(self.log_S)
-        else:
-            W, log_det = self._inverse64(self.W), -torch.slogdet(self.W)[1]
-        z_ = F.conv2d(z, W.view(self.num_channels, self.num_channels, 1, 1))
-        return z_, log_det * z.size(2) * z.size(3)
-
-    def forward(self, z):
-        return self._conv(z, inverse=False)
-
-    def inverse(self, z):
-        return self._conv(z, inverse=True)
-
-
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad = flag
-
-
-class _StateFile:
-    """normflows' ``save(path)`` / ``load(path)`` of a model: its state dict to / from a file."""
-
-    def save(self, path):
-        torch.save(self.state_dict(), path)
-
-    def load(self, path):
-        self.load_state_dict(torch.load(path))
-
-
-class NormalizingFlow(_StateFile, nn.Module):
-    """Base distribution ``q0`` pushed through ``flows`` (z -> x is ``forward``); an initialised
-    per-channel :class:`ActNorm` and the channel-split :class:`AffineCouplingBlock` after it run as
-    one fused op call.
-
-    Args:
-        q0: the base distribution (normflows' ``distributions``: ``log_prob(z)``, ``q0(n)``).
-        flows: the flows, z -> x order.
-        p: the target distribution (for the reverse KL).
-
-    Example:
-        >>> import torch, normflows
-        >>> from flowkern.compat.normflows import AffineCouplingBlock, NormalizingFlow
-        >>> flow = NormalizingFlow(normflows.distributions.DiagGaussian(4), [AffineCouplingBlock(torch.nn.Linear(2, 4))])
-        >>> flow.log_prob(torch.randn(5, 4)).shape
-        torch.Size([5])
-    """
-
-    def __init__(self, q0: nn.Module, flows, p=None):
-        super().__init__()
-        self.q0 = q0
-        self.flows = nn.ModuleList(flows)
-        self.p = p
-
-    def _foldable(self, i_norm: int, i_coupling: int) -> bool:
-        norm, coupling = self.flows[i_norm], self.flows[i_coupling]
-        return (isinstance(norm, ActNorm) and isinstance(coupling, AffineCouplingBlock)
-                and coupling.fusable and norm.per_channel() and norm.initialized())
-
-    def _run(self, z: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        log_det = zero_logdet(z)
-        for i, i_coupling in fold_steps(len(self.flows), inverse, self._foldable):
-            if i_coupling is not None:
-                norm = self.flows[i]
-                z, log_d = self.flows[i_coupling].fused(z, inverse, torch.exp(norm.s).reshape(-1), norm.t.reshape(-1))
-            else:
-                z, log_d = self.flows[i].inverse(z) if inverse else self.flows[i](z)
-            log_det += log_d
-        return z, log_det
-
-    def forward(self, z):
-        """z (latent) -> x."""
-        return self._run(z, inverse=False)[0]
-
-    def forward_and_log_det(self, z):
-        return self._run(z, inverse=False)
-
-    def inverse(self, x):
-        """x -> z (latent)."""
-        return self._run(x, inverse=True)[0]
-
-    def inverse_and_log_det(self, x):
-        return self._run(x, inverse=True)
-
-    def log_prob(self, x):
-        """log q(x) = log q0(z) + log|det dz/dx|."""
-        z, log_q = self._run(x, inverse=True)
-        return log_q + self.q0.log_prob(z)
-
-    def forward_kld(self, x):
-        """Forward KL estimate: -mean log q(x) over the batch."""
-        return -torch.mean(self.log_prob(x))
-
-    def sample(self, num_samples: int = 1):
-        """(x, log q(x)) for ``num_samples`` draws."""
-        z, log_q = self.q0(num_samples)
-        x, log_det = self._run(z, inverse=False)
-        return x, log_q - log_det
-
-    def reverse_kld(self, num_samples: int = 1, beta: float = 1.0, score_fn: bool = True):
-        """Reverse KL estimate against the target ``p``."""
-        z, log_q = self.sample(num_samples)
-        if not score_fn:
-            _set_requires_grad(self, False)
-            log_q = self.log_prob(z)
-            _set_requires_grad(self, True)
-        return torch.mean(log_q) - beta * torch.mean(self.p.log_prob(z))
-
-    def reverse_alpha_div(self, num_samples: int = 1, alpha: float = 1, dreg: bool = False):
-        r"""Alpha divergence of q from the target ``p``, estimated on samples of q, as normflows:
-        :math:`\mathrm{sign}(\alpha - 1)\,\mathrm{logsumexp}(\alpha(\log p - \log q))`, or with
-        ``dreg`` the doubly reparametrised estimator (arXiv 1810.04152)."""
-        z, log_q = self.sample(num_samples)
-        log_p = self.p.log_prob(z)
-        if not dreg:
-            sign = (alpha > 1) - (alpha < 1)
-            return sign * torch.logsumexp(alpha * (log_p - log_q), 0)
-        w_const = torch.exp(log_p - log_q).detach()
-        _set_requires_grad(self, False)
-        log_q = self.log_prob(z)
-        _set_requires_grad(self, True)
-        w = torch.exp(log_p - log_q)
-        w_alpha = w_const**alpha
-        w_alpha = w_alpha / torch.mean(w_alpha)
-        weights = (1 - alpha) * w_alpha + alpha * w_alpha**2
-        return -alpha * torch.mean(weights * torch.log(w))
-
-
 # ---- convert(): normflows' classes as these ----------------------------------------------------
 @builtin_converter("normflows.flows.ActNorm", "normflows.flows.AffineConstFlow")
 def _convert_affine_const(m, *, convert_child, **kwargs):
@@ -724,18 +495,3 @@ def _convert_masked(m, *, convert_child, **kwargs):
     s = m.s if isinstance(m.s, nn.Module) else None
     t = m.t if isinstance(m.t, nn.Module) else None
     return _build(MaskedAffineFlow, m, m.b[0].detach().cpu(), t, s)
-
-
-@builtin_converter("normflows.flows.Permute")
-def _convert_permute(m, *, convert_child, **kwargs):
-    return _build(Permute, m, m.num_channels, m.mode)
-
-
-@builtin_converter("normflows.flows.Invertible1x1Conv")
-def _convert_conv1x1(m, *, convert_child, **kwargs):
-    return _build(Invertible1x1Conv, m, m.num_channels, m.use_lu)
-
-
-@builtin_converter("normflows.NormalizingFlow")
-def _convert_flow(m, *, convert_child, **kwargs):
-    return NormalizingFlow(m.q0, [convert_child(f) for f in m.flows], m.p).train(m.training)
