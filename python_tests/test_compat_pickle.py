@@ -28,3 +28,22 @@ def test_whole_module_pickles_and_keeps_its_init(make, call):
     loaded = torch.load(buf, weights_only=False).train()
     x = torch.randn(16, 4) - 5  # would re-initialise to zero mean if the init were lost
     torch.testing.assert_close(call(loaded, x), call(m, x), rtol=0, atol=0)
+
+
+def test_the_former_image_module_names_resolve_to_the_peer_packages():
+    """Pickles and imports made when the image models lived in ``flowkern.compat.image`` still
+    resolve: each old name is the class of its peer's package (the path new pickles record)."""
+    import pickle
+
+    import flowkern.compat.freia as freia
+    import flowkern.compat.image as image
+
+    for old, new in ((image.GlowBlock, normflows.GlowBlock), (image.MultiscaleFlow, normflows.MultiscaleFlow),
+                     (image.MultiscaleCompositeTransform, nflows.MultiscaleCompositeTransform),
+                     (image.GraphINN, freia.GraphINN), (image.Split, freia.Split)):
+        assert old is new and new.__module__ in ("flowkern.compat.normflows", "flowkern.compat.nflows",
+                                                 "flowkern.compat.freia")
+    old_pickle = pickle.dumps(normflows.Squeeze(), protocol=0).replace(b"flowkern.compat.normflows", b"flowkern.compat.image")
+    assert type(pickle.loads(old_pickle)) is normflows.Squeeze
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        image.Nothing
