@@ -13,7 +13,18 @@ __all__ = ["cat_cond", "split_permutation", "fold_steps", "frozen_rng", "params_
 
 
 def cat_cond(u: torch.Tensor, c: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Subnet input ``cat(u, *c)`` along channels (``u`` itself without conditions)."""
+    """Subnet input ``cat(u, *c)`` along channels (``u`` itself without conditions).
+
+    Args:
+        u: the passive part (B, C, *S).
+        c: the conditions (B, C_i, *S).
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat._fused import cat_cond
+        >>> cat_cond(torch.zeros(2, 3), [torch.ones(2, 1)]).shape
+        torch.Size([2, 4])
+    """
     return torch.cat([u, *c], 1) if len(c) else u
 
 
@@ -22,6 +33,17 @@ def split_permutation(passive: torch.Tensor, active: torch.Tensor) -> tuple[torc
 
     ``x[:, perm]`` is the (passive | active) layout the fused op splits at ``len(passive)``;
     ``y[:, perm_inv]`` restores the original feature order.
+
+    Args:
+        passive: indices of the passive features.
+        active: indices of the active features.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat._fused import split_permutation
+        >>> perm, perm_inv = split_permutation(torch.tensor([1, 3]), torch.tensor([0, 2]))
+        >>> perm.tolist(), perm_inv.tolist()
+        ([1, 3, 0, 2], [2, 0, 3, 1])
     """
     perm = torch.cat([passive.reshape(-1), active.reshape(-1)]).long()
     return perm, torch.argsort(perm)
@@ -62,7 +84,17 @@ def fold_steps(n: int, inverse: bool, foldable: Callable[[int, int], bool]
 
 @contextlib.contextmanager
 def frozen_rng() -> Iterator[None]:
-    """Run a constructor without consuming torch's or numpy's global random streams."""
+    """Run a constructor without consuming torch's or numpy's global random streams.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat._fused import frozen_rng
+        >>> state = torch.random.get_rng_state()
+        >>> with frozen_rng():
+        ...     _ = torch.randn(3)
+        >>> torch.equal(torch.random.get_rng_state(), state)
+        True
+    """
     np_state = np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         try:
@@ -72,7 +104,17 @@ def frozen_rng() -> Iterator[None]:
 
 
 def params_dtype_device(module: torch.nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
-    """dtype and device of the first floating parameter or buffer of ``module`` (or Nones)."""
+    """dtype and device of the first floating parameter or buffer of ``module`` (or Nones).
+
+    Args:
+        module: the module.
+
+    Example:
+        >>> import torch
+        >>> from flowkern.compat._fused import params_dtype_device
+        >>> params_dtype_device(torch.nn.Linear(2, 2).double())
+        (torch.float64, device(type='cpu'))
+    """
     for t in list(module.parameters()) + list(module.buffers()):
         if t.is_floating_point():
             return t.dtype, t.device
