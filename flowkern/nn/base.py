@@ -6,7 +6,7 @@ An :class:`InvertibleModule` maps ``x -> (y, logdet)`` with ``logdet`` of shape 
 unconditional layers.
 
 :meth:`InvertibleModule.invert_and_backprop` is the step of the O(1)-memory backward
-(:mod:`flowkern.nn.memory`): rebuild a block's input from its output, re-run it with
+(:mod:`flowkern.nn.graph`): rebuild a block's input from its output, re-run it with
 grad and back-propagate one block at a time.
 """
 

@@ -23,17 +23,9 @@ from .squeeze import Squeeze
 __all__ = ["build_flow", "build_glow", "build_realnvp"]
 
 
-def build_flow(
-    dim: int,
-    n_blocks: int,
-    hidden: int,
-    depth: int = 2,
-    cond_channels: int = 0,
-    clamp: float = 2.0,
-    scale: str = "tanh",
-    memory_saving: bool = False,
-    embedder: nn.Module | None = None,
-) -> Flow | ConditionalFlow:
+def build_flow(dim: int, n_blocks: int, hidden: int, depth: int = 2, cond_channels: int = 0, clamp: float = 2.0,
+               scale: str = "tanh", memory_saving: bool = False, embedder: nn.Module | None = None
+               ) -> Flow | ConditionalFlow:
     """``n_blocks`` x [ActNorm, DoubleAffineCoupling, Shuffle(seed=block index)] on vectors (B, dim).
 
     Args:

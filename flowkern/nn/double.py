@@ -42,17 +42,8 @@ class DoubleAffineCoupling(InvertibleModule):
         True
     """
 
-    def __init__(
-        self,
-        channels: int,
-        hidden: int,
-        depth: int = 2,
-        *,
-        cond_channels: int = 0,
-        clamp: float = 2.0,
-        scale: str = "tanh",
-        separate_nets: bool = True,
-    ) -> None:
+    def __init__(self, channels: int, hidden: int, depth: int = 2, *, cond_channels: int = 0, clamp: float = 2.0,
+                 scale: str = "tanh", separate_nets: bool = True) -> None:
         super().__init__()
         check_int("channels", channels, minimum=2)
         check_int("cond_channels", cond_channels, minimum=0)

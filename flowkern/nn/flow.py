@@ -73,6 +73,8 @@ class Flow(InvertibleModule):
         (True, (3, 4))
     """
 
+    memory_saving_chunk: int | None = None  # class default: whole-model pickles from before the option load
+
     def __init__(self, blocks: Iterable[nn.Module], memory_saving: bool = False,
                  event_shape: Sequence[int] | None = None, *, memory_saving_chunk: int | None = None) -> None:
         super().__init__()

@@ -299,6 +299,8 @@ class MultiScaleFlow(nn.Module):
         ([(2, 2, 4, 4), (2, 8, 2, 2)], (3, 1, 8, 8))
     """
 
+    memory_saving_chunk: int | None = None  # class default: whole-model pickles from before the option load
+
     def __init__(self, levels: Sequence[Sequence[nn.Module]], prior: nn.Module | None = None, *,
                  embedder: nn.Module | None = None, conditional: bool = False, memory_saving: bool = False,
                  memory_saving_chunk: int | None = None, event_shape: Sequence[int] | None = None) -> None:
