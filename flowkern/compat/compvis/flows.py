@@ -370,7 +370,8 @@ _ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 _CLASSES = {cls.__name__: cls for cls in (BasicFullyConnectedNet, ActNorm, Shuffle, InvLeakyRelu, IgnoreLeakyRelu)}
 _CLASSES.update((name, globals()[name]) for name in __all__)
-_DEFAULTS: dict[str, dict[str, object]] = {"ActNorm": {"allow_reverse_init": True}, "InvLeakyRelu": {"exact_logdet": False}}
+_DEFAULTS: dict[str, dict[str, object]] = {"ActNorm": {"allow_reverse_init": True},
+                                           "InvLeakyRelu": {"exact_logdet": False}}
 
 
 def _converter(m: nn.Module):

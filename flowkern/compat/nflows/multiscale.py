@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ...nn.base import zero_logdet
 from ...nn.graph import InvertibleProgram, ModuleNode, Node, run_program
-from ...nn.squeeze import Squeeze, squeeze2x2, unsqueeze2x2
+from ...nn.squeeze import Squeeze
 from .._peer import PeerError
 from ..convert import builtin_converter
 from .transforms import Transform
@@ -66,11 +66,7 @@ class SqueezeTransform(Transform):
         if h % f != 0 or w % f != 0:
             raise ValueError(f"Input image size not compatible with the factor: inputs have shape {tuple(inputs.shape)}, "
                              f"factor {f}")
-        if f == 2:
-            out = squeeze2x2(inputs, "glow")
-        else:
-            out = inputs.reshape(B, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4).reshape(B, c * f * f, h // f,
-                                                                                                 w // f)
+        out = inputs.reshape(B, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4).reshape(B, c * f * f, h // f, w // f)
         return out, zero_logdet(inputs)
 
     def inverse(self, inputs, context=None):
@@ -80,11 +76,7 @@ class SqueezeTransform(Transform):
         f = self.factor
         if c < f * f or c % (f * f) != 0:
             raise ValueError(f"Invalid number of channel dimensions: inputs have shape {tuple(inputs.shape)}")
-        if f == 2:
-            out = unsqueeze2x2(inputs, "glow")
-        else:
-            out = inputs.reshape(B, c // f ** 2, f, f, h, w).permute(0, 1, 4, 2, 5, 3).reshape(B, c // f ** 2, h * f,
-                                                                                                  w * f)
+        out = inputs.reshape(B, c // f ** 2, f, f, h, w).permute(0, 1, 4, 2, 5, 3).reshape(B, c // f ** 2, h * f, w * f)
         return out, zero_logdet(inputs)
 
 
@@ -133,10 +125,10 @@ class MultiscaleCompositeTransform(Transform):
 
     Example:
         >>> import torch
-        >>> from flowkern.compat.nflows import ActNorm, MultiscaleCompositeTransform, SqueezeTransform, CompositeTransform
-        >>> t = MultiscaleCompositeTransform(2)
-        >>> hidden = t.add_transform(CompositeTransform([SqueezeTransform(), ActNorm(12)]), (12, 2, 2))
-        >>> _ = t.add_transform(ActNorm(6), hidden)
+        >>> from flowkern.compat import nflows
+        >>> t = nflows.MultiscaleCompositeTransform(2)
+        >>> hidden = t.add_transform(nflows.CompositeTransform([nflows.SqueezeTransform(), nflows.ActNorm(12)]), (12, 2, 2))
+        >>> _ = t.add_transform(nflows.ActNorm(6), hidden)
         >>> t(torch.randn(5, 3, 4, 4))[0].shape
         torch.Size([5, 48])
     """

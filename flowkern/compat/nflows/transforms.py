@@ -388,7 +388,8 @@ class CompositeTransform(Transform):
                 if outputs.shape[1] != norm.shift.shape[0]:  # nflows: ActNorm's failing broadcast
                     raise ShapeError(f"inputs must have {norm.shift.shape[0]} features (dim 1), "
                                      f"got shape {tuple(outputs.shape)}")
-                outputs, logabsdet = self._transforms[i_coupling]._run(outputs, context, inverse, norm.scale, norm.shift)
+                coupling = self._transforms[i_coupling]
+                outputs, logabsdet = coupling._run(outputs, context, inverse, norm.scale, norm.shift)
             else:
                 step = self._transforms[i].inverse if inverse else self._transforms[i]
                 outputs, logabsdet = step(outputs, context)

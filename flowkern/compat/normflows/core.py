@@ -52,7 +52,8 @@ class NormalizingFlow(_StateFile, nn.Module):
     Example:
         >>> import torch, normflows
         >>> from flowkern.compat.normflows import AffineCouplingBlock, NormalizingFlow
-        >>> flow = NormalizingFlow(normflows.distributions.DiagGaussian(4), [AffineCouplingBlock(torch.nn.Linear(2, 4))])
+        >>> base = normflows.distributions.DiagGaussian(4)
+        >>> flow = NormalizingFlow(base, [AffineCouplingBlock(torch.nn.Linear(2, 4))])
         >>> flow.log_prob(torch.randn(5, 4)).shape
         torch.Size([5])
     """

@@ -471,7 +471,8 @@ def _reindex_mask(module: MaskedAffineFlow, incompatible_keys) -> None:
 @builtin_converter("normflows.flows.ActNorm", "normflows.flows.AffineConstFlow")
 def _convert_affine_const(m, *, convert_child, **kwargs):
     cls = ActNorm if type(m).__name__ == "ActNorm" else AffineConstFlow
-    return _build(cls, m, tuple(m.s.shape[1:]), scale=isinstance(m.s, nn.Parameter), shift=isinstance(m.t, nn.Parameter))
+    return _build(cls, m, tuple(m.s.shape[1:]), scale=isinstance(m.s, nn.Parameter),
+                  shift=isinstance(m.t, nn.Parameter))
 
 
 @builtin_converter("normflows.flows.Split", "normflows.flows.Merge")

@@ -145,7 +145,8 @@ class _NormalizingCoupling(_OpCoupling):
 
     def __init__(self, block: AffineCouplingBlock, channels: int) -> None:
         coupling = block.flows[1]
-        super().__init__(channels, coupling.param_map, scale="sigmoid" if coupling.scale_map == "sigmoid_inv" else "exp",
+        super().__init__(channels, coupling.param_map,
+                         scale="sigmoid" if coupling.scale_map == "sigmoid_inv" else "exp",
                          passive="first" if block.flows[0].mode == "channel" else "second", split=(channels + 1) // 2)
         self.flow = coupling
 
