@@ -1,37 +1,43 @@
-r"""Glow on real photographs, offline: flowkern against normflows, then a resolution normflows
-cannot afford.
+r"""Glow on photographs through ``flowkern train``, offline: an image folder cut from the photographs
+scikit-image and scikit-learn bundle, a class-conditional Glow trained on it by the command line,
+its samples, the memory of the standard and the memory-saving mode measured per run, and
+normflows' notebook Glow against its flowkern conversion from the same weights.
 
-The two photographs scikit-learn ships (``sklearn.datasets.load_sample_images()``: china.jpg and
-flower.jpg, 427 x 640) are the data: random 32 x 32 patches from the left three quarters of each
-photo for training, patches of the right quarter (never seen in training) for test, and the
-photo a patch comes from as its class. Pixels are dequantised uniformly to [0, 1)
-(:func:`flowkern.nn.dequantize`).
+1. **Data** (:func:`build_folders`, no download): six photographs, scikit-image's astronaut,
+   coffee, chelsea and rocket (``skimage.data``) and scikit-learn's china and flower
+   (``sklearn.datasets.load_sample_images``). The left three quarters of each photo are cut into
+   ``tile`` x ``tile`` crops written as PNG to ``photos/train/<photo>/``, the right quarter into
+   ``size`` x ``size`` crops written to ``photos/val/<photo>/`` (held out: no training crop
+   overlaps it); the photo is the class. The photos at least ``large_size`` a side are written
+   whole as JPEG to ``large/``.
+2. **Training** (:func:`train_stage`): ``python -m flowkern train photos --conditional --size
+   SIZE ...`` in a subprocess (random ``size`` crops of the tiles, uniform dequantisation, Adam
+   with warm-up); its final val bits/dim (the 8-bit discretisation term included), the train
+   bits/dim of its ``metrics.jsonl``, and the sample grid it writes at its last step (temperature
+   0.7, the classes in turn: ``samples.png``).
+3. **Memory** (:func:`memory_stage`): the same architecture on ``large_size`` x ``large_size``
+   crops of ``large/``, one ``flowkern train`` process per run, each run's peak RSS read from its
+   ``metrics.jsonl``. The standard mode at two batches gives its peak as a line in the batch, hence
+   the batch from which its step needs more than this machine's memory
+   (:func:`unaffordable_batch`). The memory-saving mode (``--memory-saving --memory-saving-chunk
+   1``: only the latents are saved for backward, forward and backward run one image at a time) is
+   measured at the first batch and trained at the run batch: the full size trains at the batch
+   the standard mode cannot afford; ``--demo`` and ``--quick`` train at a fixed small batch
+   (the full batch needs about 4 x 10^7 pixels per step on a 23.5 GiB machine, several minutes a
+   step on 2 cores) and report the batch from which the standard mode would not fit.
+4. **normflows** (:func:`compare_normflows`): normflows' Glow of its ``examples/glow.ipynb``
+   (``notebook_glow.py`` beside this file; class-conditional bases, the photo as the class) is
+   built on 32 x 32 patches of the two scikit-learn photos, its actnorms initialised on the first
+   batch, and converted with :func:`flowkern.compat.convert`; both train from the same weights on
+   the same batches. Their test bits/dim agree within noise when the difference is inside twice
+   the test set's standard error, or (with ``compare_reference``, not at the ``--demo`` size)
+   within three times the divergence float32 rounding alone causes (flowkern trained again from
+   the weights moved by about one ulp).
 
-1. normflows' Glow of its ``examples/glow.ipynb`` (L = 3 levels of K GlowBlocks, class-conditional
-   diagonal Gaussian bases; ``notebook_glow.py`` beside this file) is built, its actnorms
-   initialised on the first batch, and converted
-   with :func:`flowkern.compat.convert`: both models start from the same weights and train on the
-   same batches (same dequantisation noise, same order) with Adam for the same number of steps.
-   The report gives both test bits/dim (with the 8-bit discretisation term) and whether they
-   agree within noise: the standard error of the test set, and the divergence float32 rounding
-   alone causes (flowkern trained again from the weights moved by one ulp).
-2. A grid of the trained flowkern model's samples at temperatures 1.0 and 0.7 per class, beside
-   real test patches (``samples.png``).
-3. The same trained model on whole photographs (416 x 640) at a batch whose normflows training
-   step would need more memory than this machine has: normflows' step memory is measured as the
-   peak RSS growth of fresh processes running one step at two small sizes, grows linearly in the
-   number of pixels, and is evaluated at the large batch; flowkern runs with
-   ``memory_saving=True`` (saving only the latents; the batch processed one sample at a time,
-   ``memory_saving_chunk=1``) for a few steps with the loss falling, and the process's peak RSS
-   is reported. A 416 x 640 sample goes to ``sample_large.png``.
-
-Usage: ``python examples/image/glow_photos.py --out DIR [--demo | --quick]`` (writes
-``metrics.json``, ``report.md`` and the PNGs into DIR). Sizes: the default (:class:`Config`) is
-the full run; ``--demo`` (:func:`demo_config`, the last stage of ``make demo``) trains a
-shallower Glow for fewer steps and runs stage 3 at a fixed small batch, reporting the batch from
-which normflows' step would exceed this machine's memory instead of training at it; ``--quick``
-(:func:`quick_config`) is a small smoke run of every stage. The processing time of stage 3 at
-the full size grows with the machine's memory (the batch is chosen to exceed it).
+Usage: ``python examples/image/glow_photos.py --out DIR [--demo | --quick]`` (``metrics.json``,
+``report.md``, ``samples.png`` and the runs' folders in DIR). Sizes: :class:`Config` (``make
+demo-image``), :func:`demo_config` (the last stage of ``make demo``), :func:`quick_config` (a
+smoke run of every stage, for the tests).
 
 References: Kingma & Dhariwal 2018 (Glow); Theis et al. 2016 (dequantisation, bits/dim).
 """
@@ -42,6 +48,8 @@ import argparse
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -56,57 +64,216 @@ for _path in (ROOT, HERE):  # this checkout's flowkern; notebook_glow.py beside 
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from flowkern.check import saved_bytes  # noqa: E402
 from flowkern.compat import convert  # noqa: E402
 from flowkern.nn import bits_per_dim, dequantize  # noqa: E402
 from notebook_glow import notebook_glow  # noqa: E402
 
+__all__ = ["Config", "demo_config", "quick_config", "build_folders", "unaffordable_batch", "run", "main"]
+
 
 @dataclass
 class Config:
-    patch: int = 32
+    # 1. data
+    tile: int = 64
+    val_step: int | None = None  # the validation crops' grid step (None: size, adjacent crops)
+    # 2. training (flowkern train)
+    size: int = 32
     levels: int = 3
     depth: int = 4
     hidden: int = 64
     batch: int = 32
-    steps: int = 150
+    steps: int = 300
     lr: float = 1e-3
+    warmup: int = 20
+    workers: int = 1
+    sample_n: int = 36
+    # 3. memory: standard mode at probe_batches, memory-saving at probe_batches[0] and at the run batch
+    large_size: int = 416
+    probe_batches: tuple = (1, 2)
+    large_batch: int | None = None  # the run's batch; None: the first the standard mode cannot afford
+    large_steps: int = 2
+    large_lr: float = 1e-3
+    # 4. normflows
+    compare_patch: int = 32
+    compare_depth: int = 4
+    compare_steps: int = 150
+    compare_batch: int = 32
+    compare_reference: bool = True  # also train the one-ulp rounding reference
     n_test: int = 512
     test_fraction: float = 0.25
-    n_samples: int = 8
-    large_shape: tuple = (416, 640)
-    large_steps: int = 3
-    large_lr: float = 1e-4
-    large_batch_max: int = 64
-    large_batch: int | None = None  # a fixed batch for stage 3 (None: the batch normflows cannot afford)
-    memory_margin: float = 1.05
-    probe_sizes: tuple = (128, 256)
-    probe_batch: int = 4
     seed: int = 0
     quick: bool = False
 
 
 def demo_config() -> Config:
-    """``make demo``'s size: the notebook Glow with K = 2 steps per level, 60 training steps, and
-    stage 3 at a fixed batch of 4 whole photographs."""
-    return Config(depth=2, steps=60, large_batch=4)
+    """``make demo``'s size: K = 2 steps per level, 150 training steps of 16 crops, the
+    memory-saving run at batch 2 (one step), the normflows comparison for 20 steps without the
+    rounding reference."""
+    return Config(depth=2, batch=16, steps=150, large_batch=2, large_steps=1, compare_depth=2, compare_steps=20,
+                  compare_reference=False)
 
 
 def quick_config() -> Config:
-    return Config(patch=16, levels=2, depth=1, hidden=16, batch=16, steps=12, n_test=64, n_samples=4,
-                  large_shape=(64, 96), large_steps=2, large_lr=1e-3, probe_sizes=(16, 32), probe_batch=2,
-                  large_batch=2, quick=True)
+    return Config(tile=32, val_step=48, size=16, levels=2, depth=1, hidden=16, batch=16, steps=20, warmup=2,
+                  sample_n=16, large_size=128, probe_batches=(2, 6), large_batch=6, large_steps=1, compare_patch=16,
+                  compare_depth=1, compare_steps=12, compare_batch=16, n_test=64, quick=True)
 
 
-# ---- data -----------------------------------------------------------------------------------------
-def load_photos() -> torch.Tensor:
-    """The two photos scikit-learn ships, uint8 (2, 3, 427, 640) (no download)."""
+# ---- 1. data ----------------------------------------------------------------------------------------
+def load_photographs() -> dict[str, np.ndarray]:
+    """The bundled colour photographs (uint8, H x W x 3) by name: no download."""
+    import skimage.data
     from sklearn.datasets import load_sample_images
 
-    images = load_sample_images().images
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    photos = {name: getattr(skimage.data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")}
+    photos.update(zip(("china", "flower"), load_sample_images().images))
+    return photos
 
 
+def build_folders(root: Path, cfg: Config, photos: dict[str, np.ndarray] | None = None) -> dict:
+    """Write ``root/photos/{train,val}/<photo>/`` (PNG crops: training tiles from the left columns,
+    validation crops from the held-out right columns) and ``root/large/`` (whole photos, JPEG);
+    returns what was written."""
+    from PIL import Image
+
+    photos = load_photographs() if photos is None else photos
+    folder, large = root / "photos", root / "large"
+    for d in (folder, large):
+        shutil.rmtree(d, ignore_errors=True)
+    counts: dict[str, dict] = {}
+    for name, im in photos.items():
+        h, w = im.shape[:2]
+        split = int(round(w * (1 - cfg.test_fraction)))
+        for part, side, step, (x0, x1) in (("train", cfg.tile, cfg.tile, (0, split)),
+                                           ("val", cfg.size, cfg.val_step or cfg.size, (split, w))):
+            d = folder / part / name
+            d.mkdir(parents=True)
+            n = 0
+            for y in range(0, h - side + 1, step):
+                for x in range(x0, x1 - side + 1, step):
+                    Image.fromarray(im[y:y + side, x:x + side]).save(d / f"{y:04d}_{x:04d}.png")
+                    n += 1
+            counts.setdefault(name, {"shape": [h, w]})[part] = n
+        if min(h, w) >= cfg.large_size:
+            large.mkdir(exist_ok=True)
+            Image.fromarray(im).save(large / f"{name}.jpg", quality=95)
+            counts[name]["large"] = True
+    return {"photos": counts, "train_files": sum(c["train"] for c in counts.values()),
+            "val_files": sum(c["val"] for c in counts.values()),
+            "large_files": sorted(p.name for p in large.iterdir()) if large.exists() else [],
+            "source": "skimage.data (astronaut, coffee, chelsea, rocket), sklearn.datasets.load_sample_images "
+                      "(china, flower)"}
+
+
+# ---- the command line -------------------------------------------------------------------------------
+def flowkern(args: list, threads: int, log: Path) -> str:
+    """``python -m flowkern ARGS`` in a subprocess on ``threads`` torch threads (the environment,
+    glibc variables included, passed on); its output goes to ``log``; returns its stdout."""
+    cmd = [sys.executable, "-m", "flowkern", *map(str, args)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    log.write_text("$ flowkern " + " ".join(map(str, args)) + "\n" + done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"flowkern {' '.join(map(str, args))} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def read_metrics(out: Path) -> tuple[list[dict], list[dict]]:
+    """(train lines, val lines) of a run's ``metrics.jsonl``."""
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [m for m in lines if m["split"] == "train"], [m for m in lines if m["split"] == "val"]
+
+
+def model_flags(cfg: Config) -> list:
+    return ["--levels", cfg.levels, "--depth", cfg.depth, "--hidden", cfg.hidden, "--seed", cfg.seed]
+
+
+# ---- 2. training ------------------------------------------------------------------------------------
+def train_stage(cfg: Config, root: Path, threads: int) -> dict:
+    out = root / "train"
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["train", root / "photos", "--out", out, "--conditional", "--size", cfg.size, *model_flags(cfg),
+            "--batch", cfg.batch, "--steps", cfg.steps, "--lr", cfg.lr, "--warmup", cfg.warmup,
+            "--workers", cfg.workers, "--checkpoint-every", cfg.steps, "--sample-every", cfg.steps,
+            "--sample-n", cfg.sample_n, "--log-every", 1, "--no-progress"]
+    t0 = time.perf_counter()
+    stdout = flowkern(args, threads, root / "train.log")
+    seconds = time.perf_counter() - t0
+    train, val = read_metrics(out)
+    grid = out / f"samples-{cfg.steps:08d}.png"
+    shutil.copyfile(grid, root / "samples.png")
+    last = train[-10:]
+    return dict(command="flowkern " + " ".join(str(a).replace(str(root) + "/", "") for a in args),
+                val_bits_per_dim=val[-1]["bits_per_dim"], val_images=val[-1]["images"],
+                train_bits_per_dim_first=train[0]["bits_per_dim"],
+                train_bits_per_dim_last10=sum(m["bits_per_dim"] for m in last) / len(last),
+                steps=train[-1]["step"], seconds=seconds,
+                images_per_s=sorted(m["images_per_s"] for m in train)[len(train) // 2],
+                peak_rss_mib=train[-1]["peak_memory_mib"], samples_file="samples.png",
+                final_line=stdout.strip().splitlines()[-1])
+
+
+# ---- 3. memory --------------------------------------------------------------------------------------
+def mem_total_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemTotal in /proc/meminfo")
+
+
+def unaffordable_batch(peaks: dict[int, float], budget: float) -> tuple[float, int]:
+    """(bytes per image, the smallest batch whose peak exceeds ``budget``) from the peaks
+    (bytes) measured at two batches, the peak being a line in the batch."""
+    (b0, p0), (b1, p1) = sorted(peaks.items())
+    per_image = (p1 - p0) / (b1 - b0)
+    if per_image <= 0:
+        raise ValueError(f"the peak does not grow with the batch ({peaks}): no batch exceeds the budget")
+    return per_image, max(1, math.floor(b0 + (budget - p0) / per_image) + 1)
+
+
+def memory_run(cfg: Config, root: Path, threads: int, name: str, batch: int, steps: int,
+               memory_saving: bool) -> dict:
+    out = root / "memory" / name
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["train", root / "large", "--out", out, "--size", cfg.large_size, *model_flags(cfg), "--batch", batch,
+            "--steps", steps, "--lr", cfg.large_lr, "--warmup", 0, "--val-fraction", 0, "--workers", 0,
+            "--sample-every", 0, "--log-every", 1, "--no-progress"]
+    if memory_saving:
+        args += ["--memory-saving", "--memory-saving-chunk", 1]
+    flowkern(args, threads, root / "memory" / f"{name}.log")
+    train, _ = read_metrics(out)
+    return dict(batch=batch, memory_saving=memory_saving, peak_rss_bytes=round(train[-1]["peak_memory_mib"] * 2 ** 20),
+                bits_per_dim_per_step=[m["bits_per_dim"] for m in train],
+                step_seconds=[m["step_time_s"] for m in train])
+
+
+def memory_stage(cfg: Config, root: Path, threads: int) -> dict:
+    (root / "memory").mkdir(parents=True, exist_ok=True)
+    b0, b1 = cfg.probe_batches
+    # the standard mode at two batches (the first for two steps: the update the memory-saving mode must match)
+    standard = [memory_run(cfg, root, threads, f"standard-b{b0}", b0, 2, False),
+                memory_run(cfg, root, threads, f"standard-b{b1}", b1, 1, False)]
+    mem_total = mem_total_bytes()
+    per_image, unaffordable = unaffordable_batch({r["batch"]: r["peak_rss_bytes"] for r in standard}, mem_total)
+    batch = cfg.large_batch if cfg.large_batch is not None else unaffordable
+    saving = [memory_run(cfg, root, threads, f"memory-saving-b{b0}", b0, 2, True),
+              memory_run(cfg, root, threads, f"memory-saving-b{batch}", batch, cfg.large_steps, True)]
+    needed = standard[0]["peak_rss_bytes"] + (batch - b0) * per_image
+    return dict(shape=[3, cfg.large_size, cfg.large_size], machine_mem_total_bytes=mem_total,
+                standard=standard, memory_saving=saving,
+                standard_bytes_per_image=per_image, standard_unaffordable_from_batch=unaffordable,
+                run_batch=batch, standard_peak_needed_at_run_batch=needed,
+                standard_affordable_at_run_batch=bool(needed <= mem_total),
+                memory_saving_bytes_per_image=(saving[1]["peak_rss_bytes"] - saving[0]["peak_rss_bytes"]) / (batch - b0)
+                if batch != b0 else None,
+                # the same weights, the same batch: step 1 is the same forward, step 2 follows the same update
+                first_step_difference=saving[0]["bits_per_dim_per_step"][0] - standard[0]["bits_per_dim_per_step"][0],
+                second_step_difference=saving[0]["bits_per_dim_per_step"][1] - standard[0]["bits_per_dim_per_step"][1])
+
+
+# ---- 4. normflows -----------------------------------------------------------------------------------
 class Patches:
     """Random square patches of the photos: training from the left columns, test from the right."""
 
@@ -127,57 +294,7 @@ class Patches:
         return out, cls
 
 
-# ---- models ---------------------------------------------------------------------------------------
-def resize_bases(model, shape: tuple[int, int], cfg: Config) -> None:
-    """Give each class-conditional base its latent's spatial size at image size ``shape`` (the
-    per-class mean and log-std of a base are per position; at a larger image they are tiled from
-    the trained ones, which were learned on stationary patches)."""
-    L = cfg.levels
-    for i, q in enumerate(model.q0):
-        f = 2 ** (L - i) if i > 0 else 2 ** L
-        h, w = shape[0] // f, shape[1] // f
-        with torch.no_grad():
-            for name in ("loc", "log_scale"):
-                p = getattr(q, name)
-                reps = (1, math.ceil(h / p.shape[1]), math.ceil(w / p.shape[2]), 1)
-                setattr(q, name, torch.nn.Parameter(p.repeat(*reps)[:, :h, :w].contiguous()))
-        q.shape = (q.shape[0], h, w)
-        q.d = int(np.prod(q.shape))
-
-
-# ---- measurement helpers ---------------------------------------------------------------------------
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (``VmHWM``; ``ru_maxrss`` survives ``exec`` and would
-    report a larger parent's peak)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-
-
-def mem_total_bytes() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemTotal in /proc/meminfo")
-
-
-def save_grid(rows: list[torch.Tensor], path: Path, scale: int = 3) -> None:
-    """Rows of images (n, 3, h, w) in [0, 1] as one PNG (1-pixel white gaps, nearest upscaling)."""
-    from PIL import Image
-
-    n, _, h, w = rows[0].shape
-    gap = 1
-    grid = torch.ones(3, len(rows) * (h + gap) + gap, n * (w + gap) + gap)
-    for r, imgs in enumerate(rows):
-        for k in range(imgs.shape[0]):
-            y, x = gap + r * (h + gap), gap + k * (w + gap)
-            grid[:, y:y + h, x:x + w] = torch.nan_to_num(imgs[k], nan=0.5, posinf=1.0, neginf=0.0).clamp(0, 1)
-    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(arr).resize((arr.shape[1] * scale, arr.shape[0] * scale), Image.NEAREST).save(path)
-
-
-# ---- stages ----------------------------------------------------------------------------------------
-def train(model, batches, lr: float) -> tuple[list[float], float]:
+def _train(model, batches, lr: float) -> tuple[list[float], float]:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     t0 = time.perf_counter()
@@ -191,268 +308,163 @@ def train(model, batches, lr: float) -> tuple[list[float], float]:
 
 
 @torch.no_grad()
-def test_bpd(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+def _test_bpd(model, x: torch.Tensor, y: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     model.eval()
     lp = torch.cat([model.log_prob(x[i:i + chunk], y[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
     model.train()
     return bits_per_dim(lp, x[0].numel())
 
 
-def run(cfg: Config, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+def compare_normflows(cfg: Config, photos: dict[str, np.ndarray]) -> dict:
     torch.manual_seed(cfg.seed)
-    t_start = time.perf_counter()
-    photos = load_photos()
-    data = Patches(photos, cfg.patch, cfg.test_fraction)
+    two = torch.from_numpy(np.stack([photos["china"], photos["flower"]])).permute(0, 3, 1, 2).contiguous()
+    data = Patches(two, cfg.compare_patch, cfg.test_fraction)
     g = torch.Generator().manual_seed(cfg.seed)
     batches = []
-    for _ in range(cfg.steps):
-        k, c = data.draw(cfg.batch, g, test=False)
+    for _ in range(cfg.compare_steps):
+        k, c = data.draw(cfg.compare_batch, g, test=False)
         batches.append((dequantize(k, generator=g), c))
     k_test, c_test = data.draw(cfg.n_test, g, test=True)
     x_test = dequantize(k_test, generator=g)
-
-    # 1. normflows' notebook Glow and its flowkern conversion: same init, same batches
-    peer = notebook_glow(cfg.patch, cfg.levels, cfg.depth, cfg.hidden, num_classes=photos.shape[0], seed=cfg.seed)
+    peer = notebook_glow(cfg.compare_patch, cfg.levels, cfg.compare_depth, cfg.hidden, num_classes=2, seed=cfg.seed)
     with torch.no_grad():
         peer.log_prob(*batches[0])  # the actnorms' data-dependent init (normflows: on the first call)
     fk = convert(peer)
-    # the rounding-noise reference: flowkern again, from the weights moved by ~1 float32 ulp
-    ref = convert(peer)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.mul_(1 + 1e-7 * torch.randn(p.shape, generator=g).sign())
-    init_bpd = test_bpd(fk, x_test, c_test).mean().item()
-    peer_losses, peer_time = train(peer, batches, cfg.lr)
-    fk_losses, fk_time = train(fk, batches, cfg.lr)
-    train(ref, batches, cfg.lr)
-    bpd_peer, bpd_fk, bpd_ref = (test_bpd(m, x_test, c_test) for m in (peer, fk, ref))
+    ref = convert(peer) if cfg.compare_reference else None
+    if ref is not None:  # the rounding-noise reference: the initial weights moved by ~1 float32 ulp
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.mul_(1 + 1e-7 * torch.randn(p.shape, generator=g).sign())
+    init_bpd = _test_bpd(fk, x_test, c_test).mean().item()
+    _, peer_time = _train(peer, batches, cfg.lr)
+    _, fk_time = _train(fk, batches, cfg.lr)
+    bpd_peer, bpd_fk = _test_bpd(peer, x_test, c_test), _test_bpd(fk, x_test, c_test)
     diff = bpd_fk - bpd_peer  # paired: the same test patches
-    ref_diff = (bpd_ref - bpd_fk).mean().item()
     se_test = bpd_fk.std().item() / math.sqrt(cfg.n_test)
-    se_diff = diff.std().item() / math.sqrt(cfg.n_test)
-    # within noise: inside the test set's standard error, or within 3x the divergence that one ulp
-    # of the initial weights causes over the same training (float32 training is chaotic)
-    agree = abs(diff.mean().item()) <= max(2 * se_test, 3 * abs(ref_diff))
+    ref_diff = None
+    if ref is not None:
+        _train(ref, batches, cfg.lr)
+        ref_diff = (_test_bpd(ref, x_test, c_test) - bpd_fk).mean().item()
+    return dict(initial=init_bpd, flowkern=bpd_fk.mean().item(), normflows=bpd_peer.mean().item(),
+                difference=diff.mean().item(), se_test=se_test,
+                se_paired_difference=diff.std().item() / math.sqrt(cfg.n_test),
+                rounding_reference_difference=ref_diff,
+                agree_within_noise=abs(diff.mean().item()) <= max(2 * se_test, 3 * abs(ref_diff or 0.0)),
+                steps=cfg.compare_steps, flowkern_seconds=fk_time, normflows_seconds=peer_time,
+                n_test=cfg.n_test, train_columns=[0, data.split], test_columns=[data.split, data.width])
 
-    # 2. samples at two temperatures per class, beside real test patches
-    torch.manual_seed(cfg.seed + 1)
-    rows, row_names, nonfinite = [], [], {}
-    fk.eval()
-    with torch.no_grad():
-        for cls in range(photos.shape[0]):
-            real = x_test[c_test == cls][:cfg.n_samples]
-            rows.append(real)
-            row_names.append(f"test patches, photo {cls}")
-            for T in (1.0, 0.7):
-                s, _ = fk.sample(cfg.n_samples, torch.full((cfg.n_samples,), cls), temperature=T)
-                rows.append(s)
-                row_names.append(f"samples T={T}, photo {cls}")
-                nonfinite[f"T={T}, photo {cls}"] = int((~torch.isfinite(s)).flatten(1).any(1).sum())
-    fk.train()
-    save_grid(rows, out / "samples.png")
 
-    # 3. the same model on whole photos at a batch normflows cannot afford, memory-saving
-    large = run_large(cfg, fk, peer, photos, out)
-
-    metrics = dict(
-        config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        data=dict(source="sklearn.datasets.load_sample_images (china.jpg, flower.jpg)", photo_shape=list(photos.shape),
-                  train_columns=[0, data.split], test_columns=[data.split, data.width], n_test=cfg.n_test),
-        test_bpd=dict(initial=init_bpd, flowkern=bpd_fk.mean().item(), normflows=bpd_peer.mean().item(),
-                      difference=diff.mean().item(), se_test=se_test, se_paired_difference=se_diff,
-                      rounding_reference_difference=ref_diff,
-                      agree_within_noise=agree),
-        train=dict(steps=cfg.steps, flowkern_seconds=fk_time, normflows_seconds=peer_time,
-                   flowkern_final_loss=sum(fk_losses[-10:]) / len(fk_losses[-10:]),
-                   normflows_final_loss=sum(peer_losses[-10:]) / len(peer_losses[-10:]),
-                   flowkern_first_loss=fk_losses[0], normflows_first_loss=peer_losses[0]),
-        samples=dict(file="samples.png", rows=row_names, n_per_row=cfg.n_samples, non_finite=nonfinite),
-        large=large,
-        seconds=time.perf_counter() - t_start,
-        threads=torch.get_num_threads(),
-    )
+# ---- the run ----------------------------------------------------------------------------------------
+def run(cfg: Config, out: Path, threads: int = 2) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    timings = {}
+    t = time.perf_counter()
+    photos = load_photographs()
+    data = build_folders(out, cfg, photos)
+    timings["data"] = time.perf_counter() - t
+    t = time.perf_counter()
+    train = train_stage(cfg, out, threads)
+    timings["train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    memory = memory_stage(cfg, out, threads)
+    timings["memory"] = time.perf_counter() - t
+    t = time.perf_counter()
+    compare = compare_normflows(cfg, photos)
+    timings["normflows"] = time.perf_counter() - t
+    metrics = dict(config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+                   data=data, train=train, memory=memory, normflows=compare,
+                   timings_s={k: round(v, 2) for k, v in timings.items()},
+                   seconds=time.perf_counter() - t_start, threads=threads)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "report.md").write_text(report(metrics))
     return metrics
 
 
-def run_large(cfg: Config, fk, peer, photos: torch.Tensor, out: Path) -> dict:
-    H, W = cfg.large_shape
-    L = cfg.levels
-    if H % 2 ** L or W % 2 ** L or H > photos.shape[2] or W > photos.shape[3]:
-        raise ValueError(f"large_shape {cfg.large_shape} must fit the photos {tuple(photos.shape[2:])} and be "
-                         f"divisible by 2**levels = {2 ** L}")
-    # normflows' training-step memory per sample: the peak RSS growth of a fresh process running one
-    # step of the same model at two small sizes, linear in the pixels (its saved bytes likewise)
-    probes = {s: probe_normflows(cfg, s) for s in cfg.probe_sizes}
-    (s0, p0), (s1, p1) = sorted(probes.items())
-    saved_per_px = (p1["saved_bytes"] - p0["saved_bytes"]) / (cfg.probe_batch * (s1 * s1 - s0 * s0))
-    rss_per_px = (p1["step_bytes"] - p0["step_bytes"]) / (cfg.probe_batch * (s1 * s1 - s0 * s0))
-    per_px = max(rss_per_px, saved_per_px)  # the saved tensors are alive at the peak: a lower bound
-    nf_per_sample = per_px * H * W
-    mem_total = mem_total_bytes()
-    # the smallest batch whose normflows step needs more than the machine's memory (with a margin)
-    unaffordable_batch = math.ceil(cfg.memory_margin * mem_total / nf_per_sample)
-    batch = cfg.large_batch if cfg.large_batch is not None else min(cfg.large_batch_max, unaffordable_batch)
-    nf_needed = batch * nf_per_sample
-
-    g = torch.Generator().manual_seed(cfg.seed + 2)
-    cls = torch.arange(batch) % photos.shape[0]
-    ys = torch.randint(0, photos.shape[2] - H + 1, (batch,), generator=g)
-    xs = torch.randint(0, photos.shape[3] - W + 1, (batch,), generator=g)
-    k = torch.stack([photos[c, :, y:y + H, x:x + W] for c, y, x in zip(cls.tolist(), ys.tolist(), xs.tolist())])
-    x = dequantize(k, generator=g)
-    model = fk
-    resize_bases(model, (H, W), cfg)
-    model.memory_saving = True
-    model.memory_saving_chunk = 1  # one sample's working set at a time (flowkern.nn.MultiScaleFlow)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.large_lr)
-    losses, times, saved = [], [], None
-    for step in range(cfg.large_steps):
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        if step == 0:
-            holder = {}
-
-            def loss_fn():
-                holder["loss"] = model.forward_kld(x, cls)
-                return holder["loss"]
-
-            saved = saved_bytes(loss_fn)
-            loss = holder["loss"]
-        else:
-            loss = model.forward_kld(x, cls)
-            loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-        losses.append(loss.item() / x[0].numel() / math.log(2) + 8)  # in bits/dim
-    torch.manual_seed(cfg.seed + 3)
-    model.eval()
-    with torch.no_grad():
-        s, _ = model.sample(1, torch.tensor([0]), temperature=0.7)
-    model.train()
-    save_grid([s], out / "sample_large.png", scale=1)
-    return dict(shape=[3, H, W], batch=batch, steps=cfg.large_steps, bits_per_dim_per_step=losses,
-                loss_fell=losses[-1] < losses[0], step_seconds=times, flowkern_saved_bytes=saved,
-                flowkern_latent_bytes=x.numel() * x.element_size(), process_peak_rss_bytes=peak_rss_bytes(),
-                normflows_probes={str(k): v for k, v in probes.items()}, normflows_step_bytes_per_pixel=per_px,
-                normflows_rss_bytes_per_pixel=rss_per_px, normflows_saved_bytes_per_pixel=saved_per_px,
-                normflows_step_bytes_needed=nf_needed, normflows_saved_bytes_needed=batch * saved_per_px * H * W,
-                machine_mem_total_bytes=mem_total, normflows_unaffordable_from_batch=unaffordable_batch,
-                normflows_affordable=bool(nf_needed < mem_total), sample_file="sample_large.png")
+def _gib(b: float) -> str:
+    return f"{b / 2 ** 30:.2f} GiB"
 
 
-def probe_normflows(cfg: Config, size: int) -> dict:
-    """One normflows training step of the model at ``size`` x ``size`` (batch ``cfg.probe_batch``) in
-    a fresh process: its peak RSS growth over the built model, and its bytes saved for backward."""
-    import subprocess
-
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", json.dumps(dict(asdict(cfg), patch=size)),
-           "--threads", str(torch.get_num_threads())]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _probe_main(cfg_json: str) -> dict:
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(cfg_json).items()})
-    peer = notebook_glow(cfg.patch, cfg.levels, cfg.depth, cfg.hidden, num_classes=2, seed=cfg.seed)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(cfg.probe_batch, 3, cfg.patch, cfg.patch, generator=g)
-    y = torch.arange(cfg.probe_batch) % 2
-    with torch.no_grad():
-        peer.log_prob(x, y)
-    opt = torch.optim.Adam(peer.parameters(), lr=1e-5)
-    with open("/proc/self/status") as f:
-        base = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-    saved = saved_bytes(lambda: peer.forward_kld(x, y))
-    opt.step()
-    return dict(size=cfg.patch, batch=cfg.probe_batch, step_bytes=peak_rss_bytes() - base, saved_bytes=saved)
+def memory_sentences(mem: dict) -> list[str]:
+    """The memory stage in words (this report and the demo's)."""
+    side = mem["shape"][1]
+    std, ms = mem["standard"], mem["memory_saving"]
+    verdict = (f"at the run's batch its step would need {_gib(mem['standard_peak_needed_at_run_batch'])}, more than "
+               f"this machine's {_gib(mem['machine_mem_total_bytes'])}: the standard mode cannot train it here"
+               if not mem["standard_affordable_at_run_batch"] else
+               f"it would exceed this machine's {_gib(mem['machine_mem_total_bytes'])} from batch "
+               f"{mem['standard_unaffordable_from_batch']} of {side}x{side} images; the full size (`make demo-image`) "
+               "trains the memory-saving mode at that batch (several minutes a step on 2 cores), this size at "
+               f"batch {mem['run_batch']}")
+    per = mem["memory_saving_bytes_per_image"]
+    return [
+        f"Peak RSS of one `flowkern train` process per run (VmHWM), {side}x{side} crops of the photos in `large/`, "
+        "the same architecture, seed and batches in both modes:", "",
+        "| mode | batch | peak RSS | bits/dim per step | step s |", "|---|---|---|---|---|",
+        *[f"| {'memory-saving, chunk 1' if r['memory_saving'] else 'standard'} | {r['batch']} "
+          f"| {_gib(r['peak_rss_bytes'])} | {', '.join(f'{b:.4f}' for b in r['bits_per_dim_per_step'])} "
+          f"| {', '.join(f'{t:.1f}' for t in r['step_seconds'])} |" for r in (*std, *ms)], "",
+        f"The standard mode's peak grows by {mem['standard_bytes_per_image'] / 2 ** 20:.0f} MiB per image: {verdict}. "
+        "The memory-saving mode's peak changes by "
+        + (f"{per / 2 ** 20:+.1f} MiB per image" if per is not None else "(one batch measured)")
+        + f". At batch {ms[0]['batch']} both modes start from the same weights on the same batches; their bits/dim "
+        f"differ by {mem['first_step_difference']:+.1e} at step 1 and by {mem['second_step_difference']:+.1e} at step "
+        "2, after one Adam update (whose first step divides each gradient by its own magnitude, so the float32 "
+        "rounding of near-zero gradients can show).", ""]
 
 
 def report(m: dict) -> str:
-    gib = 2 ** 30
-    t, lg, c = m["test_bpd"], m["large"], m["config"]
-    probes = ", ".join(f"{k}x{k} ({v['step_bytes'] / 2 ** 20:.0f} MiB at batch {v['batch']})"
-                       for k, v in lg["normflows_probes"].items())
-    if not lg["normflows_affordable"]:
-        verdict = "normflows cannot train it here"
-    else:  # a fixed small batch (--demo, --quick)
-        verdict = (f"normflows could train this batch here (its step would exceed this machine's memory from "
-                   f"batch {lg['normflows_unaffordable_from_batch']}); the full run, without --demo / --quick, "
-                   f"trains at the batch its model's normflows step cannot afford (up to {c['large_batch_max']})")
+    c, d, tr, nf = m["config"], m["data"], m["train"], m["normflows"]
     lines = [
-        "# Glow on real photographs: flowkern and normflows",
-        "",
-        f"Data: {m['data']['source']}, {c['patch']}x{c['patch']} patches; training from columns "
-        f"{m['data']['train_columns']}, test from the held-out columns {m['data']['test_columns']} "
-        f"({m['data']['n_test']} patches); class = which photo. Model: normflows' notebook Glow, L={c['levels']}, "
-        f"K={c['depth']}, hidden {c['hidden']}; the flowkern model is `convert(normflows_model)` (same initial "
-        f"weights), both trained with Adam (lr {c['lr']}) on the same {c['steps']} batches of {c['batch']}.",
-        "",
-        "| | test bits/dim | training time |",
-        "|---|---|---|",
-        f"| initial | {t['initial']:.4f} | |",
-        f"| normflows | {t['normflows']:.4f} | {m['train']['normflows_seconds']:.1f} s |",
-        f"| flowkern | {t['flowkern']:.4f} | {m['train']['flowkern_seconds']:.1f} s |",
-        "",
-        f"Difference flowkern - normflows: {t['difference']:+.2e} bits/dim; standard error of the test bits/dim "
-        f"{t['se_test']:.2e} (of the paired difference {t['se_paired_difference']:.2e}); flowkern trained again from "
-        f"the same weights moved by one float32 ulp differs from the first flowkern run by "
-        f"{t['rounding_reference_difference']:+.2e} (float32 training amplifies rounding): "
-        f"{'agree within noise' if t['agree_within_noise'] else 'DO NOT agree within noise'}.",
-        "",
-        "![samples](samples.png)",
-        "",
-        "Rows: " + "; ".join(m["samples"]["rows"]) + ". Samples with non-finite pixels (the inverse of a "
-        "sigmoid coupling divides by its scale; drawn grey): "
-        + ", ".join(f"{k}: {v}/{m['samples']['n_per_row']}" for k, v in m["samples"]["non_finite"].items()) + ".",
-        "",
-        f"## {lg['shape'][1]}x{lg['shape'][2]}, batch {lg['batch']}, memory-saving",
-        "",
-        f"A normflows training step of this model needs {lg['normflows_step_bytes_per_pixel']:.0f} bytes per pixel "
-        f"and sample (the larger of its peak RSS growth, {lg['normflows_rss_bytes_per_pixel']:.0f}, and its bytes saved "
-        f"for backward, {lg['normflows_saved_bytes_per_pixel']:.0f}, per pixel, in fresh processes running one step, "
-        f"linear between {probes}), "
-        f"i.e. {lg['normflows_step_bytes_needed'] / gib:.1f} GiB at this batch ({lg['normflows_saved_bytes_needed'] / gib:.1f} GiB "
-        f"of it saved for backward); this machine has {lg['machine_mem_total_bytes'] / gib:.1f} GiB in all: "
-        f"{verdict}.",
-        f"flowkern (memory_saving=True) saved {lg['flowkern_saved_bytes'] / 2**20:.1f} MiB for backward (the latents: "
-        f"{lg['flowkern_latent_bytes'] / 2**20:.1f} MiB); process peak RSS {lg['process_peak_rss_bytes'] / gib:.2f} GiB.",
-        "",
-        "| step | bits/dim | seconds |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {i} | {b:.4f} | {s:.1f} |" for i, (b, s) in enumerate(zip(lg["bits_per_dim_per_step"],
-                                                                          lg["step_seconds"]))]
-    lines += ["", f"Loss {'fell' if lg['loss_fell'] else 'did NOT fall'}. A sample at temperature 0.7:", "",
-              "![large sample](sample_large.png)", "",
-              f"Total {m['seconds']:.0f} s on {m['threads']} threads."]
+        "# Glow on photographs, trained by `flowkern train`", "",
+        f"Data: {d['source']}, written at run time: {d['train_files']} training tiles ({c['tile']}x{c['tile']} PNG, "
+        f"the left three quarters of each photo) and {d['val_files']} validation crops ({c['size']}x{c['size']} PNG, "
+        f"the held-out right quarter); the photo is the class ({len(d['photos'])} classes).", "",
+        f"`{tr['command']}`", "",
+        f"Val bits/dim after {tr['steps']} steps: **{tr['val_bits_per_dim']:.4f}** ({tr['val_images']} held-out crops; "
+        f"train bits/dim {tr['train_bits_per_dim_first']:.3f} at the first step, "
+        f"{tr['train_bits_per_dim_last10']:.3f} over the last 10); {tr['seconds']:.0f} s, "
+        f"{tr['images_per_s']:.0f} images/s, peak RSS {tr['peak_rss_mib']:.0f} MiB.", "",
+        f"Samples at temperature 0.7, the classes in turn, row by row ({', '.join(sorted(d['photos']))}):", "",
+        f"![samples]({tr['samples_file']})", "",
+        "## Standard and memory-saving mode", "",
+        *memory_sentences(m["memory"]),
+        "## normflows' notebook Glow and its conversion", "",
+        f"normflows' notebook Glow (L={c['levels']}, K={c['compare_depth']}, hidden {c['hidden']}) on "
+        f"{c['compare_patch']}x{c['compare_patch']} patches of china and flower (test patches from the held-out "
+        f"columns {nf['test_columns']}, {nf['n_test']}), and `flowkern.compat.convert` of it: the same initial weights "
+        f"and the same {nf['steps']} batches of {c['compare_batch']}.", "",
+        "| | test bits/dim | training s |", "|---|---|---|",
+        f"| initial | {nf['initial']:.4f} | |",
+        f"| normflows | {nf['normflows']:.4f} | {nf['normflows_seconds']:.1f} |",
+        f"| flowkern | {nf['flowkern']:.4f} | {nf['flowkern_seconds']:.1f} |", "",
+        f"Difference {nf['difference']:+.2e} bits/dim (test standard error {nf['se_test']:.2e}, paired "
+        f"{nf['se_paired_difference']:.2e}"
+        + ("" if nf["rounding_reference_difference"] is None else
+           f"; float32 rounding alone: {nf['rounding_reference_difference']:+.2e}") + "): "
+        f"{'agree within noise' if nf['agree_within_noise'] else 'DO NOT agree within noise'}.", "",
+        f"Total {m['seconds']:.0f} s on {m['threads']} threads ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in m["timings_s"].items()) + ")."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="directory for metrics.json, report.md, PNGs (required)")
+    parser.add_argument("--out", type=Path, required=True, help="directory for metrics.json, report.md, the runs")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--demo", action="store_true", help="make demo's size (a shallower Glow, stage 3 at batch 4)")
+    size.add_argument("--demo", action="store_true", help="make demo's size (K=2, the memory-saving run at batch 2)")
     size.add_argument("--quick", action="store_true", help="small smoke run of every stage")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("FLOWKERN_THREADS", "2")))
-    parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.probe is not None:
-        print(json.dumps(_probe_main(args.probe)))
-        return 0
-    if args.out is None:
-        parser.error("--out DIR is required")
     cfg = quick_config() if args.quick else demo_config() if args.demo else Config()
-    m = run(cfg, args.out)
-    t = m["test_bpd"]
-    print(f"test bits/dim: flowkern {t['flowkern']:.4f}, normflows {t['normflows']:.4f} "
-          f"(difference {t['difference']:+.1e}, se {t['se_test']:.1e}); "
-          f"large {m['large']['shape']} x{m['large']['batch']}: bits/dim {m['large']['bits_per_dim_per_step']}, "
-          f"normflows would need {m['large']['normflows_step_bytes_needed'] / 2**30:.1f} GiB; {m['seconds']:.0f} s")
+    m = run(cfg, args.out, args.threads)
+    mem, nf = m["memory"], m["normflows"]
+    print(f"val bits/dim {m['train']['val_bits_per_dim']:.4f}; {mem['shape'][1]}x{mem['shape'][2]}: standard "
+          f"{_gib(mem['standard'][1]['peak_rss_bytes'])} at batch {mem['standard'][1]['batch']}, memory-saving "
+          f"{_gib(mem['memory_saving'][1]['peak_rss_bytes'])} at batch {mem['run_batch']} (standard needs "
+          f"{_gib(mem['standard_peak_needed_at_run_batch'])}); normflows {nf['normflows']:.4f} vs flowkern "
+          f"{nf['flowkern']:.4f}; {m['seconds']:.0f} s")
     return 0
 
 

@@ -119,33 +119,40 @@ def render_report(m: dict) -> str:
 
 
 def image_section(im: dict) -> list[str]:
-    """The image stage (``examples/image/glow_photos.py``): test bits/dim of normflows' Glow and its
-    flowkern conversion, the samples, the memory-saving run on whole photographs."""
+    """The image stage (``examples/image/glow_photos.py``): the ``flowkern train`` run's val
+    bits/dim and samples, the measured peak memory of the standard and the memory-saving mode, and
+    normflows' notebook Glow against its conversion."""
     gib, d = 2 ** 30, im["dir"]
-    t, lg, c, tr = im["test_bpd"], im["large"], im["config"], im["train"]
+    c, data, tr, mem, nf = im["config"], im["data"], im["train"], im["memory"], im["normflows"]
+    (s0, s1), (m0, mr) = mem["standard"], mem["memory_saving"]
+    side = mem["shape"][1]
+    same = [r for r in (s1, s0) if r["batch"] == mr["batch"]]
+    versus = (f"the standard mode {same[0]['peak_rss_bytes'] / gib:.2f} GiB at the same batch"
+              if same else f"the standard mode would need {mem['standard_peak_needed_at_run_batch'] / gib:.1f} GiB")
     return [
-        "## Glow on photographs (image flows)", "",
-        f"`examples/image/glow_photos.py` ({im['size']} size; full report: [{d}/report.md]({d}/report.md)): "
-        f"normflows' notebook Glow (L={c['levels']}, K={c['depth']}, hidden {c['hidden']}) and its "
-        "`flowkern.compat.convert` conversion, the same initial weights, trained on the same "
-        f"{c['steps']} batches of {c['batch']} {c['patch']}x{c['patch']} patches of scikit-learn's two sample photos; "
-        f"test patches from a held-out region ({im['data']['n_test']}).", "",
-        "| | test bits/dim | training s |", "|---|---|---|",
-        f"| initial | {t['initial']:.4f} | |",
-        f"| normflows | {t['normflows']:.4f} | {tr['normflows_seconds']:.1f} |",
-        f"| flowkern | {t['flowkern']:.4f} | {tr['flowkern_seconds']:.1f} |", "",
-        f"Difference {t['difference']:+.2e} bits/dim (test standard error {t['se_test']:.2e}; float32 rounding "
-        f"alone: {t['rounding_reference_difference']:+.2e}): "
-        f"{'agree within noise' if t['agree_within_noise'] else 'DO NOT agree within noise'}.", "",
-        f"Samples (rows: {'; '.join(im['samples']['rows'])}):", "",
-        f"![glow samples]({d}/{im['samples']['file']})", "",
-        f"Memory-saving on {lg['shape'][1]}x{lg['shape'][2]} images, batch {lg['batch']}: bits/dim per step "
-        + ", ".join(f"{b:.3f}" for b in lg["bits_per_dim_per_step"])
-        + f" (loss {'fell' if lg['loss_fell'] else 'did NOT fall'}); saved for backward "
-        f"{lg['flowkern_saved_bytes'] / 2 ** 20:.1f} MiB, process peak RSS {lg['process_peak_rss_bytes'] / gib:.2f} GiB; "
-        f"normflows' step would need {lg['normflows_step_bytes_needed'] / gib:.1f} GiB of this machine's "
-        f"{lg['machine_mem_total_bytes'] / gib:.1f} GiB "
-        + ("(not affordable)." if not lg["normflows_affordable"] else
-           f"(affordable at this batch, not from batch {lg.get('normflows_unaffordable_from_batch', '?')}; "
-           "`make demo-image` trains a deeper model at a batch normflows cannot afford)."), "",
-        f"![large sample]({d}/{lg['sample_file']})", ""]
+        "## Glow on photographs, trained by `flowkern train`", "",
+        f"`examples/image/glow_photos.py` ({im['size']} size; full report: [{d}/report.md]({d}/report.md)). "
+        "An image folder written at run time from the photographs bundled in scikit-image and scikit-learn "
+        f"({data['train_files']} training tiles, {data['val_files']} held-out validation crops, the photo as the "
+        "class), "
+        f"trained by `{tr['command']}`:", "",
+        f"- val bits/dim after {tr['steps']} steps: **{tr['val_bits_per_dim']:.4f}** ({tr['val_images']} crops; train "
+        f"{tr['train_bits_per_dim_first']:.3f} at the first step, {tr['train_bits_per_dim_last10']:.3f} over the last "
+        f"10), {tr['seconds']:.0f} s;",
+        f"- {side}x{side} crops, peak RSS per `flowkern train` process: standard "
+        f"{s0['peak_rss_bytes'] / gib:.2f} GiB at batch {s0['batch']}, "
+        f"{s1['peak_rss_bytes'] / gib:.2f} GiB at batch {s1['batch']} "
+        f"(+{mem['standard_bytes_per_image'] / 2 ** 20:.0f} MiB per image: more than this machine's "
+        f"{mem['machine_mem_total_bytes'] / gib:.1f} GiB from batch {mem['standard_unaffordable_from_batch']}); "
+        f"memory-saving (chunk 1) {m0['peak_rss_bytes'] / gib:.2f} GiB at batch {m0['batch']}, "
+        f"{mr['peak_rss_bytes'] / gib:.2f} GiB at batch {mr['batch']} ({versus})"
+        + ("" if not mem["standard_affordable_at_run_batch"] else
+           "; `make demo-image` trains the memory-saving mode at the batch the standard mode cannot afford") + ";",
+        f"- normflows' notebook Glow and its `flowkern.compat.convert` conversion, {nf['steps']} steps from the same "
+        f"weights on the same batches: test bits/dim {nf['normflows']:.4f} and {nf['flowkern']:.4f} (difference "
+        f"{nf['difference']:+.1e}, test standard error {nf['se_test']:.1e}"
+        + ("" if nf["rounding_reference_difference"] is None else
+           f", float32 rounding alone {nf['rounding_reference_difference']:+.1e}") + "): "
+        f"{'agree within noise' if nf['agree_within_noise'] else 'DO NOT agree within noise'}.", "",
+        "Samples at temperature 0.7 (the classes in turn):", "",
+        f"![glow samples]({d}/{tr['samples_file']})", ""]

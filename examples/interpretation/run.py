@@ -1,9 +1,11 @@
 """The interpretation demo on ColorfulDigits: train the experts, the IIN, the invariance cINN and
 the Net2Net translators (:mod:`stages`), write PNG grids, ``metrics.json`` and ``report.md`` to
 ``--out``. ``make demo`` runs it as ``python examples/interpretation/run.py --out runs/demo --image demo``:
-``--image SIZE`` adds the image example (``examples/image/glow_photos.py``, Glow on photographs,
-flowkern against normflows) as the last stage, in a subprocess writing into ``<out>/image/``; its
-metrics go under ``image`` in ``metrics.json`` and its numbers and pictures into ``report.md``.
+``--image SIZE`` adds the image example (``examples/image/glow_photos.py``: ``flowkern train`` on an
+image folder cut from the bundled photographs, the standard and memory-saving modes' peak memory,
+normflows' Glow against its conversion) as the last stage, in a subprocess writing into
+``<out>/image/``; its metrics go under ``image`` in ``metrics.json`` and its numbers and pictures
+into ``report.md``.
 
 The stages run on the CPU with torch and the BLAS / OpenMP pools of numpy and scikit-learn limited
 to ``--threads`` (the flows are small; oversubscribed BLAS pools slow the probes down several
