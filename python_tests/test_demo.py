@@ -19,7 +19,7 @@ from flowkern.cli import main as cli_main
 from .interpretation_example import EXAMPLE_DIR, RUN_SCRIPT
 
 from experts import train_autoencoder, train_classifier  # noqa: E402
-from run import MALLOC_ENV  # noqa: E402
+from run import IMAGE_SCRIPT, IMAGE_SIZES, MALLOC_ENV  # noqa: E402
 
 REPO = EXAMPLE_DIR.parents[1]
 PICTURES = ("iin_swap_digit.png", "iin_swap_colour.png", "iin_interp_digit.png", "iin_interp_colour.png",
@@ -56,6 +56,15 @@ def test_make_demo_sets_glibc_heap_variables_the_run_records(quick_run):
     assert 0 < int(env["MALLOC_MMAP_THRESHOLD_"]) <= 32 << 20
     assert int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2 * int(env["MALLOC_MMAP_THRESHOLD_"])
     assert m["config"]["malloc_env"] == env
+
+
+def test_make_demo_ends_with_the_image_stage_at_its_demo_size():
+    """``make demo`` passes ``--image demo``: ``examples/image/glow_photos.py --demo`` (``flowkern
+    train`` on the bundled photographs; python_tests/test_image_example.py runs it at --quick)."""
+    dry = subprocess.run(["make", "-n", "-s", "demo"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    line = next(ln for ln in dry.stdout.splitlines() if "examples/interpretation/run.py" in ln)
+    assert re.search(r"--image demo\b", line)
+    assert IMAGE_SIZES["demo"] == ["--demo"] and IMAGE_SCRIPT.is_file()
 
 
 def test_quick_run_writes_pictures_and_report(quick_run):
