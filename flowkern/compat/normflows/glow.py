@@ -212,6 +212,7 @@ class GlowBlock(GlowStep, Flow):
             flows.append(Invertible1x1Conv(channels, use_lu))
         flows.append(ActNorm((channels, 1, 1)))
         self.flows = nn.ModuleList(flows)
+        self._adapt()
 
     @classmethod
     def from_flows(cls, flows: Sequence[nn.Module]) -> "GlowBlock":
@@ -219,7 +220,13 @@ class GlowBlock(GlowStep, Flow):
         block = cls.__new__(cls)
         nn.Module.__init__(block)
         block.flows = nn.ModuleList(flows)
+        block._adapt()
         return block
+
+    def _adapt(self) -> None:
+        """Build the coupling adapter of the fused path once, beside the children (not a child: it
+        holds no state of its own, only normflows' coupling, so ``state_dict`` keys stay normflows')."""
+        self.__dict__["_coupling"] = _NormalizingCoupling(self.flows[0], self.channels) if self._fusable_children() else None
 
     # ---- normflows API ----------------------------------------------------------------------
     def _check(self, z: Tensor) -> Tensor:
@@ -251,7 +258,10 @@ class GlowBlock(GlowStep, Flow):
     @property
     def fusable(self) -> bool:
         """Whether GlowStep's fused path runs the block: a channel-split coupling with scale, a 1x1
-        convolution and a per-channel actnorm."""
+        convolution and a per-channel actnorm (decided when the block is built)."""
+        return self.coupling is not None
+
+    def _fusable_children(self) -> bool:
         if len(self.flows) != 3:
             return False
         block, conv, norm = self.flows
@@ -276,7 +286,9 @@ class GlowBlock(GlowStep, Flow):
 
     @property
     def coupling(self) -> _NormalizingCoupling:
-        return _NormalizingCoupling(self.flows[0], self.channels)
+        if "_coupling" not in self.__dict__:  # a block pickled before the adapter existed
+            self._adapt()
+        return self.__dict__["_coupling"]
 
     def folded(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """W' = W diag(e^{-s}), b' = -W (t e^{-s}) of the normalising direction in ``like``'s dtype,
