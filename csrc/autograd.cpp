@@ -10,6 +10,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "op_entries.h"
+
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -21,10 +23,6 @@ namespace {
 using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using OptTensor = std::optional<Tensor>;
-using Tensor3 = std::tuple<Tensor, Tensor, Tensor>;
-using Tensor4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-using Tensor5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // The ops' config arguments (schema order), kept on the autograd node for the backward call.
 struct Config {
@@ -81,9 +79,9 @@ OptTensor as_optional(const Tensor& v) { return v.defined() ? OptTensor(v) : std
 // The incoming grads of (out, logdet), zeros where autograd passes none.
 std::pair<Tensor, Tensor> incoming(const variable_list& grads, const Tensor& input) {
   const Tensor g_out = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(input, at::MemoryFormat::Contiguous);
-  const auto acc = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const Tensor g_ld = grads[1].defined() ? grads[1].contiguous()
-                                         : at::zeros({input.size(0)}, input.options().dtype(acc));
+  const Tensor g_ld = grads[1].defined()
+                          ? grads[1].contiguous()
+                          : at::zeros({input.size(0)}, input.options().dtype(acc_scalar_type(input.scalar_type())));
   return {g_out, g_ld};
 }
 
@@ -97,6 +95,40 @@ Config load_config(AutogradContext* ctx) {
           e[6].toBool()};
 }
 
+// Both forwards end alike: save the tensor inputs (input first, a and b last, undefined without
+// actnorm) and the config for the backward; err is not differentiable.
+variable_list finish_forward(AutogradContext* ctx, variable_list inputs, const Config& cfg, const Tensor3& outs) {
+  const auto& [out, logdet, err] = outs;
+  ctx->save_for_backward(std::move(inputs));
+  save_config(ctx, cfg);
+  ctx->mark_non_differentiable({err});
+  return {out, logdet, err};
+}
+
+// Both backwards start alike: the saved tensors, the config, the incoming grads, a and b.
+struct Saved {
+  variable_list v;
+  Config c;
+  Tensor g_out, g_ld;
+  OptTensor a, b;
+};
+
+Saved load(AutogradContext* ctx, const variable_list& grads) {
+  Saved s{ctx->get_saved_variables(), load_config(ctx)};
+  std::tie(s.g_out, s.g_ld) = incoming(grads, s.v[0]);
+  s.a = as_optional(s.v[s.v.size() - 2]);
+  s.b = as_optional(s.v[s.v.size() - 1]);
+  return s;
+}
+
+// The tensor grads, then none for the eight non-tensor arguments (*cfg, inverse, check); grad_a /
+// grad_b undefined without actnorm.
+variable_list with_none_for_config(variable_list g, bool has_ab) {
+  if (!has_ab) g[g.size() - 2] = g[g.size() - 1] = Tensor();
+  g.resize(g.size() + 8);
+  return g;
+}
+
 // coupling: (input, s_raw, t, a?, b?, *cfg, inverse, check) -> (out, logdet, err)
 struct CouplingFunction : torch::autograd::Function<CouplingFunction> {
   static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& s_raw, const Tensor& t,
@@ -104,24 +136,18 @@ struct CouplingFunction : torch::autograd::Function<CouplingFunction> {
                                std::string_view scale, double clamp, double atan_k, double eps, bool inverse,
                                bool check) {
     at::AutoDispatchBelowADInplaceOrView below;
-    auto [out, logdet, err] = coupling_op()
-                                  .call(input, s_raw, t, a, b, split, passive, scale, clamp, atan_k, eps, inverse, check);
-    ctx->save_for_backward({input, s_raw, t, or_undefined(a), or_undefined(b)});
-    save_config(ctx, {split, std::string(passive), std::string(scale), clamp, atan_k, eps, inverse});
-    ctx->mark_non_differentiable({err});
-    return {out, logdet, err};
+    return finish_forward(
+        ctx, {input, s_raw, t, or_undefined(a), or_undefined(b)},
+        {split, std::string(passive), std::string(scale), clamp, atan_k, eps, inverse},
+        coupling_op().call(input, s_raw, t, a, b, split, passive, scale, clamp, atan_k, eps, inverse, check));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const Config c = load_config(ctx);
-    const auto [g_out, g_ld] = incoming(grads, saved[0]);
-    const OptTensor a = as_optional(saved[3]), b = as_optional(saved[4]);
-    auto [gi, gs, gt, ga, gb] = backward_op()
-                                    .call(g_out, g_ld, saved[0], saved[1], saved[2], a, b, c.split, c.passive,
-                                          c.scale, c.clamp, c.atan_k, c.eps, c.inverse);
-    if (!a.has_value()) ga = gb = Tensor();
-    return {gi, gs, gt, ga, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    const Saved s = load(ctx, grads);
+    const Config& c = s.c;
+    auto [gi, gs, gt, ga, gb] = backward_op().call(s.g_out, s.g_ld, s.v[0], s.v[1], s.v[2], s.a, s.b, c.split,
+                                                   c.passive, c.scale, c.clamp, c.atan_k, c.eps, c.inverse);
+    return with_none_for_config({gi, gs, gt, ga, gb}, s.a.has_value());
   }
 };
 
@@ -131,24 +157,18 @@ struct CouplingPackedFunction : torch::autograd::Function<CouplingPackedFunction
                                const OptTensor& b, int64_t split, std::string_view passive, std::string_view scale,
                                double clamp, double atan_k, double eps, bool inverse, bool check) {
     at::AutoDispatchBelowADInplaceOrView below;
-    auto [out, logdet, err] = coupling_packed_op()
-                                  .call(input, h, a, b, split, passive, scale, clamp, atan_k, eps, inverse, check);
-    ctx->save_for_backward({input, h, or_undefined(a), or_undefined(b)});
-    save_config(ctx, {split, std::string(passive), std::string(scale), clamp, atan_k, eps, inverse});
-    ctx->mark_non_differentiable({err});
-    return {out, logdet, err};
+    return finish_forward(
+        ctx, {input, h, or_undefined(a), or_undefined(b)},
+        {split, std::string(passive), std::string(scale), clamp, atan_k, eps, inverse},
+        coupling_packed_op().call(input, h, a, b, split, passive, scale, clamp, atan_k, eps, inverse, check));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const Config c = load_config(ctx);
-    const auto [g_out, g_ld] = incoming(grads, saved[0]);
-    const OptTensor a = as_optional(saved[2]), b = as_optional(saved[3]);
-    auto [gi, gh, ga, gb] = backward_packed_op()
-                                .call(g_out, g_ld, saved[0], saved[1], a, b, c.split, c.passive, c.scale, c.clamp,
-                                      c.atan_k, c.eps, c.inverse);
-    if (!a.has_value()) ga = gb = Tensor();
-    return {gi, gh, ga, gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    const Saved s = load(ctx, grads);
+    const Config& c = s.c;
+    auto [gi, gh, ga, gb] = backward_packed_op().call(s.g_out, s.g_ld, s.v[0], s.v[1], s.a, s.b, c.split, c.passive,
+                                                      c.scale, c.clamp, c.atan_k, c.eps, c.inverse);
+    return with_none_for_config({gi, gh, ga, gb}, s.a.has_value());
   }
 };
 
