@@ -217,3 +217,32 @@ def test_output_folder_inside_the_data_is_not_data(tmp_path):
     assert list(out.glob("samples-*.png")) and first.n_train + first.n_val == 5
     again = run(tiny(tmp_path, out, steps=3, sample_every=1, sample_n=1, resume=True))
     assert (again.start_step, again.n_train + again.n_val) == (2, 5)
+
+
+@pytest.mark.parametrize("fit", ["crop", "resize"])
+def test_image_cache_gives_the_same_items_within_its_bound(tmp_path, fit):
+    import pickle
+
+    write_folder(tmp_path, size=40, per_photo=2)                             # 10 images of 40 x 40 x 3 = 4800 B
+    split = split_dataset(str(tmp_path), size=16, fit=fit, conditional=False, val_fraction=0, seed=0, skip_bad=False)
+    plain = ImageDataset(split.train, 16, 3, fit, seed=3)
+    cached = ImageDataset(split.train, 16, 3, fit, seed=3, cache_mib=1)
+    cached.cache_bytes = 3 * 40 * 40 * 3 if fit == "crop" else 3 * 16 * 16 * 3  # room for 3 fitted images
+    keys = [(i % 10, step, i) for step in range(3) for i in range(12)] + list(range(10))
+    for key in keys:
+        a, b = plain[key], cached[key]
+        assert torch.equal(a[0], b[0]) and a[1] == b[1]
+        assert len(cached._cache) <= 3 and cached._cached_bytes <= cached.cache_bytes
+    assert len(cached._cache) == 3 and list(cached._cache) == [7, 8, 9]    # the most recently used
+    # a hit does not read the file: the cached image survives the file's deletion
+    before = plain[9][0]
+    Path(split.train[9].path).unlink()
+    assert torch.equal(cached[9][0], before)
+    with pytest.raises(TrainError, match="can no longer be read"):
+        plain[9]
+    # a worker process starts with an empty cache
+    assert len(pickle.loads(pickle.dumps(cached))._cache) == 0
+    # off: nothing kept
+    off = ImageDataset(split.train, 16, 3, fit, seed=3, cache_mib=0)
+    off[0]
+    assert len(off._cache) == 0

@@ -142,7 +142,7 @@ def loader_vs_preloaded(work: Path, pairs: int, workers: int) -> dict:
     cfg = TrainConfig(folder=str(data), out=str(work / "unused"), size=64, batch=32, workers=workers,
                       val_fraction=0.0, steps=2 * (pairs + 1)).checked()
     split = split_dataset(cfg.folder, size=64, fit="crop", conditional=False, val_fraction=0, seed=0, skip_bad=False)
-    ds = ImageDataset(split.train, 64, 3, "crop", seed=0)
+    ds = ImageDataset(split.train, 64, 3, "crop", seed=0, cache_mib=cfg.image_cache)  # as flowkern train
     device = torch.device("cpu")
     model = build_model(cfg)
     opt, sched = make_optimizer(model, cfg)
@@ -164,16 +164,22 @@ def loader_vs_preloaded(work: Path, pairs: int, workers: int) -> dict:
             t_pre.append(t2 - t1)
         print(f"pair {i}: loader {t1 - t0:.3f} s, preloaded {t2 - t1:.3f} s", flush=True)
     ml, mp = statistics.median(t_loader), statistics.median(t_pre)
-    # the data's own CPU cost: building a batch in this process (no workers), per step
+    # the data's own CPU cost: building a batch in this process (no workers), per step, with the
+    # decoded-image cache warm (as in the workers after their first batches) and without it
     cfg.workers = 0
-    inline = iter(make_loader(ds, StepSampler(ds, 32, num_replicas=1, rank=0, seed=2, start_step=0, end_step=5),
-                              cfg, device))
-    t_batch = []
-    for _ in range(5):
-        t0 = time.perf_counter()
+    build = {}
+    for name, cache in (("cached", cfg.image_cache), ("uncached", 0)):
+        ds_in = ImageDataset(split.train, 64, 3, "crop", seed=0, cache_mib=cache)
+        inline = iter(make_loader(ds_in, StepSampler(ds_in, 32, num_replicas=1, rank=0, seed=2, start_step=0,
+                                                     end_step=6), cfg, device))
         next(inline)
-        t_batch.append(time.perf_counter() - t0)
-    return {"batch_build_s_median": statistics.median(t_batch),
+        t_batch = []
+        for _ in range(5):
+            t0 = time.process_time()
+            next(inline)
+            t_batch.append(time.process_time() - t0)
+        build[name] = statistics.median(t_batch)
+    return {"batch_build_cpu_s_median": build, "image_cache_mib": cfg.image_cache,
             "pair_ratios": [a / b for a, b in zip(t_loader, t_pre)],"model": "glow levels 3 depth 8 hidden 128", "size": 64, "batch": 32, "workers": workers,
             "torch_threads": torch.get_num_threads(), "pairs": pairs, "loader_step_s": t_loader,
             "preloaded_step_s": t_pre, "median_loader_s": ml, "median_preloaded_s": mp, "ratio": ml / mp}

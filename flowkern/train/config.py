@@ -24,7 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # order (``steps`` extends a run). Every other field must match the checkpoint's.
 RESUMABLE_FIELDS = frozenset({
     "folder", "out", "steps", "resume", "workers", "checkpoint_every", "keep", "sample_every", "sample_n",
-    "log_every", "val_every", "progress", "skip_bad", "device",
+    "log_every", "val_every", "progress", "skip_bad", "device", "image_cache",
 })
 
 
@@ -43,7 +43,8 @@ class TrainConfig:
     ``fit`` (``"crop"``: random size x size crops, images smaller than ``size`` are an error;
     ``"resize"``: the shorter side scaled to ``size``, then a random crop), ``conditional``
     (first-level subfolders are classes), ``val_fraction`` (held-out share when there is no
-    ``val/`` folder), ``n_bits``, ``skip_bad``, ``workers`` (DataLoader worker processes).
+    ``val/`` folder), ``n_bits``, ``skip_bad``, ``workers`` (DataLoader worker processes),
+    ``image_cache`` (MiB of decoded images each data-loading process keeps; 0: none).
     Model: ``model`` (``glow`` | ``realnvp``), ``levels``, ``depth`` (Glow steps per level;
     RealNVP couplings per level), ``hidden``, ``memory_saving``, ``memory_saving_chunk`` (with
     ``memory_saving``: forward and backward in batch chunks of this many images, 0: whole
@@ -63,6 +64,7 @@ class TrainConfig:
     n_bits: int = 8
     skip_bad: bool = False
     workers: int = 2
+    image_cache: int = 256
     model: str = "glow"
     levels: int = 3
     depth: int = 8
@@ -94,7 +96,7 @@ class TrainConfig:
             if not isinstance(self.out, str) or not self.out:
                 raise ValueError(f"out must be a non-empty path, got {self.out!r}")
             for name, lo in (("size", 2), ("levels", 1), ("depth", 1), ("hidden", 1), ("batch", 1), ("steps", 1),
-                             ("warmup", 0), ("workers", 0), ("checkpoint_every", 1), ("keep", 1),
+                             ("warmup", 0), ("workers", 0), ("image_cache", 0), ("checkpoint_every", 1), ("keep", 1),
                              ("sample_every", 0), ("sample_n", 1), ("log_every", 1), ("val_every", 0), ("seed", 0),
                              ("memory_saving_chunk", 0)):
                 check_int(name, getattr(self, name), minimum=lo)
@@ -172,6 +174,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--n-bits", type=int, default=d.n_bits, help="bits per pixel of the data (default 8)")
     a("--skip-bad", action="store_true", help="skip unreadable / truncated images (counted) instead of stopping")
     a("--workers", type=int, default=d.workers, help=f"DataLoader worker processes per process (default {d.workers})")
+    a("--image-cache", type=int, default=d.image_cache,
+      help=f"MiB of decoded images each data-loading process keeps, so a new crop of an image read before "
+           f"is not decoded again; 0: decode every time (default {d.image_cache})")
     a("--model", choices=MODELS, default=d.model, help="flow: glow (build_glow) or realnvp (build_realnvp)")
     a("--levels", type=int, default=d.levels, help=f"levels of the multi-scale flow (default {d.levels})")
     a("--depth", type=int, default=d.depth,

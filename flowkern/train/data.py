@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,21 +218,37 @@ class ImageDataset(Dataset):
     Item keys: ``(index, step, slot)`` for training (random crop, noise from
     ``mix_seed(seed, STREAM_SAMPLE, step, slot)``); an int ``index`` for evaluation (centre
     crop, noise from ``mix_seed(seed, STREAM_VAL, index)``: the same every time).
+
+    ``cache_mib``: each process (every DataLoader worker has its own) keeps up to this many MiB
+    of decoded, fitted images, the least recently used dropped first, so that a crop of an image
+    read before does not decode the file again (random crops of large photos: decoding is most of
+    an item's cost). 0: decode every time. The items are the same either way.
     """
 
     def __init__(self, records: list[ImageRecord], size: int, channels: int, fit: str, seed: int,
-                 n_bits: int = 8) -> None:
+                 n_bits: int = 8, cache_mib: int = 0) -> None:
         self.records, self.size, self.channels, self.fit = records, size, channels, fit
         self.seed, self.n_bits = seed, n_bits
+        self.cache_bytes = cache_mib << 20
+        self._cache: OrderedDict = OrderedDict()  # index -> fitted PIL image, least recently used first
+        self._cached_bytes = 0
+
+    def __getstate__(self) -> dict:
+        """Pickled for a worker process without the cache (each process fills its own)."""
+        return {**self.__dict__, "_cache": OrderedDict(), "_cached_bytes": 0}
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def pixels(self, index: int, g: torch.Generator | None) -> torch.Tensor:
-        """uint8 (C, size, size): the image fitted to ``size``, cropped at random with ``g``
-        (centre crop without)."""
+    def fitted(self, index: int):
+        """The decoded image ``index`` (Pillow, the model's mode), its shorter side scaled to
+        ``size`` when ``fit="resize"``; from the cache when it holds it."""
         from PIL import Image
 
+        im = self._cache.get(index)
+        if im is not None:
+            self._cache.move_to_end(index)
+            return im
         rec = self.records[index]
         try:
             im = read_image(rec.path, self.channels)
@@ -242,6 +259,20 @@ class ImageDataset(Dataset):
             w, h = im.size
             k = s / min(w, h)
             im = im.resize((max(s, round(w * k)), max(s, round(h * k))), Image.BILINEAR, reducing_gap=3.0)
+        nbytes = im.size[0] * im.size[1] * self.channels
+        if nbytes <= self.cache_bytes:
+            while self._cached_bytes + nbytes > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= old.size[0] * old.size[1] * self.channels
+            self._cache[index] = im
+            self._cached_bytes += nbytes
+        return im
+
+    def pixels(self, index: int, g: torch.Generator | None) -> torch.Tensor:
+        """uint8 (C, size, size): the image fitted to ``size``, cropped at random with ``g``
+        (centre crop without)."""
+        im = self.fitted(index)
+        s = self.size
         w, h = im.size
         if g is None:
             left, top = (w - s) // 2, (h - s) // 2

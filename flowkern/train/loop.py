@@ -268,8 +268,10 @@ def _train(config: TrainConfig, procs: Processes, prep: dict, stop: _Stop) -> Tr
     if start >= config.steps:
         _say(procs, f"the checkpoint is at step {start} >= --steps {config.steps}: nothing to train")
 
-    train_ds = ImageDataset(split.train, config.size, config.channels, config.fit, config.seed, config.n_bits)
-    val_ds = ImageDataset(split.val, config.size, config.channels, config.fit, config.seed, config.n_bits)
+    train_ds = ImageDataset(split.train, config.size, config.channels, config.fit, config.seed, config.n_bits,
+                            config.image_cache)
+    val_ds = ImageDataset(split.val, config.size, config.channels, config.fit, config.seed, config.n_bits,
+                          config.image_cache)
     sampler = StepSampler(train_ds, config.batch, num_replicas=procs.world_size, rank=procs.rank, seed=config.seed,
                           start_step=start, end_step=config.steps)
     loader_gen = torch.Generator().manual_seed(mix_seed(config.seed, STREAM_STEP, start, -1))
