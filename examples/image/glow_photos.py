@@ -21,10 +21,11 @@ normflows' notebook Glow against its flowkern conversion from the same weights.
    the batch from which its step needs more than this machine's memory
    (:func:`unaffordable_batch`). The memory-saving mode (``--memory-saving --memory-saving-chunk
    1``: only the latents are saved for backward, forward and backward run one image at a time) is
-   measured at the first batch and trained at the run batch: the full size trains at the batch
-   the standard mode cannot afford; ``--demo`` and ``--quick`` train at a fixed small batch
-   (161 images of 416 x 416 at K = 2 on a 23.5 GiB machine, measured: several minutes a
-   step on 2 cores) and report the batch from which the standard mode would not fit.
+   measured at the first batch and trained at the run batch: the batch the standard mode cannot
+   afford (about 140 images of 416 x 416 at K = 2 on a 23.5 GiB machine: one memory-saving step
+   of about half a minute on 2 cores, at a few GiB). ``--demo`` caps it at ``large_batch_limit``
+   (a machine with much more memory would make the step too long for the demo; the report then
+   says the standard mode still fits); ``--quick`` trains at a fixed small batch.
 4. **normflows** (:func:`compare_normflows`): normflows' Glow of its ``examples/glow.ipynb``
    (``notebook_glow.py`` beside this file; class-conditional bases, the photo as the class) is
    built on 32 x 32 patches of the two scikit-learn photos, its actnorms initialised on the first
@@ -91,6 +92,7 @@ class Config:
     large_size: int = 416
     probe_batches: tuple = (1, 2)
     large_batch: int | None = None  # the run's batch; None: the first the standard mode cannot afford
+    large_batch_limit: int | None = None  # with large_batch None: never above this batch
     large_steps: int = 2
     large_lr: float = 1e-3
     # 4. normflows
@@ -106,11 +108,11 @@ class Config:
 
 
 def demo_config() -> Config:
-    """``make demo``'s size: K = 2 steps per level, 150 training steps of 16 crops, the
-    memory-saving run at batch 2 (one step), the normflows comparison for 20 steps without the
-    rounding reference."""
-    return Config(depth=2, batch=16, steps=150, large_batch=2, large_steps=1, compare_depth=2, compare_steps=20,
-                  compare_reference=False)
+    """``make demo``'s size: K = 2 steps per level, 150 training steps of 16 crops, one
+    memory-saving step at the batch the standard mode cannot afford (at most 192 images), the
+    normflows comparison for 20 steps without the rounding reference."""
+    return Config(depth=2, batch=16, steps=150, large_batch_limit=192, large_steps=1, compare_depth=2,
+                  compare_steps=20, compare_reference=False)
 
 
 def quick_config() -> Config:
@@ -257,7 +259,7 @@ def memory_stage(cfg: Config, root: Path, threads: int) -> dict:
                 memory_run(cfg, root, threads, f"standard-b{b1}", b1, 1, False)]
     mem_total = mem_total_bytes()
     per_image, unaffordable = unaffordable_batch({r["batch"]: r["peak_rss_bytes"] for r in standard}, mem_total)
-    batch = cfg.large_batch if cfg.large_batch is not None else unaffordable
+    batch = cfg.large_batch if cfg.large_batch is not None else min(unaffordable, cfg.large_batch_limit or unaffordable)
     saving = [memory_run(cfg, root, threads, f"memory-saving-b{b0}", b0, 2, True),
               memory_run(cfg, root, threads, f"memory-saving-b{batch}", batch, cfg.large_steps, True)]
     needed = standard[0]["peak_rss_bytes"] + (batch - b0) * per_image
@@ -394,9 +396,8 @@ def memory_sentences(mem: dict) -> list[str]:
                f"this machine's {_gib(mem['machine_mem_total_bytes'])}: the standard mode cannot train it here"
                if not mem["standard_affordable_at_run_batch"] else
                f"it would exceed this machine's {_gib(mem['machine_mem_total_bytes'])} from batch "
-               f"{mem['standard_unaffordable_from_batch']} of {side}x{side} images; the full size (`make demo-image`) "
-               "trains the memory-saving mode at that batch (several minutes a step on 2 cores), this size at "
-               f"batch {mem['run_batch']}")
+               f"{mem['standard_unaffordable_from_batch']} of {side}x{side} images; this run trained the "
+               f"memory-saving mode at batch {mem['run_batch']}, below it")
     per = mem["memory_saving_bytes_per_image"]
     return [
         f"Peak RSS of one `flowkern train` process per run (VmHWM), {side}x{side} crops of the photos in `large/`, "
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for metrics.json, report.md, the runs")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--demo", action="store_true", help="make demo's size (K=2, the memory-saving run at batch 2)")
+    size.add_argument("--demo", action="store_true", help="make demo's size (K=2, one memory-saving step at the batch the standard mode cannot afford)")
     size.add_argument("--quick", action="store_true", help="small smoke run of every stage")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("FLOWKERN_THREADS", "2")))
     args = parser.parse_args(argv)
