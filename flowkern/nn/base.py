@@ -283,7 +283,9 @@ def as_logdet(ld: object, like: torch.Tensor) -> torch.Tensor | None:
     if not isinstance(ld, torch.Tensor):
         return None if ld == 0 else torch.full((like.shape[0],), float(ld), dtype=acc_dtype(like.dtype),
                                                device=like.device)
-    ld = ld.to(acc_dtype(like.dtype))
+    acc = acc_dtype(like.dtype)
+    if ld.dtype != acc:
+        ld = ld.to(acc)
     if ld.dim() == 1 and ld.shape[0] == like.shape[0]:
         return ld
     return ld.reshape(()).expand(like.shape[0]) if ld.numel() == 1 else ld.reshape(like.shape[0])

@@ -139,6 +139,11 @@ class AffineCoupling(InvertibleModule):
         first, second = v[:, :s], v[:, s:]
         return (first, second) if self.cfg.passive_first else (second, first)
 
+    def _passive(self, v: torch.Tensor) -> torch.Tensor:
+        """``_parts(v)[0]`` alone."""
+        s = self.cfg.split
+        return v[:, :s] if self.cfg.passive_first else v[:, s:]
+
     def _join(self, passive: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         return torch.cat((passive, active) if self.cfg.passive_first else (active, passive), dim=1)
 
@@ -179,10 +184,14 @@ class AffineCoupling(InvertibleModule):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """y_p = z_p, y_a = z_a exp(f(s_raw)) + t; logdet = sum f(s_raw) (+ actnorm term)."""
-        check_input(x, self.channels, "x", self)
+        return self.run_checked(check_input(x, self.channels, "x", self), c)
+
+    def run_checked(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` on an ``x`` its caller has already checked (a step that holds this
+        coupling checks its input once)."""
         self._init_from(x, inverse=False)
         a, b = self._coefficients(x)
-        st = self._scale_shift(self._passive_z(self._parts(x)[0], a, b), c)
+        st = self._scale_shift(self._passive_z(self._passive(x), a, b), c)
         if check_requested():
             y, logdet, err = self._op(False, x, st, a, b, check=True)
             record_check_error(self, err)
@@ -193,10 +202,13 @@ class AffineCoupling(InvertibleModule):
 
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_a = (y_a - t) exp(-f(s_raw)), x = (z - b) / a; logdet negated."""
-        check_input(y, self.channels, "y", self)
+        return self.invert_checked(check_input(y, self.channels, "y", self), c)
+
+    def invert_checked(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`inverse` on a ``y`` its caller has already checked."""
         self._init_from(y, inverse=True)
         a, b = self._coefficients(y)
-        x, logdet = self._op(True, y, self._scale_shift(self._parts(y)[0], c), a, b)
+        x, logdet = self._op(True, y, self._scale_shift(self._passive(y), c), a, b)
         check_overflow(self, y, x, logdet, "inverse")
         return x, logdet
 
@@ -204,7 +216,7 @@ class AffineCoupling(InvertibleModule):
                             grad_logdet: torch.Tensor, grads: ParamGrads):
         """One subnet evaluation serves both the inverse and the re-run forward: the
         subnet input z_p equals the passive part of y."""
-        y_p = self._parts(y)[0]
+        y_p = self._passive(y)
         with torch.enable_grad():
             a, b = self._coefficients(y)
             with torch.no_grad():

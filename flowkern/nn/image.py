@@ -254,18 +254,18 @@ class GlowStep(InvertibleModule):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """y = coupling(W' x + b'); log-det as in the module docstring."""
-        check_input(x, self.channels, "x", self)
+        check_input(x, self.channels, "x", self.actnorm)  # the step's dtype and device: its actnorm's
         self.actnorm.maybe_initialize(x, inverse=False)
         with autocast_off(x):
             w, b, ld = self.folded(x)
             u = conv1x1(x, w, b)
-        y, ld_c = self.coupling(u, c)
+        y, ld_c = self.coupling.run_checked(u, c)
         return y, ld_c + math.prod(x.shape[2:]) * ld
 
     def inverse(self, y: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """u = coupling^{-1}(y); x = W'^{-1} (u - b')."""
-        check_input(y, self.channels, "y", self)
-        u, ld_c = self.coupling.inverse(y, c)
+        check_input(y, self.channels, "y", self.actnorm)
+        u, ld_c = self.coupling.invert_checked(y, c)
         self.actnorm.maybe_initialize(u, inverse=True)
         with autocast_off(u):
             w, b, ld = self.folded(u)

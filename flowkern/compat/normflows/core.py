@@ -294,7 +294,7 @@ class MultiscaleFlow(_StateFile, nn.Module):
             cur, nxt = nxt, nxt + 1
         latents: dict[int, int] = {}
         for i in range(len(self.q0) - 1, -1, -1):
-            for flow in reversed(self.flows[i]):
+            for flow in reversed(list(self.flows[i])):  # a ModuleList's own reversed() indexes it
                 nodes.append(_nf_node(flow, (cur,), (nxt,)))
                 cur, nxt = nxt, nxt + 1
             if i > 0:

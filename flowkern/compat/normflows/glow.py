@@ -224,9 +224,19 @@ class GlowBlock(GlowStep, Flow):
         return block
 
     def _adapt(self) -> None:
-        """Build the coupling adapter of the fused path once, beside the children (not a child: it
-        holds no state of its own, only normflows' coupling, so ``state_dict`` keys stay normflows')."""
-        self.__dict__["_coupling"] = _NormalizingCoupling(self.flows[0], self.channels) if self._fusable_children() else None
+        """GlowStep's parts, named once, beside the children (plain attributes, not children, so
+        ``state_dict`` keys stay normflows'): ``channels``; ``invconv`` and ``actnorm``, the
+        children; ``coupling``, the adapter of the fused path (it holds no state of its own, only
+        normflows' coupling), None when the block is not :attr:`fusable`."""
+        d = self.__dict__
+        d["channels"] = self.flows[-1].s.shape[1]
+        fusable = self._fusable_children()
+        d["invconv"], d["actnorm"] = (self.flows[1], self.flows[2]) if fusable else (None, None)
+        d["coupling"] = _NormalizingCoupling(self.flows[0], d["channels"]) if fusable else None
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._adapt()  # a block pickled before these attributes existed
 
     # ---- normflows API ----------------------------------------------------------------------
     def _check(self, z: Tensor) -> Tensor:
@@ -272,33 +282,16 @@ class GlowBlock(GlowStep, Flow):
     def extra_repr(self) -> str:
         return ""  # normflows' repr: the children only
 
-    @property
-    def channels(self) -> int:
-        return self.flows[-1].s.shape[1]
-
-    @property
-    def actnorm(self) -> ActNorm:
-        return self.flows[2]
-
-    @property
-    def invconv(self) -> Invertible1x1Conv:
-        return self.flows[1]
-
-    @property
-    def coupling(self) -> _NormalizingCoupling:
-        if "_coupling" not in self.__dict__:  # a block pickled before the adapter existed
-            self._adapt()
-        return self.__dict__["_coupling"]
-
     def folded(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """W' = W diag(e^{-s}), b' = -W (t e^{-s}) of the normalising direction in ``like``'s dtype,
         and its per-position log-det -sum s + log|det W|."""
-        _, conv, norm = self.flows
-        a = torch.exp(-norm.s).reshape(-1)
-        W, ld_w = conv.weight_and_logdet()
-        W = W.to(like.dtype)
-        acc = acc_dtype(like.dtype)
-        return W * a.to(like.dtype), W @ (-norm.t.reshape(-1) * a).to(like.dtype), -norm.s.to(acc).sum() + ld_w.to(acc)
+        W, ld_w = self.invconv.weight_and_logdet()
+        s, t = self.actnorm.s.reshape(-1), self.actnorm.t.reshape(-1)
+        w = W * torch.exp(-s)
+        b = -(w @ t)
+        dtype, acc = like.dtype, acc_dtype(like.dtype)
+        ld = ld_w - s.sum() if s.dtype == acc else ld_w.to(acc) - s.to(acc).sum()
+        return (w, b, ld) if w.dtype == dtype else (w.to(dtype), b.to(dtype), ld)
 
 
 @builtin_converter("normflows.flows.GlowBlock")
