@@ -13,22 +13,31 @@ coupling (tanh scale) + log-det, timed in the same rounds:
 Each is timed without grad and with autograd (forward + ``backward()`` of ``y.sum() + logdet.sum()``;
 the floor's loss is ``y.sum()``). The ratios of interest are taken *above the floor*:
 (impl - floor) / (chain - floor) with grad, impl / floor without grad.
+
+Second table (:func:`glow_table`): a whole model where the host decides, normflows' notebook Glow
+(``examples/image/notebook_glow.py``: 32 x 32, L = 3, K = 8, hidden 64, 10 classes) and its
+``flowkern.compat.convert``, ``log_prob`` of one image without grad, the two alternating in one
+process on one thread (median ms per call).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import random
 import statistics
+import sys
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 import flowkern
 
-__all__ = ["SHAPE", "make_fns", "measure", "table"]
+__all__ = ["SHAPE", "make_fns", "measure", "table", "glow_table"]
 
 SHAPE = (1, 12, 4, 4)
 SPLIT, CLAMP = 6, 2.0
@@ -130,6 +139,46 @@ def table(quick: bool = False, device: str = "cpu") -> str:
     return "\n".join(lines)
 
 
+def glow_table(quick: bool = False, batch: int = 1) -> str:
+    """Markdown: normflows' notebook Glow and its conversion, ``log_prob`` without grad (module docstring)."""
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "examples" / "image"))
+    from notebook_glow import notebook_glow
+
+    from flowkern.compat import convert
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # normflows' own deprecation warnings
+            peer = notebook_glow(32)
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.rand(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+        with torch.no_grad():
+            peer.log_prob(x, y)  # the actnorms' data-dependent init
+        models = {"normflows": peer, "flowkern": convert(copy.deepcopy(peer))}
+        ts: dict[str, list[float]] = {k: [] for k in models}
+        with torch.no_grad():
+            for m in models.values():
+                for _ in range(5):
+                    m.log_prob(x, y)
+            for r in range(60 if quick else 400):
+                for k in (models if r % 2 else reversed(list(models))):
+                    t0 = time.perf_counter()
+                    models[k].log_prob(x, y)
+                    ts[k].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
+    return "\n".join([
+        f"normflows' notebook Glow 32x32 (L=3, K=8, hidden 64) and its `flowkern.compat.convert`: `log_prob` of "
+        f"{batch} image{'s' * (batch != 1)}, no grad, CPU float32, 1 host thread, {len(ts['flowkern'])} calls each, "
+        "alternating. Median ms per call.", "",
+        "| model | ms per call |", "|---|---|",
+        *[f"| {k} | {v:.2f} |" for k, v in med.items()], "",
+        f"flowkern / normflows = {med['flowkern'] / med['normflows']:.3f}."])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds")
@@ -139,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         print("skipped: no CUDA GPU is visible")
         return 0
     print(table(quick=args.quick, device=args.device))
+    if args.device == "cpu":
+        print()
+        print(glow_table(quick=args.quick))
     return 0
 
 

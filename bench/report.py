@@ -172,8 +172,9 @@ side is searched, memory-saving chunk 1 is tried from four times normflows' side
 HOST_METHOD = """\
 The host cost of one fused coupling call, where the kernel's work is about zero (tiny tensors, one
 thread): the compiled op beside the same result as a chain of eager torch ops and a one-op floor
-(`torch.mul`), without grad and with forward + `backward()`, timed in the same rounds
-(`bench/bench_host.py`'s docstring has the method)."""
+(`torch.mul`), without grad and with forward + `backward()`, timed in the same rounds; then a
+whole model where the host decides: normflows' notebook Glow and its conversion, `log_prob` of one
+image (`bench/bench_host.py`'s docstring has the method)."""
 
 GPU_METHOD = """\
 The fused op on CUDA tensors: the cuda and triton backends beside the reference, fp32 and bf16,
@@ -214,7 +215,8 @@ def _image(args: argparse.Namespace) -> str | None:
 # key, heading, method, producer (None from a producer: the section is left out)
 SECTIONS: list[tuple[str, str, str, Callable[[argparse.Namespace], str | None]]] = [
     ("op", "The op (CPU)", OP_METHOD, _table_of("bench_ops")),
-    ("host", "Host cost of one op call (CPU)", HOST_METHOD, _table_of("bench_host")),
+    ("host", "Host cost of one op call (CPU)", HOST_METHOD,
+     lambda args: _module("bench_host").table(args.quick) + "\n\n" + _module("bench_host").glow_table(args.quick)),
     ("flows", "Flow training steps (CPU)", FLOWS_METHOD, _table_of("bench_flows")),
     ("ab", "Before / after: training steps (CPU)", AB_METHOD, _ab),
     ("heap", "glibc heap settings: training steps (CPU)", HEAP_METHOD, _heap),
