@@ -33,7 +33,8 @@ def test_help_documents_the_scripted_flags(capsys):
     text = capsys.readouterr().out
     for flag in ("--out", "--size", "--model", "--levels", "--depth", "--hidden", "--batch", "--steps", "--lr",
                  "--seed", "--resume", "--memory-saving", "--checkpoint-every", "--conditional", "--val-fraction",
-                 "--skip-bad", "--autocast", "--fit", "--keep", "--sample-every", "--workers", "--clip", "--warmup"):
+                 "--skip-bad", "--autocast", "--fit", "--keep", "--sample-every", "--workers", "--clip", "--warmup",
+                 "--image-cache"):
         assert re.search(rf"{flag}\b[^\n]*\n?\s+\S", text), f"{flag} undocumented"
     for sub in ("sample", "eval"):
         with pytest.raises(SystemExit):
@@ -101,6 +102,22 @@ def test_conditional_grey_realnvp_memory_saving(tmp_path, capsys):
     capsys.readouterr()
     # bf16 autocast trains too
     assert run(tiny(data, tmp_path / "bf16", autocast="bf16", steps=2)).steps == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("memory_saving, autocast", [(False, "none"), (True, "bf16")])
+def test_train_on_cuda_matches_its_checkpoint(tmp_path, memory_saving, autocast):
+    """The GPU path of flowkern train (the GPU run of scripts/gpu_check.sh): a run on --device
+    cuda trains, its checkpoint loads on the CPU, and eval on the CPU gives the run's val bits/dim."""
+    data = tmp_path / "data"
+    write_folder(data / "train", per_photo=4)
+    write_folder(data / "val", per_photo=1, seed=3)
+    result = run(tiny(data, tmp_path / "run", device="cuda", memory_saving=memory_saving, autocast=autocast,
+                      steps=4, lr=3e-3))
+    assert result.steps == 4 and all(torch.isfinite(torch.tensor(result.losses)))
+    model, config, _ = load_trained(result.checkpoint)
+    assert config.device == "cuda" and all(p.device.type == "cpu" for p in model.parameters())
+    assert cli_main(["eval", result.checkpoint, str(data / "val"), "--batch", "3", "--workers", "0"]) == 0
 
 
 def test_checkpoint_files(tmp_path):
