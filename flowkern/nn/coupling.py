@@ -141,8 +141,7 @@ class AffineCoupling(InvertibleModule):
 
     def _passive(self, v: torch.Tensor) -> torch.Tensor:
         """``_parts(v)[0]`` alone."""
-        s = self.cfg.split
-        return v[:, :s] if self.cfg.passive_first else v[:, s:]
+        return v[:, self._passive_slice()]
 
     def _join(self, passive: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         return torch.cat((passive, active) if self.cfg.passive_first else (active, passive), dim=1)
