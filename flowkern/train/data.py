@@ -230,7 +230,7 @@ class ImageDataset(Dataset):
         self.records, self.size, self.channels, self.fit = records, size, channels, fit
         self.seed, self.n_bits = seed, n_bits
         self.cache_bytes = cache_mib << 20
-        self._cache: OrderedDict = OrderedDict()  # index -> fitted PIL image, least recently used first
+        self._cache: OrderedDict = OrderedDict()  # index -> (fitted PIL image, its bytes), least recently used first
         self._cached_bytes = 0
 
     def __getstate__(self) -> dict:
@@ -245,10 +245,9 @@ class ImageDataset(Dataset):
         ``size`` when ``fit="resize"``; from the cache when it holds it."""
         from PIL import Image
 
-        im = self._cache.get(index)
-        if im is not None:
+        if index in self._cache:
             self._cache.move_to_end(index)
-            return im
+            return self._cache[index][0]
         rec = self.records[index]
         try:
             im = read_image(rec.path, self.channels)
@@ -262,9 +261,8 @@ class ImageDataset(Dataset):
         nbytes = im.size[0] * im.size[1] * self.channels
         if nbytes <= self.cache_bytes:
             while self._cached_bytes + nbytes > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._cached_bytes -= old.size[0] * old.size[1] * self.channels
-            self._cache[index] = im
+                self._cached_bytes -= self._cache.popitem(last=False)[1][1]
+            self._cache[index] = (im, nbytes)
             self._cached_bytes += nbytes
         return im
 
