@@ -16,8 +16,8 @@ the floor's loss is ``y.sum()``). The ratios of interest are taken *above the fl
 
 Second table (:func:`glow_table`): a whole model where the host decides, normflows' notebook Glow
 (``examples/image/notebook_glow.py``: 32 x 32, L = 3, K = 8, hidden 64, 10 classes) and its
-``flowkern.compat.convert``, ``log_prob`` of one image without grad, the two alternating in one
-process on one thread (median ms per call).
+``flowkern.compat.convert``, ``log_prob`` of one image without grad, timed as the first table in
+one process on one thread (median ms per call).
 """
 
 from __future__ import annotations
@@ -92,13 +92,19 @@ def make_fns(device: str = "cpu") -> dict[str, Callable[[], object]]:
 
 
 def measure(rounds: int = 200, block: int = 20, seed: int = 0, device: str = "cpu") -> dict[str, float]:
-    """Median µs per call of each fn; each round runs a block of ``block`` calls of every fn, in a
-    fresh seeded random order (load changes hit all alike). On CUDA each block ends with a
-    synchronize, so the queue never fills: the time is the host's, as long as it exceeds the GPU's."""
-    fns = make_fns(device)
+    """Median µs per call of each of :func:`make_fns`' fns (:func:`time_fns`). On CUDA each block
+    ends with a synchronize, so the queue never fills: the time is the host's, as long as it
+    exceeds the GPU's."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return time_fns(make_fns(device), rounds, block, seed, sync)
+
+
+def time_fns(fns: dict[str, Callable[[], object]], rounds: int, block: int, seed: int = 0,
+             sync: Callable[[], object] = lambda: None, warmup: int = 50) -> dict[str, float]:
+    """Median µs per call of each fn after ``warmup`` calls; each round runs a block of ``block``
+    calls of every fn, in a fresh seeded random order (load changes hit all alike)."""
     for fn in fns.values():  # warm-up: first calls load kernels, build autograd graphs
-        for _ in range(50):
+        for _ in range(warmup):
             fn()
     ts: dict[str, list[float]] = {k: [] for k in fns}
     order, rng = list(fns), random.Random(seed)
@@ -157,23 +163,16 @@ def glow_table(quick: bool = False, batch: int = 1) -> str:
         with torch.no_grad():
             peer.log_prob(x, y)  # the actnorms' data-dependent init
         models = {"normflows": peer, "flowkern": convert(copy.deepcopy(peer))}
-        ts: dict[str, list[float]] = {k: [] for k in models}
+        rounds = 60 if quick else 400
         with torch.no_grad():
-            for m in models.values():
-                for _ in range(5):
-                    m.log_prob(x, y)
-            for r in range(60 if quick else 400):
-                for k in (models if r % 2 else reversed(list(models))):
-                    t0 = time.perf_counter()
-                    models[k].log_prob(x, y)
-                    ts[k].append(time.perf_counter() - t0)
+            us = time_fns({k: (lambda m=m: m.log_prob(x, y)) for k, m in models.items()}, rounds, block=1, warmup=5)
     finally:
         torch.set_num_threads(threads)
-    med = {k: 1e3 * statistics.median(v) for k, v in ts.items()}
+    med = {k: v / 1e3 for k, v in us.items()}
     return "\n".join([
         f"normflows' notebook Glow 32x32 (L=3, K=8, hidden 64) and its `flowkern.compat.convert`: `log_prob` of "
-        f"{batch} image{'s' * (batch != 1)}, no grad, CPU float32, 1 host thread, {len(ts['flowkern'])} calls each, "
-        "alternating. Median ms per call.", "",
+        f"{batch} image{'s' * (batch != 1)}, no grad, CPU float32, 1 host thread, {rounds} calls each, in a fresh "
+        "random order per round. Median ms per call.", "",
         "| model | ms per call |", "|---|---|",
         *[f"| {k} | {v:.2f} |" for k, v in med.items()], "",
         f"flowkern / normflows = {med['flowkern'] / med['normflows']:.3f}."])
