@@ -159,6 +159,8 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert "holds no PNG / JPEG images" in err
     err = _cli_error(capsys, ["train", str(good), "--out", str(tmp_path / "o3"), *common, "--size", "18"])
     assert "--size 18 must be divisible by 2**levels = 4" in err and "try --size 16" in err
+    err = _cli_error(capsys, ["train", str(good), "--out", str(tmp_path / "o3c"), *common, "--image-cache", "-1"])
+    assert "--image-cache must be an int in [0, inf], got -1" in err
     # images smaller than --size: named, with the way out
     err = _cli_error(capsys, ["train", str(good), "--out", str(tmp_path / "o4"), *common, "--size", "32"])
     assert "smaller than --size 32" in err and "chelsea_0.jpg (24x24)" in err and "--fit resize" in err
